@@ -1,0 +1,320 @@
+/*
+ * armdb.h - the public interface of libarmdb, and its manual.
+ *
+ * DESIGN
+ *
+ * armdb is a sharded Bitcask key-value store. A store is one directory and
+ * one key length: keys are byte strings of exactly `key_len` bytes (1..512),
+ * fixed when the store is created. A store is split into `shards` (1..256,
+ * fixed at creation) by a hash of the key; each shard is a subdirectory with
+ * its own lock, write buffer, append-only data files and in-memory index.
+ *
+ * Every write appends an entry (header, key, value) to the active data file
+ * of its shard; a delete appends a tombstone. Each entry carries a GSN, a
+ * process-wide 64-bit sequence number: when a store is opened, the entry
+ * with the highest GSN for a key wins, whatever file holds it. The index
+ * (a flat open-addressed hash table per shard) maps each live key to the
+ * location of its newest value, so a get costs one index probe and at most
+ * one read of the pages that hold the entry. Stores created with a fixed
+ * `value_len` keep values inline in the index as well: their gets never touch
+ * the disk.
+ *
+ * Data files are written in 4096-byte pages through an aligned per-shard
+ * write buffer, with O_DIRECT where the filesystem allows it. A data file
+ * that reaches `max_file_size` is rotated: synced, made immutable and given a
+ * hint file (the keys and value locations it holds), so reopening reads the
+ * small hints instead of the data. Each open by a writer starts a fresh
+ * active file in every shard; the previous one becomes immutable.
+ *
+ * DURABILITY
+ *
+ * A durability barrier writes the partial last page of each dirty shard and
+ * fdatasyncs it. Bytes a barrier made durable are never changed afterwards:
+ * the next barrier rewrites that page with the same bytes followed by new
+ * entries, so a torn write can only damage entries that were never
+ * acknowledged as durable. Barriers happen:
+ *
+ *   ARMDB_SYNC_INTERVAL  (default) every `sync_interval_ms` (default 50) on
+ *                        each dirty shard, from a background thread; a crash
+ *                        loses at most the writes of the last interval, and
+ *                        what survives of each shard is a prefix of its writes.
+ *   ARMDB_SYNC_ALWAYS    before each put/delete/cas returns. Concurrent writers
+ *                        of one shard share one fdatasync (group commit).
+ *   ARMDB_SYNC_NONE      only when armdb_sync() is called, on rotation and on
+ *                        close (and pages reach the OS when the buffer fills).
+ *
+ * After armdb_sync() returns 0, every earlier write survives kill -9 and
+ * power loss. On open, each shard's last data file is scanned and cut at the
+ * first entry that fails its checksum (the torn tail of a crash). An entry
+ * that fails its checksum in an immutable file is counted in
+ * armdb_stat.corrupt_entries, never loaded and never fatal. If fdatasync
+ * fails, the store turns read-only (writes return ARMDB_READONLY; reads go on
+ * working), because the kernel may have dropped the pages it failed to write.
+ *
+ * CAVEATS
+ *
+ * - Every live key is in memory: about key_len + 32 bytes per key (plus
+ *   value_len for fixed-length values). armdb_stat.index_bytes_per_key says
+ *   what a store really uses.
+ * - Key length, value length and shard count can never change after creation.
+ * - One writer process per store: the LOCK file is flock()ed. Read-only
+ *   opens (ARMDB_RDONLY) take no lock and see the store as it was when they
+ *   opened it.
+ * - Writes made since the last barrier are lost on a crash (see DURABILITY).
+ * - Space of overwritten and deleted values is counted (dead_bytes) but not
+ *   yet reclaimed: this version has no compaction.
+ * - Ordered stores, range scans and encryption are not in this version: the
+ *   ARMDB_ORDERED flag and an encryption key are refused with ARMDB_INVAL.
+ * - Values read from disk are copied out; values larger than 64 KiB make the
+ *   reading thread keep a scratch buffer of that size until it exits.
+ *
+ * LIMITS
+ *
+ *   key_len             1 .. 512 bytes (ARMDB_KEY_MAX)
+ *   value_len (fixed)   1 .. 4096 bytes (ARMDB_INLINE_MAX), 0 = variable
+ *   variable value      0 .. write_buffer_size - 8192 bytes
+ *   shards              1 .. 256 (default: number of online CPUs)
+ *   write_buffer_size   64 KiB .. 256 MiB per shard, multiple of 4096
+ *                       (default 1 MiB)
+ *   max_file_size       64 KiB .. 3 GiB (default 256 MiB)
+ *   sync_interval_ms    1 .. 60000 (default 50)
+ *   keys per shard      2^31
+ *
+ * ERRORS
+ *
+ * Every fallible call returns an int: 0 on success, -errno for an operating
+ * system failure (-ENOENT, -EACCES, -ENOSPC, -EIO, ...), or one of the
+ * ARMDB_* codes below (all below -4095, so they never collide with -errno).
+ * armdb_strerror() turns either kind into static text. armdb_errmsg() gives
+ * a longer message about the last failure in the calling thread, naming the
+ * file, field or pid involved.
+ *
+ * THREADS
+ *
+ * Every call may be made from any thread on one handle at the same time,
+ * except armdb_close(), which must not race with other calls on the handle.
+ * An iterator is used by one thread at a time.
+ */
+#ifndef ARMDB_H
+#define ARMDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of the C ABI: bumped whenever a struct, enum or signature here
+ * changes. The Lua binding refuses to load a library of another version. */
+#define ARMDB_ABI_VERSION 1
+#define ARMDB_VERSION_STRING "0.1.0"
+
+/* Result codes besides 0 and -errno. */
+enum armdb_rc {
+    ARMDB_OK = 0,
+    ARMDB_NOTFOUND = -30001, /* no such key; end of an iteration */
+    ARMDB_BUFSMALL = -30002, /* value larger than the buffer; *vlen = size */
+    ARMDB_CORRUPT = -30003,  /* stored bytes fail their checksum */
+    ARMDB_LOCKED = -30004,   /* another process holds the writer lock */
+    ARMDB_BADKEY = -30005,   /* wrong encryption key */
+    ARMDB_MISMATCH = -30006, /* options contradict the stored meta file */
+    ARMDB_INVAL = -30007,    /* invalid argument or option */
+    ARMDB_READONLY = -30008, /* read-only open, or turned read-only by EIO */
+    ARMDB_EXISTS = -30009,   /* cas with expected == NULL: key is present */
+    ARMDB_KEYLEN = -30010,   /* key length differs from the store's key_len */
+    ARMDB_TOOBIG = -30011,   /* value longer than the store accepts */
+    ARMDB_CONFLICT = -30012, /* cas: current value differs from expected */
+    ARMDB_FULL = -30013,     /* a fixed limit is reached (keys, file ids) */
+};
+
+/* armdb_options.sync_mode */
+enum armdb_sync_mode {
+    ARMDB_SYNC_INTERVAL = 0,
+    ARMDB_SYNC_NONE = 1,
+    ARMDB_SYNC_ALWAYS = 2,
+};
+
+/* armdb_options.flags */
+enum armdb_flags {
+    ARMDB_CREATE = 1u << 0,    /* create the store if it does not exist */
+    ARMDB_RDONLY = 1u << 1,    /* no writes, no lock, view as of open */
+    ARMDB_ORDERED = 1u << 2,   /* ordered index (not in this version) */
+    ARMDB_NO_URING = 1u << 3,  /* never use io_uring */
+    ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
+};
+
+/* armdb_stat.io_backend */
+enum armdb_io_backend {
+    ARMDB_IO_PWRITE = 1,
+    ARMDB_IO_URING = 2,
+};
+
+/* armdb_iter_open() flags */
+enum armdb_iter_flags {
+    ARMDB_ITER_REVERSE = 1u << 0,
+    ARMDB_ITER_PREFIX = 1u << 1,
+};
+
+enum armdb_limits {
+    ARMDB_KEY_MAX = 512,
+    ARMDB_INLINE_MAX = 4096,
+    ARMDB_SHARDS_MAX = 256,
+    ARMDB_PAGE_SIZE = 4096,
+};
+
+typedef struct armdb armdb;
+typedef struct armdb_iter armdb_iter;
+
+/*
+ * Options for armdb_open(). Call armdb_options_init() (or zero the struct):
+ * every zero field means its documented default. When an existing store is
+ * opened, key_len, value_len and shards of 0 mean "as stored"; any other
+ * value must equal the stored one or the open fails with ARMDB_MISMATCH.
+ */
+typedef struct armdb_options {
+    uint32_t key_len;           /* required at creation: 1..512 */
+    uint32_t value_len;         /* 0 = variable; 1..4096 = fixed, inline */
+    uint32_t shards;            /* 0 = online CPUs (at creation) */
+    uint32_t write_buffer_size; /* per shard; 0 = 1 MiB */
+    uint32_t sync_mode;         /* enum armdb_sync_mode */
+    uint32_t sync_interval_ms;  /* 0 = 50 */
+    uint32_t flags;             /* enum armdb_flags */
+    uint32_t reserved;          /* must be 0 */
+    uint64_t max_file_size;     /* 0 = 256 MiB */
+    uint64_t cache_size;        /* 0 = default; unused in this version */
+    double compaction_threshold; /* 0 = 0.3; unused in this version */
+    const unsigned char *encryption_key; /* NULL; keys not in this version */
+} armdb_options;
+
+/* Counters of one open handle (since its open), and the store's state. */
+typedef struct armdb_stat {
+    uint64_t keys;             /* live keys */
+    uint64_t puts;             /* successful puts (cas included) */
+    uint64_t gets;             /* get calls, found or not */
+    uint64_t deletes;          /* successful deletes */
+    uint64_t bytes_written;    /* bytes written to data files */
+    uint64_t flushes;          /* write buffer flushes (full buffer) */
+    uint64_t syncs;            /* fdatasync calls on data files */
+    uint64_t rotations;        /* data files made immutable */
+    uint64_t files;            /* data files in the store */
+    uint64_t live_bytes;       /* bytes of entries the index points at */
+    uint64_t dead_bytes;       /* bytes of overwritten/deleted entries */
+    uint64_t index_bytes;      /* memory held by the indexes */
+    uint64_t index_bytes_per_key; /* index_bytes / keys (0 if no keys) */
+    uint64_t corrupt_entries;  /* damaged entries skipped at open */
+    uint64_t hints_loaded;     /* data files indexed from their hint at open */
+    uint64_t files_scanned;    /* data files indexed by scanning at open */
+    uint64_t torn_bytes;       /* bytes cut from torn tails at open */
+    uint64_t gsn;              /* highest GSN this store has seen */
+    uint32_t io_backend;       /* enum armdb_io_backend */
+    uint32_t direct_io;        /* 1 if data files use O_DIRECT */
+    uint32_t read_only;        /* 1 if opened read-only or turned so by EIO */
+    uint32_t shards;
+    uint32_t key_len;
+    uint32_t value_len;
+} armdb_stat;
+
+/* Fill *opts with defaults (all zero). */
+void armdb_options_init(armdb_options *opts);
+
+/*
+ * Open the store in directory `dir` (created, with its parents' existence
+ * required, when opts->flags has ARMDB_CREATE and no store is there).
+ * opts may be NULL only to open an existing store with stored settings.
+ * On success *out is a handle to pass to armdb_close().
+ *
+ * Returns 0, or
+ *   ARMDB_INVAL     dir/out NULL, an option out of range (errmsg names it),
+ *                   ARMDB_ORDERED or an encryption key (not in this version)
+ *   ARMDB_MISMATCH  key_len, value_len or shards differ from the store's
+ *   ARMDB_LOCKED    another process writes the store (errmsg: its pid)
+ *   ARMDB_CORRUPT   the meta file fails its checksum or magic
+ *   ARMDB_FULL      a shard holds more keys than the index can address
+ *   -ENOENT         no store at dir and ARMDB_CREATE not given
+ *   -ENOTDIR, -EACCES, -EROFS, -ENOSPC, -EIO, -ENOMEM, ...
+ */
+int armdb_open(const char *dir, const armdb_options *opts, armdb **out);
+
+/*
+ * Write what is buffered, hint the active files, release the lock and free
+ * the handle (even when an error is returned). NULL is a no-op returning 0.
+ * Returns 0 or the first -errno met while making the data durable.
+ */
+int armdb_close(armdb *db);
+
+/*
+ * Set key to val (vlen bytes; val may be NULL when vlen is 0).
+ * Returns 0, or ARMDB_INVAL (NULL pointer), ARMDB_KEYLEN, ARMDB_TOOBIG
+ * (vlen over the limit, or != value_len in a fixed-value store),
+ * ARMDB_READONLY, ARMDB_FULL, or -errno from writing (-ENOSPC, -EIO).
+ * On error nothing was written.
+ */
+int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t vlen);
+
+/*
+ * Copy the value of key into buf (cap bytes) and set *vlen to its length.
+ * Returns 0, ARMDB_NOTFOUND, ARMDB_BUFSMALL (*vlen = length needed; buf
+ * untouched), ARMDB_CORRUPT (the stored entry fails its checksum),
+ * ARMDB_INVAL, ARMDB_KEYLEN, or -errno from reading. buf may be NULL when
+ * cap is 0 (to learn the length).
+ */
+int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+
+/* Delete key. Returns 0, ARMDB_NOTFOUND (nothing written), or as put. */
+int armdb_delete(armdb *db, const void *key, size_t klen);
+
+/*
+ * Compare and set, atomically: with expected == NULL, set key only if it is
+ * absent (else ARMDB_EXISTS); otherwise only if its value equals
+ * expected/elen (else ARMDB_CONFLICT, or ARMDB_NOTFOUND if absent).
+ * Other returns as put and get.
+ */
+int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, size_t elen,
+              const void *val, size_t vlen);
+
+/* Durability barrier on every shard. Returns 0 or -errno; after a failed
+ * fdatasync the store is read-only. On a read-only handle: 0. */
+int armdb_sync(armdb *db);
+
+/* Number of live keys. */
+uint64_t armdb_count(armdb *db);
+
+/* Fill *out. Returns 0 or ARMDB_INVAL. */
+int armdb_stats(armdb *db, armdb_stat *out);
+
+/* Static text for any return code (library or -errno); never NULL. */
+const char *armdb_strerror(int rc);
+
+/* A message about the last failure in this thread, naming what failed
+ * (file, field, pid); "" if none. Valid until the thread's next call. */
+const char *armdb_errmsg(void);
+
+/* ARMDB_ABI_VERSION of the loaded library. */
+int armdb_abi_version(void);
+
+/*
+ * Iterate over the store. This version supports only the full scan:
+ * lo = hi = NULL, flags = 0, in no particular order (else ARMDB_INVAL).
+ * A scan sees every key that is live for its whole duration exactly once,
+ * with the value current when it is returned; a key written or deleted
+ * during the scan may or may not be seen (a key deleted and re-inserted
+ * during the scan may be seen twice). Returns 0 or ARMDB_INVAL, -ENOMEM.
+ */
+int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, size_t hilen,
+                    unsigned flags, armdb_iter **out);
+
+/* 0 and the next pair (pointers valid until the next call on it), or
+ * ARMDB_NOTFOUND at the end, or ARMDB_CORRUPT / -errno for a value that
+ * could not be read (the scan can go on with the next call). */
+int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void **val,
+                    size_t *vlen);
+
+/* Free the iterator. NULL is a no-op. */
+void armdb_iter_close(armdb_iter *it);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ARMDB_H */

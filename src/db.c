@@ -1,0 +1,556 @@
+/*
+ * db.c - the store handle: options, the directory and its lock, the meta
+ * file, the background threads, and the public entry points that route a
+ * key to its shard.
+ *
+ * The GSN counter is process-wide (several stores in one process share one
+ * sequence), and after an open it is past every GSN that store holds.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_uint_fast64_t gsn_counter = 1;
+
+uint64_t gsn_next(void) { return atomic_fetch_add(&gsn_counter, 1); }
+
+void gsn_observe(armdb *db, uint64_t gsn)
+{
+    uint_fast64_t cur = atomic_load(&gsn_counter);
+    while (cur <= gsn && !atomic_compare_exchange_weak(&gsn_counter, &cur, gsn + 1))
+        ;
+    cur = atomic_load(&db->max_gsn);
+    while (cur < gsn && !atomic_compare_exchange_weak(&db->max_gsn, &cur, gsn))
+        ;
+}
+
+API void armdb_options_init(armdb_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+static int check_options(const armdb_options *o)
+{
+    const uint32_t known = ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT;
+    if (o->flags & ~known)
+        return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
+    if (o->flags & ARMDB_ORDERED)
+        return err_set(ARMDB_INVAL, "flags: ordered stores are not supported by this version");
+    if (o->encryption_key)
+        return err_set(ARMDB_INVAL, "encryption_key: encryption is not supported by this version");
+    if (o->reserved)
+        return err_set(ARMDB_INVAL, "reserved: must be 0");
+    if (o->key_len > ARMDB_KEY_MAX)
+        return err_set(ARMDB_INVAL, "key_len: %u is over the maximum of %u", o->key_len, ARMDB_KEY_MAX);
+    if (o->value_len > ARMDB_INLINE_MAX)
+        return err_set(ARMDB_INVAL, "value_len: %u is over the maximum of %u for fixed values", o->value_len,
+                       ARMDB_INLINE_MAX);
+    if (o->shards > ARMDB_SHARDS_MAX)
+        return err_set(ARMDB_INVAL, "shards: %u is over the maximum of %u", o->shards, ARMDB_SHARDS_MAX);
+    if (o->write_buffer_size &&
+        (o->write_buffer_size < MIN_WBUF || o->write_buffer_size > MAX_WBUF || o->write_buffer_size % PAGE))
+        return err_set(ARMDB_INVAL, "write_buffer_size: %u is not a multiple of 4096 from %u to %u",
+                       o->write_buffer_size, MIN_WBUF, MAX_WBUF);
+    if (o->sync_mode > ARMDB_SYNC_ALWAYS)
+        return err_set(ARMDB_INVAL, "sync_mode: %u is not a sync mode", o->sync_mode);
+    if (o->sync_interval_ms > MAX_INTERVAL_MS)
+        return err_set(ARMDB_INVAL, "sync_interval_ms: %u is over the maximum of %u", o->sync_interval_ms,
+                       MAX_INTERVAL_MS);
+    if (o->max_file_size && (o->max_file_size < MIN_MAX_FILE || o->max_file_size > MAX_MAX_FILE))
+        return err_set(ARMDB_INVAL, "max_file_size: %llu is not from %llu to %llu",
+                       (unsigned long long)o->max_file_size, (unsigned long long)MIN_MAX_FILE,
+                       (unsigned long long)MAX_MAX_FILE);
+    if (o->compaction_threshold < 0 || o->compaction_threshold > 1)
+        return err_set(ARMDB_INVAL, "compaction_threshold: must be from 0 to 1");
+    return 0;
+}
+
+/* Take the writer lock: flock on LOCK, which then holds our pid. */
+static int take_lock(armdb *db)
+{
+    int fd = io_open(db->dirfd, "LOCK", O_RDWR | O_CREAT, 0644);
+    if (fd < 0)
+        return err_set(fd, "open %s/LOCK", db->dir);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+            return err_set(ARMDB_LOCKED, "store %s is locked by pid %ld", db->dir, pid);
+        }
+        return err_set(-e, "lock %s/LOCK", db->dir);
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || io_pwrite_full(fd, buf, (size_t)n, 0) < 0) {
+        int rc = -errno;
+        close(fd);
+        return err_set(rc ? rc : -EIO, "write %s/LOCK", db->dir);
+    }
+    db->lockfd = fd;
+    return 0;
+}
+
+static int create_store(armdb *db, const armdb_options *o)
+{
+    struct meta m = {.version = 1, .key_len = o->key_len, .value_len = o->value_len};
+    m.shards = o->shards ? o->shards : (uint32_t)online_cpus();
+    if (getrandom(m.salt, sizeof m.salt, 0) != (ssize_t)sizeof m.salt)
+        return err_set(-EIO, "getrandom for the store salt");
+    /* Shard directories first: a store whose meta file exists is whole. */
+    for (uint32_t i = 0; i < m.shards; i++) {
+        char name[12];
+        snprintf(name, sizeof name, "%03x", i);
+        if (mkdirat(db->dirfd, name, 0755) < 0 && errno != EEXIST)
+            return err_set(-errno, "create %s/%s", db->dir, name);
+    }
+    unsigned char buf[META_SIZE];
+    meta_encode(&m, buf);
+    int rc = io_write_file_atomic(db->dirfd, "ARMDB", buf, sizeof buf);
+    if (rc < 0)
+        return err_set(rc, "write %s/ARMDB", db->dir);
+    db->meta = m;
+    return 0;
+}
+
+static int read_meta(armdb *db)
+{
+    unsigned char *buf;
+    size_t len;
+    int rc = io_read_file(db->dirfd, "ARMDB", &buf, &len);
+    if (rc < 0)
+        return err_set(rc, "read %s/ARMDB", db->dir);
+    rc = meta_decode(&db->meta, buf, len);
+    free(buf);
+    if (rc == ARMDB_MISMATCH)
+        return err_set(rc, "version: %s/ARMDB has format version %u, this library reads 1", db->dir,
+                       db->meta.version);
+    if (rc < 0)
+        return err_set(rc, "meta file %s/ARMDB is damaged", db->dir);
+    return 0;
+}
+
+static int match_meta(armdb *db, const armdb_options *o)
+{
+    const struct meta *m = &db->meta;
+    if (o->key_len && o->key_len != m->key_len)
+        return err_set(ARMDB_MISMATCH, "key_len: store %s has %u, options say %u", db->dir, m->key_len, o->key_len);
+    if (o->value_len && o->value_len != m->value_len)
+        return err_set(ARMDB_MISMATCH, "value_len: store %s has %u, options say %u", db->dir, m->value_len,
+                       o->value_len);
+    if (o->shards && o->shards != m->shards)
+        return err_set(ARMDB_MISMATCH, "shards: store %s has %u, options say %u", db->dir, m->shards, o->shards);
+    if (m->flags)
+        return err_set(ARMDB_MISMATCH, "flags: store %s uses features (0x%x) this version lacks", db->dir,
+                       m->flags);
+    return 0;
+}
+
+/* Open dir, creating it if asked. Nothing is created unless the options
+ * could create a store. */
+static int open_dir(armdb *db, const armdb_options *o)
+{
+    bool create = (o->flags & ARMDB_CREATE) && !db->rdonly;
+    int fd = io_open(AT_FDCWD, db->dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ENOENT && create) {
+        if (!o->key_len)
+            return err_set(ARMDB_INVAL, "key_len: required to create a store at %s", db->dir);
+        if (mkdir(db->dir, 0755) < 0 && errno != EEXIST)
+            return err_set(-errno, "create directory %s", db->dir);
+        fd = io_open(AT_FDCWD, db->dir, O_RDONLY | O_DIRECTORY, 0);
+    }
+    if (fd == -ENOENT)
+        return err_set(fd, "no store at %s%s", db->dir, create ? "" : " (ARMDB_CREATE not given)");
+    if (fd < 0)
+        return err_set(fd, "open directory %s", db->dir);
+    db->dirfd = fd;
+    if (faccessat(fd, "ARMDB", F_OK, 0) < 0) {
+        if (errno != ENOENT)
+            return err_set(-errno, "access %s/ARMDB", db->dir);
+        if (!create)
+            return err_set(-ENOENT, "no store at %s%s", db->dir, db->rdonly ? "" : " (ARMDB_CREATE not given)");
+        if (!o->key_len)
+            return err_set(ARMDB_INVAL, "key_len: required to create a store at %s", db->dir);
+    }
+    return 0;
+}
+
+/* ---- background work: interval barriers, and hints of rotated files ---- */
+
+static void *sync_thread(void *arg)
+{
+    armdb *db = arg;
+    pthread_mutex_lock(&db->bg_mu);
+    while (!db->bg_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)db->interval_ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        while (!db->bg_stop && pthread_cond_timedwait(&db->sync_cv, &db->bg_mu, &ts) == 0)
+            ;
+        if (db->bg_stop)
+            break;
+        pthread_mutex_unlock(&db->bg_mu);
+        /* A failure here turns the store read-only; writers see it. */
+        for (uint32_t i = 0; i < db->nshards; i++)
+            (void)shard_sync(&db->shards[i]);
+        pthread_mutex_lock(&db->bg_mu);
+    }
+    pthread_mutex_unlock(&db->bg_mu);
+    return NULL;
+}
+
+static void *hint_thread(void *arg)
+{
+    armdb *db = arg;
+    pthread_mutex_lock(&db->bg_mu);
+    for (;;) {
+        if (db->njobs) {
+            struct dfile *f = db->hint_jobs[0];
+            struct shard *sh = db->hint_shards[0];
+            db->njobs--;
+            memmove(db->hint_jobs, db->hint_jobs + 1, db->njobs * sizeof *db->hint_jobs);
+            memmove(db->hint_shards, db->hint_shards + 1, db->njobs * sizeof *db->hint_shards);
+            pthread_mutex_unlock(&db->bg_mu);
+            /* Without a hint the next open scans the file: slower, not wrong. */
+            (void)hint_build_for(sh, f);
+            dfile_unref(f);
+            pthread_mutex_lock(&db->bg_mu);
+            continue;
+        }
+        if (db->bg_stop)
+            break;
+        pthread_cond_wait(&db->bg_cv, &db->bg_mu);
+    }
+    pthread_mutex_unlock(&db->bg_mu);
+    return NULL;
+}
+
+int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f)
+{
+    pthread_mutex_lock(&db->bg_mu);
+    if (db->njobs == db->jobs_cap) {
+        uint32_t cap = db->jobs_cap ? db->jobs_cap * 2 : 16;
+        struct dfile **j = realloc(db->hint_jobs, cap * sizeof *j);
+        if (j)
+            db->hint_jobs = j;
+        struct shard **s = realloc(db->hint_shards, cap * sizeof *s);
+        if (s)
+            db->hint_shards = s;
+        if (!j || !s) {
+            pthread_mutex_unlock(&db->bg_mu);
+            return 0; /* the file stays without a hint: the next open scans it */
+        }
+        db->jobs_cap = cap;
+    }
+    dfile_ref(f);
+    db->hint_jobs[db->njobs] = f;
+    db->hint_shards[db->njobs] = sh;
+    db->njobs++;
+    pthread_cond_signal(&db->bg_cv);
+    pthread_mutex_unlock(&db->bg_mu);
+    return 0;
+}
+
+static int start_threads(armdb *db)
+{
+    int rc = pthread_create(&db->hint_tid, NULL, hint_thread, db);
+    if (rc)
+        return err_set(-rc, "start the hint thread of %s", db->dir);
+    db->hint_running = true;
+    if (db->sync_mode == ARMDB_SYNC_INTERVAL) {
+        rc = pthread_create(&db->sync_tid, NULL, sync_thread, db);
+        if (rc)
+            return err_set(-rc, "start the sync thread of %s", db->dir);
+        db->sync_running = true;
+    }
+    return 0;
+}
+
+static void stop_thread(armdb *db, pthread_t tid, bool *running)
+{
+    if (!*running)
+        return;
+    pthread_mutex_lock(&db->bg_mu);
+    db->bg_stop = true;
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_cond_broadcast(&db->sync_cv);
+    pthread_mutex_unlock(&db->bg_mu);
+    pthread_join(tid, NULL);
+    *running = false;
+}
+
+static void db_free(armdb *db)
+{
+    stop_thread(db, db->sync_tid, &db->sync_running);
+    stop_thread(db, db->hint_tid, &db->hint_running);
+    for (uint32_t i = 0; i < db->njobs; i++)
+        dfile_unref(db->hint_jobs[i]);
+    free(db->hint_jobs);
+    free(db->hint_shards);
+    if (db->shards) {
+        for (uint32_t i = 0; i < db->nshards; i++)
+            shard_free(&db->shards[i]);
+        free(db->shards);
+    }
+    if (db->lockfd >= 0)
+        close(db->lockfd);
+    if (db->dirfd >= 0)
+        close(db->dirfd);
+    pthread_mutex_destroy(&db->bg_mu);
+    pthread_cond_destroy(&db->bg_cv);
+    pthread_cond_destroy(&db->sync_cv);
+    free(db->dir);
+    free(db);
+}
+
+API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
+{
+    armdb_options zero;
+    if (!dir || !*dir || !out)
+        return err_set(ARMDB_INVAL, "armdb_open: dir and out must not be NULL");
+    *out = NULL;
+    if (!opts) {
+        armdb_options_init(&zero);
+        opts = &zero;
+    }
+    int rc = check_options(opts);
+    if (rc < 0)
+        return rc;
+    armdb *db = calloc(1, sizeof *db);
+    if (!db || !(db->dir = strdup(dir))) {
+        free(db);
+        return err_set(-ENOMEM, "open %s", dir);
+    }
+    db->dirfd = db->lockfd = -1;
+    pthread_mutex_init(&db->bg_mu, NULL);
+    pthread_cond_init(&db->bg_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->sync_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    db->rdonly = opts->flags & ARMDB_RDONLY;
+    if ((rc = open_dir(db, opts)) < 0)
+        goto fail;
+    if (!db->rdonly && (rc = take_lock(db)) < 0)
+        goto fail;
+    if (faccessat(db->dirfd, "ARMDB", F_OK, 0) == 0)
+        rc = read_meta(db);
+    else
+        rc = create_store(db, opts);
+    if (rc < 0 || (rc = match_meta(db, opts)) < 0)
+        goto fail;
+
+    db->key_len = db->meta.key_len;
+    db->value_len = db->meta.value_len;
+    db->nshards = db->meta.shards;
+    db->wbuf_size = opts->write_buffer_size ? opts->write_buffer_size : DEFAULT_WBUF;
+    db->sync_mode = opts->sync_mode;
+    db->interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : DEFAULT_INTERVAL_MS;
+    db->max_file = opts->max_file_size ? opts->max_file_size : DEFAULT_MAX_FILE;
+    db->flags = opts->flags;
+    db->vmax = db->value_len ? db->value_len : db->wbuf_size - WBUF_SLACK;
+    if (!(opts->flags & ARMDB_NO_DIRECT)) {
+        int probe = io_open(db->dirfd, "ARMDB", O_RDONLY | O_DIRECT, 0);
+        db->direct = probe >= 0;
+        if (probe >= 0)
+            close(probe);
+    }
+
+    db->shards = calloc(db->nshards, sizeof *db->shards);
+    if (!db->shards) {
+        rc = err_set(-ENOMEM, "open %s", dir);
+        goto fail;
+    }
+    for (uint32_t i = 0; i < db->nshards; i++) {
+        if ((rc = shard_init(&db->shards[i], db, i)) < 0) {
+            db->nshards = i + 1;
+            goto fail;
+        }
+    }
+    if ((rc = recover_shards(db)) < 0)
+        goto fail;
+    if (!db->rdonly && (rc = start_threads(db)) < 0)
+        goto fail;
+    *out = db;
+    return 0;
+fail:
+    db_free(db);
+    return rc;
+}
+
+API int armdb_close(armdb *db)
+{
+    if (!db)
+        return 0;
+    int rc = 0;
+    stop_thread(db, db->sync_tid, &db->sync_running);
+    if (!db->rdonly) {
+        for (uint32_t i = 0; i < db->nshards; i++) {
+            int r = shard_close(&db->shards[i]);
+            if (r < 0 && rc == 0)
+                rc = r;
+        }
+    }
+    int failed = atomic_load(&db->failed);
+    if (rc == 0 && failed)
+        rc = failed;
+    db_free(db);
+    return rc;
+}
+
+/* ---- the key operations ---- */
+
+static int check_key(armdb *db, const void *key, size_t klen)
+{
+    if (!db || !key)
+        return err_set(ARMDB_INVAL, "store handle and key must not be NULL");
+    if (klen != db->key_len)
+        return err_set(ARMDB_KEYLEN, "key of %zu bytes, store %s has key_len %u", klen, db->dir, db->key_len);
+    return 0;
+}
+
+static int check_write(armdb *db, const void *val, size_t vlen)
+{
+    if (db->rdonly)
+        return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    if (!val && vlen)
+        return err_set(ARMDB_INVAL, "value must not be NULL");
+    if (db->value_len && vlen != db->value_len)
+        return err_set(ARMDB_TOOBIG, "value of %zu bytes, store %s has value_len %u", vlen, db->dir,
+                       db->value_len);
+    if (vlen > db->vmax)
+        return err_set(ARMDB_TOOBIG, "value of %zu bytes is over the maximum of %u (write_buffer_size - 8192)",
+                       vlen, db->vmax);
+    return 0;
+}
+
+static inline struct shard *shard_of(armdb *db, uint64_t h)
+{
+    return &db->shards[((h >> 32) * db->nshards) >> 32];
+}
+
+API int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    int rc = check_key(db, key, klen);
+    if (rc == 0)
+        rc = check_write(db, val, vlen);
+    if (rc < 0)
+        return rc;
+    uint64_t h = key_hash(key, klen);
+    return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, NULL, 0, PUT_ALWAYS);
+}
+
+API int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, size_t elen, const void *val,
+                  size_t vlen)
+{
+    int rc = check_key(db, key, klen);
+    if (rc == 0)
+        rc = check_write(db, val, vlen);
+    if (rc < 0)
+        return rc;
+    uint64_t h = key_hash(key, klen);
+    return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, expected, elen,
+                     expected ? PUT_IF_EQUAL : PUT_IF_ABSENT);
+}
+
+API int armdb_delete(armdb *db, const void *key, size_t klen)
+{
+    int rc = check_key(db, key, klen);
+    if (rc < 0)
+        return rc;
+    if (db->rdonly)
+        return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    uint64_t h = key_hash(key, klen);
+    return shard_delete(shard_of(db, h), key, h);
+}
+
+API int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    int rc = check_key(db, key, klen);
+    if (rc < 0)
+        return rc;
+    if (!vlen || (!buf && cap))
+        return err_set(ARMDB_INVAL, "vlen must not be NULL, nor buf when cap > 0");
+    uint64_t h = key_hash(key, klen);
+    return shard_get(shard_of(db, h), key, h, buf, cap, vlen);
+}
+
+API int armdb_sync(armdb *db)
+{
+    if (!db)
+        return err_set(ARMDB_INVAL, "store handle must not be NULL");
+    int rc = 0;
+    for (uint32_t i = 0; i < db->nshards; i++) {
+        int r = shard_sync(&db->shards[i]);
+        if (r < 0 && rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+API uint64_t armdb_count(armdb *db)
+{
+    uint64_t n = 0;
+    if (!db)
+        return 0;
+    for (uint32_t i = 0; i < db->nshards; i++) {
+        struct shard *sh = &db->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        n += sh->live_keys;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    return n;
+}
+
+API int armdb_stats(armdb *db, armdb_stat *out)
+{
+    if (!db || !out)
+        return err_set(ARMDB_INVAL, "store handle and out must not be NULL");
+    memset(out, 0, sizeof *out);
+    for (uint32_t i = 0; i < db->nshards; i++) {
+        struct shard *sh = &db->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        out->keys += sh->live_keys;
+        out->puts += sh->puts;
+        out->gets += sh->gets;
+        out->deletes += sh->deletes;
+        out->bytes_written += sh->bytes_written;
+        out->flushes += sh->flushes;
+        out->syncs += sh->syncs;
+        out->rotations += sh->rotations;
+        out->files += sh->nfiles;
+        for (uint32_t j = 0; j < sh->nfiles; j++) {
+            out->live_bytes += sh->files[j]->live;
+            out->dead_bytes += sh->files[j]->size - sh->files[j]->live;
+        }
+        out->index_bytes += index_bytes(&sh->ix);
+        out->corrupt_entries += sh->corrupt;
+        out->hints_loaded += sh->hints_loaded;
+        out->files_scanned += sh->files_scanned;
+        out->torn_bytes += sh->torn;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    out->index_bytes_per_key = out->keys ? out->index_bytes / out->keys : 0;
+    out->gsn = atomic_load(&db->max_gsn);
+    out->io_backend = ARMDB_IO_PWRITE;
+    out->direct_io = db->direct;
+    out->read_only = db->rdonly || atomic_load(&db->failed) != 0;
+    out->shards = db->nshards;
+    out->key_len = db->key_len;
+    out->value_len = db->value_len;
+    return 0;
+}

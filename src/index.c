@@ -1,0 +1,168 @@
+/*
+ * index.c - the keydir of one shard: key -> newest entry's location.
+ *
+ * Two parts, both free of pointers so the index can later live in a shared
+ * mapping:
+ *  - a record array (gsn, file, value offset, value length, key, inline
+ *    value), named by record number; freed records form a list threaded
+ *    through their file field and are reused first. It is an anonymous
+ *    mapping grown with mremap, so only touched pages cost memory;
+ *  - an open-addressed table of 8-byte slots {hash tag, record + 1}, linear
+ *    probing, at most 3/4 full, doubled by rehash, and deletion by backward
+ *    shift so no tombstones build up.
+ * With 16-byte keys that is 36 bytes of record plus 8 / 0.75 of table per
+ * key: key_len + 32 bytes or less at the full load factor.
+ *
+ * A record with gsn 0 is free (GSNs start at 1).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define MIN_SLOTS 64u
+#define MAX_RECS 0x7fffffffu
+
+int index_init(struct index *ix, uint32_t key_len, uint32_t inline_len)
+{
+    memset(ix, 0, sizeof *ix);
+    ix->key_len = key_len;
+    ix->inline_len = inline_len;
+    ix->stride = (uint32_t)((REC_KEY + key_len + inline_len + 3) & ~3u);
+    ix->slots = calloc(MIN_SLOTS, sizeof *ix->slots);
+    if (!ix->slots)
+        return -ENOMEM;
+    ix->mask = MIN_SLOTS - 1;
+    ix->recs_map = round_up((size_t)ix->stride * 256, PAGE);
+    ix->recs = mmap(NULL, ix->recs_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
+    if (ix->recs == MAP_FAILED) {
+        free(ix->slots);
+        ix->slots = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void index_free(struct index *ix)
+{
+    free(ix->slots);
+    if (ix->recs && ix->recs != MAP_FAILED)
+        munmap(ix->recs, ix->recs_map);
+    memset(ix, 0, sizeof *ix);
+}
+
+static inline uint32_t slot_tag(uint64_t hash) { return (uint32_t)(hash >> 32); }
+
+int64_t index_find(const struct index *ix, const void *key, uint64_t hash)
+{
+    uint64_t want = (uint64_t)slot_tag(hash) << 32;
+    for (uint32_t i = (uint32_t)hash & ix->mask;; i = (i + 1) & ix->mask) {
+        uint64_t s = ix->slots[i];
+        if (s == 0)
+            return -1;
+        if ((s & 0xffffffff00000000ull) == want) {
+            uint32_t rec = (uint32_t)s - 1;
+            if (memcmp(index_rec(ix, rec) + REC_KEY, key, ix->key_len) == 0)
+                return rec;
+        }
+    }
+}
+
+static void table_place(uint64_t *slots, uint32_t mask, uint64_t hash, uint64_t s)
+{
+    uint32_t i = (uint32_t)hash & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = s;
+}
+
+static int table_grow(struct index *ix)
+{
+    uint32_t n = (ix->mask + 1) * 2;
+    uint64_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (uint32_t i = 0; i <= ix->mask; i++) {
+        uint64_t s = ix->slots[i];
+        if (!s)
+            continue;
+        const unsigned char *r = index_rec(ix, (uint32_t)s - 1);
+        table_place(slots, n - 1, key_hash(r + REC_KEY, ix->key_len), s);
+    }
+    free(ix->slots);
+    ix->slots = slots;
+    ix->mask = n - 1;
+    return 0;
+}
+
+static int recs_grow(struct index *ix)
+{
+    size_t want = ix->recs_map * 2;
+    void *p = mremap(ix->recs, ix->recs_map, want, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED)
+        return -ENOMEM;
+    ix->recs = p;
+    ix->recs_map = want;
+    return 0;
+}
+
+int64_t index_insert(struct index *ix, const void *key, uint64_t hash)
+{
+    int rc;
+    if ((uint64_t)(ix->used + 1) * 4 > (uint64_t)(ix->mask + 1) * 3) {
+        if (ix->mask >= 0x7fffffffu)
+            return ARMDB_FULL;
+        if ((rc = table_grow(ix)) < 0)
+            return rc;
+    }
+    uint32_t rec;
+    if (ix->free_head) {
+        rec = ix->free_head - 1;
+        ix->free_head = rec_u32(index_rec(ix, rec), REC_FILE);
+    } else {
+        if (ix->nrecs >= MAX_RECS)
+            return ARMDB_FULL;
+        if ((size_t)(ix->nrecs + 1) * ix->stride > ix->recs_map && (rc = recs_grow(ix)) < 0)
+            return rc;
+        rec = ix->nrecs++;
+    }
+    unsigned char *r = index_rec(ix, rec);
+    memset(r, 0, ix->stride);
+    memcpy(r + REC_KEY, key, ix->key_len);
+    table_place(ix->slots, ix->mask, hash, (uint64_t)slot_tag(hash) << 32 | (rec + 1));
+    ix->used++;
+    return rec;
+}
+
+void index_remove(struct index *ix, uint32_t rec, uint64_t hash)
+{
+    uint32_t i = (uint32_t)hash & ix->mask;
+    while ((uint32_t)ix->slots[i] != rec + 1) {
+        assert(ix->slots[i] != 0);
+        i = (i + 1) & ix->mask;
+    }
+    /* Backward shift: pull later members of the probe run into the hole
+     * unless that would move them before their home slot. */
+    uint32_t hole = i;
+    for (uint32_t j = (i + 1) & ix->mask; ix->slots[j]; j = (j + 1) & ix->mask) {
+        const unsigned char *r = index_rec(ix, (uint32_t)ix->slots[j] - 1);
+        uint32_t home = (uint32_t)key_hash(r + REC_KEY, ix->key_len) & ix->mask;
+        if (((j - home) & ix->mask) >= ((j - hole) & ix->mask)) {
+            ix->slots[hole] = ix->slots[j];
+            hole = j;
+        }
+    }
+    ix->slots[hole] = 0;
+    ix->used--;
+    unsigned char *r = index_rec(ix, rec);
+    memset(r, 0, ix->stride);
+    memcpy(r + REC_FILE, &ix->free_head, 4);
+    ix->free_head = rec + 1;
+}
+
+size_t index_bytes(const struct index *ix)
+{
+    return (size_t)(ix->mask + 1) * sizeof *ix->slots + round_up((size_t)ix->nrecs * ix->stride, PAGE);
+}

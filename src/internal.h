@@ -1,0 +1,337 @@
+/*
+ * internal.h - types and helpers shared by the parts of libarmdb.
+ *
+ * Nothing here is visible outside the library (the version script exports
+ * only armdb_*). Each .c file owns one concept; this header carries the
+ * structures several of them touch, so that their invariants are written
+ * down in one place.
+ */
+#ifndef ARMDB_INTERNAL_H
+#define ARMDB_INTERNAL_H
+
+#include "armdb.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define API __attribute__((visibility("default")))
+#define MUST_CHECK __attribute__((warn_unused_result))
+
+#define PAGE 4096u
+#define ENTRY_HDR 16u
+#define GSN_TOMB (1ull << 63)
+#define GSN_RESERVED (7ull << 60)
+#define GSN_MASK ((1ull << 60) - 1)
+
+#define DEFAULT_WBUF (1u << 20)
+#define MIN_WBUF (64u << 10)
+#define MAX_WBUF (256u << 20)
+#define DEFAULT_MAX_FILE (256ull << 20)
+#define MIN_MAX_FILE (64ull << 10)
+#define MAX_MAX_FILE (3ull << 30)
+#define DEFAULT_INTERVAL_MS 50u
+#define MAX_INTERVAL_MS 60000u
+/* Room a write buffer keeps besides the largest value: a partial page, the
+ * zero gap at a page end, the header, the key and the padding. */
+#define WBUF_SLACK 8192u
+
+static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+static inline uint64_t round_down(uint64_t v, uint64_t a) { return v / a * a; }
+static inline uint64_t pad8(uint64_t v) { return (v + 7) & ~7ull; }
+static inline uint64_t entry_size(uint32_t klen, uint32_t vlen) { return pad8(ENTRY_HDR + klen + (uint64_t)vlen); }
+
+/* ---- little-endian helpers (util.c): the on-disk format goes through these ---- */
+static inline void put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+static inline void put_le64(unsigned char *p, uint64_t v)
+{
+    put_le32(p, (uint32_t)v);
+    put_le32(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint32_t get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get_le64(const unsigned char *p)
+{
+    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+/* ---- errors (util.c) ---- */
+/* Record a message for armdb_errmsg() and return rc, so failures read
+ * `return err_set(rc, "...", ...)`. */
+int err_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Set the message verbatim (to carry one from a worker thread). */
+int err_restore(int rc, const char *msg);
+void *aligned_alloc_zero(size_t size);
+uint64_t key_hash(const void *key, size_t klen);
+int online_cpus(void);
+
+/* Thread-local aligned scratch for disk reads, grown on demand and kept
+ * until the thread exits (so a get does not allocate in steady state). */
+unsigned char *scratch_get(size_t size);
+
+/* ---- io.c: every system call on store files goes through here ---- */
+int io_open(int dirfd, const char *name, int flags, int mode) MUST_CHECK;
+int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off) MUST_CHECK;
+ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off) MUST_CHECK;
+int io_fdatasync(int fd) MUST_CHECK;
+int io_fsync(int fd) MUST_CHECK;
+int io_renameat(int dirfd, const char *from, const char *to) MUST_CHECK;
+int io_ftruncate(int fd, uint64_t len) MUST_CHECK;
+int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t len) MUST_CHECK;
+int io_read_file(int dirfd, const char *name, unsigned char **buf, size_t *len) MUST_CHECK;
+
+/* ---- meta.c: the ARMDB file ---- */
+#define META_SIZE 88u
+struct meta {
+    uint32_t version;
+    uint32_t key_len;
+    uint32_t value_len;
+    uint32_t shards;
+    uint32_t flags;
+    uint32_t cipher;
+    unsigned char salt[16];
+    unsigned char key_check[32];
+};
+void meta_encode(const struct meta *m, unsigned char out[META_SIZE]);
+int meta_decode(struct meta *m, const unsigned char *buf, size_t len);
+
+/* ---- entry.c: entry header encode/decode and checksum ---- */
+struct entry_hdr {
+    uint32_t checksum;
+    uint32_t vlen;
+    uint64_t gsn; /* with the tombstone bit */
+};
+uint32_t entry_checksum(const unsigned char *entry, uint32_t klen, uint32_t vlen);
+/* Write header + key + value + zero padding at dst (entry_size bytes). */
+void entry_encode(unsigned char *dst, uint64_t gsn, const void *key, uint32_t klen, const void *val,
+                  uint32_t vlen);
+/* 0 if the entry at p (at least entry_size bytes readable) is intact. */
+bool entry_valid(const unsigned char *p, uint32_t klen, uint32_t vmax, uint64_t avail);
+
+/* ---- index.c: the per-shard keydir ---- */
+/*
+ * An entry record: gsn u64, file u32, value offset u32, value length u32,
+ * key, inline value. Records live in one array and are named by number; the
+ * hash table holds {tag, record number + 1} pairs. No pointers, so the whole
+ * index can later move into a shared mapping.
+ */
+struct index {
+    uint64_t *slots; /* tag << 32 | (record + 1); 0 = empty */
+    uint32_t mask;   /* slot count - 1 */
+    uint32_t used;   /* occupied slots */
+    unsigned char *recs;
+    size_t recs_map; /* bytes mapped for recs */
+    uint32_t stride;
+    uint32_t nrecs;  /* records handed out (high-water mark) */
+    uint32_t free_head; /* record + 1 of the first free record, 0 = none */
+    uint32_t key_len;
+    uint32_t inline_len;
+};
+#define REC_GSN 0
+#define REC_FILE 8
+#define REC_VOFF 12
+#define REC_VLEN 16
+#define REC_KEY 20
+
+int index_init(struct index *ix, uint32_t key_len, uint32_t inline_len) MUST_CHECK;
+void index_free(struct index *ix);
+/* Record number of key, or -1. */
+int64_t index_find(const struct index *ix, const void *key, uint64_t hash);
+/* Add a record for key (known absent); returns its number or -errno/ARMDB_FULL. */
+int64_t index_insert(struct index *ix, const void *key, uint64_t hash) MUST_CHECK;
+void index_remove(struct index *ix, uint32_t rec, uint64_t hash);
+size_t index_bytes(const struct index *ix);
+static inline unsigned char *index_rec(const struct index *ix, uint32_t rec)
+{
+    return ix->recs + (size_t)rec * ix->stride;
+}
+static inline uint64_t rec_gsn(const unsigned char *r)
+{
+    uint64_t v;
+    memcpy(&v, r + REC_GSN, 8);
+    return v;
+}
+static inline uint32_t rec_u32(const unsigned char *r, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, r + off, 4);
+    return v;
+}
+static inline void rec_set(unsigned char *r, uint64_t gsn, uint32_t file, uint32_t voff, uint32_t vlen)
+{
+    memcpy(r + REC_GSN, &gsn, 8);
+    memcpy(r + REC_FILE, &file, 4);
+    memcpy(r + REC_VOFF, &voff, 4);
+    memcpy(r + REC_VLEN, &vlen, 4);
+}
+
+/* ---- dfile.c: data files ---- */
+struct dfile {
+    uint32_t id;
+    int fd;
+    atomic_int refs; /* the shard's own reference + one per reader in flight */
+    uint64_t size;   /* bytes of data (the file may be longer: padding) */
+    uint64_t live;   /* bytes of entries the index points at */
+    bool has_hint;
+};
+struct shard;
+int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out) MUST_CHECK;
+void dfile_ref(struct dfile *f);
+void dfile_unref(struct dfile *f);
+void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext);
+
+/* ---- wbuf.c: the per-shard write buffer ---- */
+/*
+ * The buffer is a window on the active file: buf[0] is file offset `base`
+ * (page aligned) and `len` bytes are used; bytes past len are always zero,
+ * so the partial last page can be written padded at any time. Everything
+ * below `base` has been written to the file; `flushed` is how far the file
+ * holds the buffer's bytes (the partial page may have been written by a
+ * barrier and still be in the buffer, which stays authoritative).
+ */
+struct wbuf {
+    unsigned char *buf;
+    uint32_t cap;
+    uint32_t len;
+    uint64_t base;
+    uint64_t flushed;
+};
+int wbuf_init(struct wbuf *wb, uint32_t cap) MUST_CHECK;
+void wbuf_free(struct wbuf *wb);
+void wbuf_reset(struct wbuf *wb);
+static inline uint64_t wbuf_tail(const struct wbuf *wb) { return wb->base + wb->len; }
+/* Write the complete pages so that `need` more bytes fit. */
+int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written) MUST_CHECK;
+/* Write everything not yet in the file, the last page zero-padded. */
+int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written) MUST_CHECK;
+/* Copy file bytes [off, off+len) that are at or past base. */
+void wbuf_read(const struct wbuf *wb, uint64_t off, void *dst, size_t len);
+
+/* ---- hint.c ---- */
+#define HINT_HDR 48u
+struct hint_rec {
+    uint64_t gsn;
+    uint32_t voff;
+    uint32_t vlen;
+};
+/* A growable list of hint records for one data file, built by a scan. */
+struct hint_buf {
+    unsigned char *p;
+    size_t len, cap;
+    uint64_t count, min_gsn, max_gsn;
+};
+/* ilen: the fixed value length of the store (its records carry the value),
+ * or 0. */
+int hint_add(struct hint_buf *hb, uint32_t klen, uint32_t ilen, uint64_t gsn, uint32_t voff, uint32_t vlen,
+             const unsigned char *key, const unsigned char *value) MUST_CHECK;
+void hint_buf_free(struct hint_buf *hb);
+int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb, uint64_t data_len) MUST_CHECK;
+int hint_unlink(int dirfd, uint32_t id);
+/* One entry met by a scan or a hint: value is the value's bytes where the
+ * caller has them (scans; hints of fixed-value stores), else NULL. */
+typedef int (*scan_fn)(void *ctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
+                       const unsigned char *value);
+/* Load a hint file: fn for each record. 1 if there is no usable hint
+ * (missing or damaged: the caller scans the data file), 0, or <0 from fn. */
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len, scan_fn fn,
+              void *ctx);
+
+/* ---- recover.c ---- */
+struct scan_result {
+    uint64_t end;      /* where the valid data ends */
+    uint64_t corrupt;  /* damaged entries skipped */
+    uint64_t torn;     /* bytes cut from a torn tail */
+};
+/* Scan a data file. last: cut at the first bad entry (torn tail); else skip
+ * damaged entries. */
+int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last, scan_fn fn, void *ctx,
+              struct scan_result *res) MUST_CHECK;
+int recover_shards(armdb *db) MUST_CHECK;
+int hint_build_for(struct shard *sh, struct dfile *f);
+
+/* ---- shard.c ---- */
+struct shard {
+    pthread_mutex_t mu;
+    pthread_cond_t sync_cv;
+    armdb *db;
+    uint32_t no;
+    int dirfd;
+    char *path; /* for messages */
+    struct index ix;
+    struct wbuf wb;
+    struct dfile **files; /* sorted by id; the last is active when `active` */
+    uint32_t nfiles, files_cap;
+    struct dfile *active;  /* NULL when none is open (read-only, or after a failed rotation) */
+    uint32_t next_id;
+    uint64_t pos;      /* bytes appended to this shard since open, all files */
+    uint64_t durable;  /* pos up to which a barrier completed */
+    bool syncing;      /* a barrier's fdatasync is in flight */
+    uint64_t live_keys;
+    /* counters, under mu */
+    uint64_t puts, gets, deletes, bytes_written, flushes, syncs, rotations;
+    uint64_t corrupt, hints_loaded, files_scanned, torn;
+};
+
+int shard_init(struct shard *sh, armdb *db, uint32_t no) MUST_CHECK;
+void shard_free(struct shard *sh);
+struct dfile *shard_file(struct shard *sh, uint32_t id);
+int shard_add_file(struct shard *sh, struct dfile *f) MUST_CHECK;
+int shard_new_active(struct shard *sh) MUST_CHECK;
+int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
+              const void *expected, size_t elen, int mode);
+int shard_delete(struct shard *sh, const void *key, uint64_t h);
+int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen);
+int shard_sync(struct shard *sh);
+int shard_close(struct shard *sh);
+/* Read the entry of record r into dst (r's value, vlen bytes) with the
+ * shard locked on entry; unlocks it. */
+int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key, void *dst);
+void shard_account_write(struct shard *sh, uint64_t written);
+
+enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };
+
+/* ---- db.c ---- */
+struct armdb {
+    char *dir;
+    int dirfd;
+    int lockfd;
+    struct meta meta;
+    uint32_t key_len, value_len, nshards;
+    uint32_t wbuf_size, sync_mode, interval_ms, flags;
+    uint64_t max_file;
+    uint32_t vmax;     /* largest value accepted */
+    bool rdonly;
+    bool direct;       /* data files opened with O_DIRECT */
+    atomic_int failed; /* -errno of a failed fdatasync: the store is read-only */
+    atomic_uint_fast64_t max_gsn;
+    struct shard *shards;
+    /* background: interval syncs and hint files of rotated files */
+    pthread_t sync_tid, hint_tid;
+    bool sync_running, hint_running;
+    pthread_mutex_t bg_mu;
+    pthread_cond_t bg_cv;   /* hint jobs */
+    pthread_cond_t sync_cv; /* interval ticks (CLOCK_MONOTONIC) */
+    bool bg_stop;
+    struct dfile **hint_jobs; /* rotated files waiting for their hint */
+    struct shard **hint_shards;
+    uint32_t njobs, jobs_cap;
+};
+
+uint64_t gsn_next(void);
+void gsn_observe(armdb *db, uint64_t gsn);
+int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f);
+
+#endif

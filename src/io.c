@@ -1,0 +1,121 @@
+/*
+ * io.c - the system calls libarmdb makes on store files.
+ *
+ * Every call returns 0 (or a byte count) or -errno, never sets errno for
+ * the caller, and retries EINTR and short transfers, so the rest of the
+ * library never sees a partial write as success. Keeping all file I/O in
+ * one place is also where a test build injects faults.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int io_open(int dirfd, const char *name, int flags, int mode)
+{
+    int fd;
+    do
+        fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
+    while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const unsigned char *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    unsigned char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+int io_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }
+int io_fsync(int fd) { return fsync(fd) < 0 ? -errno : 0; }
+int io_renameat(int dirfd, const char *from, const char *to)
+{
+    return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+}
+int io_ftruncate(int fd, uint64_t len) { return ftruncate(fd, (off_t)len) < 0 ? -errno : 0; }
+
+/* Write name so that it is either absent, the old version or entirely the
+ * new one after a crash: temp file, fsync, rename, fsync of the directory. */
+int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t len)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = io_open(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return fd;
+    int rc = io_pwrite_full(fd, buf, len, 0);
+    if (rc == 0)
+        rc = io_fsync(fd);
+    close(fd);
+    if (rc == 0)
+        rc = io_renameat(dirfd, tmp, name);
+    if (rc == 0)
+        rc = io_fsync(dirfd);
+    else
+        (void)unlinkat(dirfd, tmp, 0);
+    return rc;
+}
+
+/* Read a whole (small) file into a malloc'd buffer. */
+int io_read_file(int dirfd, const char *name, unsigned char **buf, size_t *len)
+{
+    int fd = io_open(dirfd, name, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *p = malloc(n ? n : 1);
+    if (!p) {
+        close(fd);
+        return -ENOMEM;
+    }
+    ssize_t got = io_pread_full(fd, p, n, 0);
+    close(fd);
+    if (got < 0) {
+        free(p);
+        return (int)got;
+    }
+    *buf = p;
+    *len = (size_t)got;
+    return 0;
+}

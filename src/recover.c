@@ -1,0 +1,445 @@
+/*
+ * recover.c - rebuilding each shard's index at open, and scanning data files.
+ *
+ * Files are applied in id order, from their hint when it is valid, else by
+ * a scan; whatever the order, the entry with the highest GSN for a key wins,
+ * and tombstones stay in the index until the shard is done so they can beat
+ * older puts in later-applied files. The last file of a shard may end in a
+ * torn write: its scan stops at the first entry that fails its checksum (or
+ * at an all-zero header, which in a plain store only the padding after the
+ * last barrier has), and a writer cuts the file there so the garbage can
+ * never be read as entries later. In an immutable file, a damaged entry is
+ * skipped: the scan resynchronises on the next 8-byte boundary where an
+ * intact entry starts, and the damage is counted.
+ *
+ * A writer gives every file it scanned a hint, and shards recover in
+ * parallel threads.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SCAN_CHUNK (1u << 20)
+
+struct window {
+    int fd;
+    uint64_t file_len;
+    unsigned char *buf;
+    size_t cap;
+    uint64_t off; /* file offset of buf[0] */
+    size_t len;   /* valid bytes in buf */
+};
+
+/* Make [a, b) readable at w->buf + (a - w->off). 1 if the file ends first. */
+static int window_need(struct window *w, uint64_t a, uint64_t b)
+{
+    if (a >= w->off && b <= w->off + w->len)
+        return 0;
+    if (b > w->file_len)
+        return 1;
+    uint64_t off = round_down(a, PAGE);
+    size_t size = (size_t)round_up(b - off, PAGE);
+    if (size < SCAN_CHUNK)
+        size = SCAN_CHUNK;
+    if (size > w->cap) {
+        unsigned char *p = aligned_alloc_zero(size);
+        if (!p)
+            return -ENOMEM;
+        free(w->buf);
+        w->buf = p;
+        w->cap = size;
+    }
+    ssize_t n = io_pread_full(w->fd, w->buf, size, off);
+    if (n < 0)
+        return (int)n;
+    w->off = off;
+    w->len = (size_t)n;
+    return b <= off + (uint64_t)n ? 0 : 1;
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Does anything but zeros follow `from`? (Is a cut a torn write, or just the
+ * padding of the last barrier?) */
+static int nonzero_after(struct window *w, uint64_t from, bool *found)
+{
+    *found = false;
+    for (uint64_t a = from; a < w->file_len;) {
+        uint64_t b = round_down(a, PAGE) + PAGE;
+        if (b > w->file_len)
+            b = w->file_len;
+        int rc = window_need(w, a, b);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            return 0;
+        if (!all_zero(w->buf + (a - w->off), (size_t)(b - a))) {
+            *found = true;
+            return 0;
+        }
+        a = b;
+    }
+    return 0;
+}
+
+int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last, scan_fn fn, void *ctx,
+              struct scan_result *res)
+{
+    struct window w = {.fd = fd, .file_len = file_len};
+    uint64_t pos = 0;
+    bool in_damage = false;
+    int rc = 0;
+    memset(res, 0, sizeof *res);
+    while (pos < file_len) {
+        uint64_t left = PAGE - pos % PAGE;
+        if (left < ENTRY_HDR) {
+            pos += left;
+            continue;
+        }
+        rc = window_need(&w, pos, pos + ENTRY_HDR);
+        if (rc < 0)
+            goto out;
+        const unsigned char *p = rc ? NULL : w.buf + (pos - w.off);
+        bool valid = false, zero = false;
+        if (p) {
+            zero = all_zero(p, ENTRY_HDR);
+            uint32_t vlen = get_le32(p + 4);
+            uint64_t end = pos + entry_size(klen, vlen);
+            if (!zero && vlen <= vmax && end <= file_len) {
+                rc = window_need(&w, pos, end);
+                if (rc < 0)
+                    goto out;
+                p = w.buf + (pos - w.off);
+                valid = rc == 0 && entry_valid(p, klen, vmax, end - pos);
+            }
+        }
+        rc = 0;
+        if (valid) {
+            uint32_t vlen = get_le32(p + 4);
+            uint64_t gsn = get_le64(p + 8);
+            rc = fn(ctx, gsn, (uint32_t)(pos + ENTRY_HDR + klen), vlen, p + ENTRY_HDR,
+                    p + ENTRY_HDR + klen);
+            if (rc < 0)
+                goto out;
+            pos += entry_size(klen, vlen);
+            res->end = pos;
+            in_damage = false;
+            continue;
+        }
+        if (last) {
+            /* End of the data: padding after the last barrier, or a torn
+             * write that was never acknowledged. */
+            bool torn = !zero;
+            if (zero && (rc = nonzero_after(&w, pos, &torn)) < 0)
+                goto out;
+            res->torn = torn ? file_len - pos : 0;
+            break;
+        }
+        if (zero && !in_damage) {
+            pos = round_down(pos, PAGE) + PAGE;
+            continue;
+        }
+        if (!in_damage)
+            res->corrupt++;
+        in_damage = true;
+        pos += 8;
+    }
+    if (!last && in_damage)
+        res->end = file_len;
+out:
+    free(w.buf);
+    return rc;
+}
+
+/* ---- applying entries to a shard's index ---- */
+
+struct apply_ctx {
+    struct shard *sh;
+    struct dfile *f;
+    struct hint_buf *hb; /* records for the hint a scan produces, or NULL */
+};
+
+static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
+                       const unsigned char *value)
+{
+    struct apply_ctx *c = vctx;
+    struct shard *sh = c->sh;
+    struct index *ix = &sh->ix;
+    uint32_t klen = ix->key_len;
+    int rc;
+    if (c->hb && (rc = hint_add(c->hb, klen, ix->inline_len, gsn, voff, vlen, key, value)) < 0)
+        return rc;
+    /* In a fixed-value store an entry of another length cannot be ours. */
+    if (ix->inline_len && !(gsn & GSN_TOMB) && vlen != ix->inline_len)
+        return 0;
+    gsn_observe(sh->db, gsn & GSN_MASK);
+    uint64_t h = key_hash(key, klen);
+    int64_t r = index_find(ix, key, h);
+    unsigned char *rec;
+    if (r >= 0) {
+        rec = index_rec(ix, (uint32_t)r);
+        uint64_t old = rec_gsn(rec);
+        if ((old & GSN_MASK) >= (gsn & GSN_MASK))
+            return 0;
+        if (!(old & GSN_TOMB)) {
+            struct dfile *of = shard_file(sh, rec_u32(rec, REC_FILE));
+            if (of)
+                of->live -= entry_size(klen, rec_u32(rec, REC_VLEN));
+        }
+    } else {
+        r = index_insert(ix, key, h);
+        if (r < 0)
+            return (int)r;
+        rec = index_rec(ix, (uint32_t)r);
+    }
+    rec_set(rec, gsn, c->f->id, voff, vlen);
+    if (!(gsn & GSN_TOMB)) {
+        c->f->live += entry_size(klen, vlen);
+        if (ix->inline_len && value)
+            memcpy(rec + REC_KEY + klen, value, ix->inline_len);
+    }
+    return 0;
+}
+
+/* "NNNNNNNN.data" with a non-zero id. */
+static bool parse_data_name(const char *name, uint32_t *id)
+{
+    if (strlen(name) != 13 || strcmp(name + 8, ".data") != 0)
+        return false;
+    uint32_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        v = v * 10 + (uint32_t)(name[i] - '0');
+    }
+    *id = v;
+    return v != 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Ids of the shard's data files, sorted. Leftover temp files of an
+ * interrupted hint write are removed by writers. */
+static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
+{
+    int fd = dup(sh->dirfd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    uint32_t *v = NULL, cnt = 0, cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        uint32_t id;
+        if (!parse_data_name(e->d_name, &id))
+            continue;
+        if (cnt == cap) {
+            uint32_t *nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        v[cnt++] = id;
+    }
+    if (!sh->db->rdonly) {
+        rewinddir(d);
+        while ((e = readdir(d)))
+            if (strstr(e->d_name, ".tmp"))
+                (void)unlinkat(sh->dirfd, e->d_name, 0);
+    }
+    closedir(d);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    qsort(v, cnt, sizeof *v, cmp_u32);
+    *ids = v;
+    *n = cnt;
+    return 0;
+}
+
+static int recover_file(struct shard *sh, uint32_t id, bool last)
+{
+    armdb *db = sh->db;
+    struct dfile *f;
+    char name[32];
+    int rc = dfile_open(sh, id, false, &f);
+    if (rc < 0)
+        return rc;
+    dfile_name(name, sizeof name, id, "data");
+    struct stat st;
+    if (fstat(f->fd, &st) < 0) {
+        rc = -errno;
+        dfile_unref(f);
+        return err_set(rc, "stat %s/%s", sh->path, name);
+    }
+    uint64_t file_len = (uint64_t)st.st_size;
+    if (file_len == 0 && !db->rdonly) {
+        /* Created but never written: nothing to keep. */
+        dfile_unref(f);
+        (void)hint_unlink(sh->dirfd, id);
+        (void)unlinkat(sh->dirfd, name, 0);
+        return 0;
+    }
+    if ((rc = shard_add_file(sh, f)) < 0) {
+        dfile_unref(f);
+        return err_set(rc, "open %s/%s", sh->path, name);
+    }
+    struct apply_ctx c = {.sh = sh, .f = f};
+    uint64_t data_len = 0;
+    rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, file_len, &data_len, apply_entry, &c);
+    if (rc < 0)
+        return err_set(rc, "load hint of %s/%s", sh->path, name);
+    if (rc == 0) {
+        f->size = data_len;
+        f->has_hint = true;
+        sh->hints_loaded++;
+        return 0;
+    }
+    struct hint_buf hb = {0};
+    c.hb = db->rdonly ? NULL : &hb;
+    struct scan_result res;
+    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, last, apply_entry, &c, &res);
+    if (rc < 0) {
+        hint_buf_free(&hb);
+        return err_set(rc, "scan %s/%s", sh->path, name);
+    }
+    f->size = res.end;
+    sh->files_scanned++;
+    sh->corrupt += res.corrupt;
+    sh->torn += res.torn;
+    if (!db->rdonly) {
+        if (res.torn && ((rc = io_ftruncate(f->fd, res.end)) < 0 || (rc = io_fdatasync(f->fd)) < 0)) {
+            hint_buf_free(&hb);
+            return err_set(rc, "cut the torn tail of %s/%s", sh->path, name);
+        }
+        /* A missing hint only costs a scan at the next open: not fatal. */
+        if (hint_write(sh->dirfd, id, db->key_len, &hb, f->size) == 0)
+            f->has_hint = true;
+    }
+    hint_buf_free(&hb);
+    return 0;
+}
+
+static int recover_shard(struct shard *sh)
+{
+    uint32_t *ids, n;
+    int rc = list_files(sh, &ids, &n);
+    if (rc < 0)
+        return err_set(rc, "list %s", sh->path);
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        rc = recover_file(sh, ids[i], i + 1 == n);
+    sh->next_id = n ? ids[n - 1] + 1 : 1;
+    free(ids);
+    if (rc < 0)
+        return rc;
+    /* Tombstones have done their work: drop them. */
+    struct index *ix = &sh->ix;
+    for (uint32_t r = 0; r < ix->nrecs; r++) {
+        unsigned char *rec = index_rec(ix, r);
+        uint64_t g = rec_gsn(rec);
+        if (g && (g & GSN_TOMB))
+            index_remove(ix, r, key_hash(rec + REC_KEY, ix->key_len));
+    }
+    sh->live_keys = ix->used;
+    if (!sh->db->rdonly)
+        rc = shard_new_active(sh);
+    return rc;
+}
+
+struct recover_job {
+    armdb *db;
+    atomic_uint next;
+    pthread_mutex_t mu;
+    int rc;
+    char msg[512];
+};
+
+static void *recover_worker(void *arg)
+{
+    struct recover_job *j = arg;
+    for (;;) {
+        unsigned i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->db->nshards)
+            break;
+        int rc = recover_shard(&j->db->shards[i]);
+        if (rc < 0) {
+            pthread_mutex_lock(&j->mu);
+            if (j->rc == 0) {
+                j->rc = rc;
+                snprintf(j->msg, sizeof j->msg, "%s", armdb_errmsg());
+            }
+            pthread_mutex_unlock(&j->mu);
+        }
+    }
+    return NULL;
+}
+
+int recover_shards(armdb *db)
+{
+    struct recover_job j = {.db = db};
+    atomic_init(&j.next, 0);
+    pthread_mutex_init(&j.mu, NULL);
+    unsigned nthreads = (unsigned)online_cpus();
+    if (nthreads > db->nshards)
+        nthreads = db->nshards;
+    pthread_t th[ARMDB_SHARDS_MAX];
+    unsigned started = 0;
+    for (unsigned i = 1; i < nthreads; i++) {
+        if (pthread_create(&th[started], NULL, recover_worker, &j) != 0)
+            break;
+        started++;
+    }
+    recover_worker(&j);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&j.mu);
+    return j.rc < 0 ? err_restore(j.rc, j.msg) : 0;
+}
+
+struct hint_ctx {
+    struct hint_buf hb;
+    uint32_t klen, ilen;
+};
+
+static int add_hint_only(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
+                         const unsigned char *value)
+{
+    struct hint_ctx *c = vctx;
+    return hint_add(&c->hb, c->klen, c->ilen, gsn, voff, vlen, key, value);
+}
+
+/* Scan a sealed file and write its hint (after rotation, and at close). */
+int hint_build_for(struct shard *sh, struct dfile *f)
+{
+    armdb *db = sh->db;
+    struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
+    struct scan_result res;
+    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, false, add_hint_only, &c, &res);
+    if (rc == 0)
+        rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
+    hint_buf_free(&c.hb);
+    return rc;
+}

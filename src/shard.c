@@ -1,0 +1,492 @@
+/*
+ * shard.c - one shard: its lock, files, write buffer and index, and the
+ * put/get/delete/sync paths through them.
+ *
+ * Everything in struct shard is guarded by `mu`. Appends take a GSN while
+ * holding it, so within a shard file order is GSN order. A get copies a
+ * value held in memory (inline, or still in the write buffer) under the
+ * lock; a value on disk is read after the lock is dropped, through a
+ * referenced file, and verified (checksum, length, GSN and key) before it
+ * is returned. Barriers write under the lock but fdatasync outside it, so
+ * writers keep appending while the device syncs, and every writer waiting
+ * for durability is served by the one fdatasync in flight (group commit).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int shard_init(struct shard *sh, armdb *db, uint32_t no)
+{
+    memset(sh, 0, sizeof *sh);
+    sh->db = db;
+    sh->no = no;
+    sh->dirfd = -1;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->sync_cv, NULL);
+    char name[12];
+    snprintf(name, sizeof name, "%03x", no);
+    if (asprintf(&sh->path, "%s/%s", db->dir, name) < 0) {
+        sh->path = NULL;
+        return err_set(-ENOMEM, "open shard %s", name);
+    }
+    int fd = io_open(db->dirfd, name, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ENOENT && !db->rdonly) {
+        /* Created with the store; recreate one lost before any file went in. */
+        if (mkdirat(db->dirfd, name, 0755) < 0 && errno != EEXIST)
+            return err_set(-errno, "create shard directory %s", sh->path);
+        fd = io_open(db->dirfd, name, O_RDONLY | O_DIRECTORY, 0);
+    }
+    if (fd < 0)
+        return err_set(fd, "open shard directory %s", sh->path);
+    sh->dirfd = fd;
+    int rc = index_init(&sh->ix, db->key_len, db->value_len);
+    if (rc == 0 && !db->rdonly)
+        rc = wbuf_init(&sh->wb, db->wbuf_size);
+    return rc < 0 ? err_set(rc, "allocate shard %s", sh->path) : 0;
+}
+
+void shard_free(struct shard *sh)
+{
+    for (uint32_t i = 0; i < sh->nfiles; i++)
+        dfile_unref(sh->files[i]);
+    free(sh->files);
+    index_free(&sh->ix);
+    wbuf_free(&sh->wb);
+    if (sh->dirfd >= 0)
+        close(sh->dirfd);
+    free(sh->path);
+    pthread_cond_destroy(&sh->sync_cv);
+    pthread_mutex_destroy(&sh->mu);
+}
+
+struct dfile *shard_file(struct shard *sh, uint32_t id)
+{
+    uint32_t lo = 0, hi = sh->nfiles;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (sh->files[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sh->nfiles && sh->files[lo]->id == id ? sh->files[lo] : NULL;
+}
+
+int shard_add_file(struct shard *sh, struct dfile *f)
+{
+    assert(sh->nfiles == 0 || sh->files[sh->nfiles - 1]->id < f->id);
+    if (sh->nfiles == sh->files_cap) {
+        uint32_t cap = sh->files_cap ? sh->files_cap * 2 : 16;
+        struct dfile **p = realloc(sh->files, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        sh->files = p;
+        sh->files_cap = cap;
+    }
+    sh->files[sh->nfiles++] = f;
+    return 0;
+}
+
+static void shard_drop_last_file(struct shard *sh)
+{
+    dfile_unref(sh->files[--sh->nfiles]);
+}
+
+int shard_new_active(struct shard *sh)
+{
+    if (sh->next_id > 99999999u)
+        return err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path);
+    struct dfile *f;
+    int rc = dfile_open(sh, sh->next_id, true, &f);
+    if (rc < 0)
+        return rc;
+    if ((rc = shard_add_file(sh, f)) < 0) {
+        char name[32];
+        dfile_name(name, sizeof name, f->id, "data");
+        dfile_unref(f);
+        (void)unlinkat(sh->dirfd, name, 0);
+        return err_set(rc, "open %s/%s", sh->path, name);
+    }
+    sh->next_id++;
+    sh->active = f;
+    wbuf_reset(&sh->wb);
+    return 0;
+}
+
+void shard_account_write(struct shard *sh, uint64_t written) { sh->bytes_written += written; }
+
+static int shard_failed(struct shard *sh)
+{
+    int failed = atomic_load(&sh->db->failed);
+    if (failed)
+        return err_set(ARMDB_READONLY, "store %s is read-only after a failed fdatasync (%s)", sh->db->dir,
+                       armdb_strerror(failed));
+    return 0;
+}
+
+/* Make everything appended so far durable: write the tail, fdatasync
+ * outside the lock, and let waiters share that one fdatasync. Called and
+ * returns with mu held. */
+static int shard_wait_durable(struct shard *sh, uint64_t upto)
+{
+    while (sh->durable < upto) {
+        int rc = shard_failed(sh);
+        if (rc)
+            return rc;
+        if (sh->syncing) {
+            pthread_cond_wait(&sh->sync_cv, &sh->mu);
+            continue;
+        }
+        struct dfile *f = sh->active;
+        assert(f); /* with no active file everything was sealed durable */
+        uint64_t target = sh->pos, written = 0;
+        rc = wbuf_write_tail(&sh->wb, f->fd, &written);
+        shard_account_write(sh, written);
+        if (rc < 0)
+            return err_set(rc, "write %s/%08u.data", sh->path, f->id);
+        sh->syncing = true;
+        dfile_ref(f);
+        pthread_mutex_unlock(&sh->mu);
+        rc = io_fdatasync(f->fd);
+        pthread_mutex_lock(&sh->mu);
+        dfile_unref(f);
+        sh->syncing = false;
+        sh->syncs++;
+        pthread_cond_broadcast(&sh->sync_cv);
+        if (rc < 0) {
+            /* The kernel may have dropped the pages it failed to write:
+             * nothing written since the last good barrier can be trusted. */
+            int expected = 0;
+            atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
+            return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
+        }
+        if (target > sh->durable)
+            sh->durable = target;
+    }
+    return 0;
+}
+
+int shard_sync(struct shard *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    int rc = sh->db->rdonly ? 0 : shard_wait_durable(sh, sh->pos);
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+/* Make the active file immutable: durable, hinted in the background. */
+static int shard_seal(struct shard *sh)
+{
+    struct dfile *f = sh->active;
+    int rc = shard_wait_durable(sh, sh->pos);
+    if (rc < 0)
+        return rc;
+    f->size = wbuf_tail(&sh->wb);
+    sh->active = NULL;
+    sh->rotations++;
+    return db_queue_hint(sh->db, sh, f);
+}
+
+/* Append one entry to the active file, rotating first if it would pass
+ * max_file_size. On error nothing was appended. */
+static int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, bool tomb,
+                        uint64_t *gsn_out, uint32_t *voff)
+{
+    armdb *db = sh->db;
+    uint32_t klen = db->key_len;
+    uint64_t esize = entry_size(klen, vlen);
+    int rc;
+    if (!sh->active && (rc = shard_new_active(sh)) < 0)
+        return rc;
+    uint64_t tail = wbuf_tail(&sh->wb);
+    uint32_t gap = PAGE - tail % PAGE < ENTRY_HDR ? (uint32_t)(PAGE - tail % PAGE) : 0;
+    if (tail > 0 && tail + gap + esize > db->max_file) {
+        if ((rc = shard_seal(sh)) < 0 || (rc = shard_new_active(sh)) < 0)
+            return rc;
+        gap = 0;
+    }
+    struct wbuf *wb = &sh->wb;
+    uint64_t written = 0;
+    rc = wbuf_make_room(wb, sh->active->fd, gap + (uint32_t)esize, &written);
+    if (written) {
+        shard_account_write(sh, written);
+        sh->flushes++;
+    }
+    if (rc < 0)
+        return err_set(rc, "write %s/%08u.data", sh->path, sh->active->id);
+    wb->len += gap;
+    uint64_t off = wbuf_tail(wb);
+    uint64_t gsn = gsn_next();
+    gsn_observe(db, gsn);
+    entry_encode(wb->buf + wb->len, tomb ? gsn | GSN_TOMB : gsn, key, klen, val, vlen);
+    wb->len += (uint32_t)esize;
+    sh->pos += gap + esize;
+    sh->active->size = wbuf_tail(wb);
+    *gsn_out = gsn;
+    *voff = (uint32_t)(off + ENTRY_HDR + klen);
+    return 0;
+}
+
+/* ---- reading entries ---- */
+
+struct loc {
+    struct dfile *f;
+    uint64_t gsn;
+    uint64_t eoff, esize;
+    uint32_t vlen;
+};
+
+static int rec_loc(struct shard *sh, const unsigned char *rec, struct loc *l)
+{
+    uint32_t klen = sh->db->key_len;
+    l->gsn = rec_gsn(rec);
+    l->vlen = rec_u32(rec, REC_VLEN);
+    l->eoff = rec_u32(rec, REC_VOFF) - ENTRY_HDR - klen;
+    l->esize = entry_size(klen, l->vlen);
+    l->f = shard_file(sh, rec_u32(rec, REC_FILE));
+    if (!l->f)
+        return err_set(ARMDB_CORRUPT, "%s: index names data file %u, which is gone", sh->path,
+                       rec_u32(rec, REC_FILE));
+    return 0;
+}
+
+/* Check the entry at p is the one the index expects. */
+static int entry_check(struct shard *sh, const unsigned char *p, const struct loc *l, const void *key)
+{
+    uint32_t klen = sh->db->key_len;
+    if (!entry_valid(p, klen, l->vlen, l->esize) || get_le32(p + 4) != l->vlen || get_le64(p + 8) != l->gsn ||
+        memcmp(p + ENTRY_HDR, key, klen) != 0)
+        return err_set(ARMDB_CORRUPT, "entry at %s/%08u.data offset %llu", sh->path, l->f->id,
+                       (unsigned long long)l->eoff);
+    return 0;
+}
+
+/* Read the entry from disk into the thread's scratch and verify it; the
+ * first `from_buf` bytes past the shard's write buffer base come from it. */
+static int read_entry(struct shard *sh, const struct loc *l, const void *key, const unsigned char **val,
+                      bool with_buffer)
+{
+    uint64_t a = round_down(l->eoff, PAGE);
+    uint64_t end = l->eoff + l->esize;
+    uint64_t disk_end = with_buffer ? sh->wb.base : end;
+    unsigned char *sc = scratch_get((size_t)(round_up(end, PAGE) - a));
+    if (!sc)
+        return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
+    size_t want = (size_t)(round_up(disk_end, PAGE) - a);
+    ssize_t got = io_pread_full(l->f->fd, sc, want, a);
+    if (got < 0)
+        return err_set((int)got, "read %s/%08u.data", sh->path, l->f->id);
+    if ((uint64_t)got < disk_end - a)
+        return err_set(ARMDB_CORRUPT, "%s/%08u.data ends before the entry at offset %llu", sh->path, l->f->id,
+                       (unsigned long long)l->eoff);
+    if (with_buffer)
+        wbuf_read(&sh->wb, disk_end, sc + (disk_end - a), (size_t)(end - disk_end));
+    const unsigned char *p = sc + (l->eoff - a);
+    int rc = entry_check(sh, p, l, key);
+    if (rc == 0)
+        *val = p + ENTRY_HDR + sh->db->key_len;
+    return rc;
+}
+
+/* With mu held: point *val at the value of rec if memory has it (inline or
+ * write buffer); 1 if it must be read from disk. */
+static int value_in_memory(struct shard *sh, const unsigned char *rec, const struct loc *l,
+                           const unsigned char **val)
+{
+    uint32_t klen = sh->db->key_len;
+    if (sh->ix.inline_len) {
+        *val = rec + REC_KEY + klen;
+        return 0;
+    }
+    if (l->f == sh->active && l->eoff >= sh->wb.base) {
+        *val = sh->wb.buf + (l->eoff - sh->wb.base) + ENTRY_HDR + klen;
+        return 0;
+    }
+    return 1;
+}
+
+/* With mu held: the value of rec, wherever it is, valid while mu is held. */
+static int value_locked(struct shard *sh, const unsigned char *rec, const void *key, const unsigned char **val)
+{
+    struct loc l;
+    int rc = rec_loc(sh, rec, &l);
+    if (rc < 0)
+        return rc;
+    rc = value_in_memory(sh, rec, &l, val);
+    if (rc <= 0)
+        return rc;
+    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > sh->wb.base);
+}
+
+int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *key, void *dst)
+{
+    struct loc l;
+    const unsigned char *val;
+    int rc = rec_loc(sh, rec, &l);
+    if (rc == 0)
+        rc = value_in_memory(sh, rec, &l, &val);
+    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
+        rc = read_entry(sh, &l, key, &val, true); /* straddles the buffer: rare */
+    if (rc <= 0) {
+        if (rc == 0)
+            memcpy(dst, val, l.vlen);
+        pthread_mutex_unlock(&sh->mu);
+        return rc;
+    }
+    /* On disk only: read without blocking the shard. */
+    dfile_ref(l.f);
+    pthread_mutex_unlock(&sh->mu);
+    rc = read_entry(sh, &l, key, &val, false);
+    if (rc == 0)
+        memcpy(dst, val, l.vlen);
+    dfile_unref(l.f);
+    return rc;
+}
+
+/* ---- the public operations, per shard ---- */
+
+static void account_dead(struct shard *sh, const unsigned char *rec)
+{
+    struct dfile *f = shard_file(sh, rec_u32(rec, REC_FILE));
+    if (f)
+        f->live -= entry_size(sh->db->key_len, rec_u32(rec, REC_VLEN));
+}
+
+int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
+              const void *expected, size_t elen, int mode)
+{
+    struct index *ix = &sh->ix;
+    int rc;
+    pthread_mutex_lock(&sh->mu);
+    if ((rc = shard_failed(sh)))
+        goto out;
+    int64_t r = index_find(ix, key, h);
+    if (mode == PUT_IF_ABSENT && r >= 0) {
+        rc = err_set(ARMDB_EXISTS, "cas in %s", sh->path);
+        goto out;
+    }
+    if (mode == PUT_IF_EQUAL) {
+        const unsigned char *cur;
+        if (r < 0) {
+            rc = err_set(ARMDB_NOTFOUND, "cas in %s", sh->path);
+            goto out;
+        }
+        unsigned char *rec = index_rec(ix, (uint32_t)r);
+        if (rec_u32(rec, REC_VLEN) != elen) {
+            rc = err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
+            goto out;
+        }
+        if ((rc = value_locked(sh, rec, key, &cur)) < 0)
+            goto out;
+        if (elen && memcmp(cur, expected, elen) != 0) {
+            rc = err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
+            goto out;
+        }
+    }
+    /* Take the index record first: once the entry is appended the put
+     * must not fail. */
+    bool fresh = r < 0;
+    if (fresh && (r = index_insert(ix, key, h)) < 0) {
+        rc = err_set((int)r, "index of %s", sh->path);
+        goto out;
+    }
+    uint64_t gsn;
+    uint32_t voff;
+    if ((rc = shard_append(sh, key, val, vlen, false, &gsn, &voff)) < 0) {
+        if (fresh)
+            index_remove(ix, (uint32_t)r, h);
+        goto out;
+    }
+    unsigned char *rec = index_rec(ix, (uint32_t)r);
+    if (!fresh)
+        account_dead(sh, rec);
+    else
+        sh->live_keys++;
+    rec_set(rec, gsn, sh->active->id, voff, vlen);
+    if (ix->inline_len)
+        memcpy(rec + REC_KEY + ix->key_len, val, vlen);
+    sh->active->live += entry_size(ix->key_len, vlen);
+    sh->puts++;
+    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
+        rc = shard_wait_durable(sh, sh->pos);
+out:
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int shard_delete(struct shard *sh, const void *key, uint64_t h)
+{
+    int rc;
+    pthread_mutex_lock(&sh->mu);
+    if ((rc = shard_failed(sh)))
+        goto out;
+    int64_t r = index_find(&sh->ix, key, h);
+    if (r < 0) {
+        rc = err_set(ARMDB_NOTFOUND, "delete in %s", sh->path);
+        goto out;
+    }
+    uint64_t gsn;
+    uint32_t voff;
+    if ((rc = shard_append(sh, key, NULL, 0, true, &gsn, &voff)) < 0)
+        goto out;
+    account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
+    index_remove(&sh->ix, (uint32_t)r, h);
+    sh->live_keys--;
+    sh->deletes++;
+    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
+        rc = shard_wait_durable(sh, sh->pos);
+out:
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen)
+{
+    pthread_mutex_lock(&sh->mu);
+    sh->gets++;
+    int64_t r = index_find(&sh->ix, key, h);
+    if (r < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return ARMDB_NOTFOUND;
+    }
+    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r);
+    uint32_t vl = rec_u32(rec, REC_VLEN);
+    *vlen = vl;
+    if (vl > cap) {
+        pthread_mutex_unlock(&sh->mu);
+        return ARMDB_BUFSMALL;
+    }
+    return shard_read_unlock(sh, rec, key, buf);
+}
+
+/* At close: make the active file durable and give it a hint (or remove it
+ * if nothing was written to it). */
+int shard_close(struct shard *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    int rc = 0;
+    struct dfile *f = sh->active;
+    if (f && !atomic_load(&sh->db->failed)) {
+        rc = shard_wait_durable(sh, sh->pos);
+        if (rc == 0 && wbuf_tail(&sh->wb) == 0) {
+            char name[32];
+            dfile_name(name, sizeof name, f->id, "data");
+            sh->active = NULL;
+            shard_drop_last_file(sh);
+            (void)unlinkat(sh->dirfd, name, 0);
+        } else if (rc == 0) {
+            f->size = wbuf_tail(&sh->wb);
+            sh->active = NULL;
+            /* Without a hint the next open scans this file: slower, not wrong. */
+            if (hint_build_for(sh, f) == 0)
+                f->has_hint = true;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
