@@ -111,9 +111,10 @@ int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t fil
     dfile_name(name, sizeof name, id, "hint");
     unsigned char *p;
     size_t len;
-    if (io_read_file(dirfd, name, &p, &len) < 0)
-        return 1;
-    int rc = 1;
+    int rc = io_read_file(dirfd, name, &p, &len);
+    if (rc < 0)
+        return rc == -ENOENT ? 1 : 2;
+    rc = 2;
     size_t rec = 16 + (size_t)klen + ilen;
     if (len < HINT_HDR + 8 || memcmp(p, hint_magic, 8) != 0 || get_le32(p + 8) != 1 ||
         get_le32(p + 12) != klen)

@@ -129,8 +129,8 @@ bool entry_valid(const unsigned char *p, uint32_t klen, uint32_t vmax, uint64_t 
  * index can later move into a shared mapping.
  */
 struct index {
-    uint64_t *slots; /* tag << 32 | (record + 1); 0 = empty */
-    uint32_t mask;   /* slot count - 1 */
+    uint64_t *slots; /* low 32 hash bits << 32 | (record + 1); 0 = empty */
+    uint32_t nslots;
     uint32_t used;   /* occupied slots */
     unsigned char *recs;
     size_t recs_map; /* bytes mapped for recs */
@@ -244,8 +244,10 @@ int hint_unlink(int dirfd, uint32_t id);
  * caller has them (scans; hints of fixed-value stores), else NULL. */
 typedef int (*scan_fn)(void *ctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
                        const unsigned char *value);
-/* Load a hint file: fn for each record. 1 if there is no usable hint
- * (missing or damaged: the caller scans the data file), 0, or <0 from fn. */
+/* Load a hint file: fn for each record. 0, <0 from fn, or when the caller
+ * must scan the data file instead: 1 if there is no hint, 2 if there is one
+ * but it is damaged (its data file was sealed, since hints are written
+ * only for sealed files). */
 int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len, scan_fn fn,
               void *ctx);
 

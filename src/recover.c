@@ -12,6 +12,9 @@
  * skipped: the scan resynchronises on the next 8-byte boundary where an
  * intact entry starts, and the damage is counted.
  *
+ * A last file that has a hint, even a damaged one, was sealed by a clean
+ * close, so it is scanned like an immutable file.
+ *
  * A writer gives every file it scanned a hint, and shards recover in
  * parallel threads.
  */
@@ -156,8 +159,6 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last
         in_damage = true;
         pos += 8;
     }
-    if (!last && in_damage)
-        res->end = file_len;
 out:
     free(w.buf);
     return rc;
@@ -318,10 +319,13 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
         sh->hints_loaded++;
         return 0;
     }
+    /* The last file may end in a torn write, unless a (damaged) hint shows
+     * it was sealed: then damage in it is damage, not a tail to cut. */
+    bool torn_tail = last && rc == 1;
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, last, apply_entry, &c, &res);
+    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, torn_tail, apply_entry, &c, &res);
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);

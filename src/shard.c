@@ -171,6 +171,30 @@ static int shard_wait_durable(struct shard *sh, uint64_t upto)
     return 0;
 }
 
+/* A barrier that keeps mu held throughout, for rotation and close: no
+ * append may slip in between the barrier and what follows it. */
+static int shard_barrier_locked(struct shard *sh)
+{
+    int rc = shard_failed(sh);
+    if (rc || sh->durable >= sh->pos)
+        return rc;
+    struct dfile *f = sh->active;
+    uint64_t written = 0;
+    rc = wbuf_write_tail(&sh->wb, f->fd, &written);
+    shard_account_write(sh, written);
+    if (rc < 0)
+        return err_set(rc, "write %s/%08u.data", sh->path, f->id);
+    rc = io_fdatasync(f->fd);
+    sh->syncs++;
+    if (rc < 0) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
+        return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
+    }
+    sh->durable = sh->pos;
+    return 0;
+}
+
 int shard_sync(struct shard *sh)
 {
     pthread_mutex_lock(&sh->mu);
@@ -183,7 +207,7 @@ int shard_sync(struct shard *sh)
 static int shard_seal(struct shard *sh)
 {
     struct dfile *f = sh->active;
-    int rc = shard_wait_durable(sh, sh->pos);
+    int rc = shard_barrier_locked(sh);
     if (rc < 0)
         return rc;
     f->size = wbuf_tail(&sh->wb);
@@ -333,7 +357,7 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
         rc = read_entry(sh, &l, key, &val, true); /* straddles the buffer: rare */
     if (rc <= 0) {
-        if (rc == 0)
+        if (rc == 0 && l.vlen)
             memcpy(dst, val, l.vlen);
         pthread_mutex_unlock(&sh->mu);
         return rc;
@@ -342,7 +366,7 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     dfile_ref(l.f);
     pthread_mutex_unlock(&sh->mu);
     rc = read_entry(sh, &l, key, &val, false);
-    if (rc == 0)
+    if (rc == 0 && l.vlen)
         memcpy(dst, val, l.vlen);
     dfile_unref(l.f);
     return rc;
@@ -472,7 +496,7 @@ int shard_close(struct shard *sh)
     int rc = 0;
     struct dfile *f = sh->active;
     if (f && !atomic_load(&sh->db->failed)) {
-        rc = shard_wait_durable(sh, sh->pos);
+        rc = shard_barrier_locked(sh);
         if (rc == 0 && wbuf_tail(&sh->wb) == 0) {
             char name[32];
             dfile_name(name, sizeof name, f->id, "data");
