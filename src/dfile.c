@@ -2,6 +2,10 @@
  * dfile.c - data files: naming, opening with O_DIRECT where the filesystem
  * allows it, and reference counts.
  *
+ * Reads go through a second, buffered descriptor: O_DIRECT writes keep the
+ * page cache coherent, and until armdb has its own block cache the page
+ * cache is what keeps hot values off the device.
+ *
  * A file is referenced by its shard and by each reader that reads it
  * outside the shard lock; it is closed when the last reference goes, so a
  * reader never reads through a closed (or reused) descriptor.
@@ -44,13 +48,24 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
             return err_set(rc, "fsync directory %s", sh->path);
         }
     }
+    int rfd = fd;
+    if (db->direct) {
+        rfd = io_open(sh->dirfd, name, O_RDONLY, 0);
+        if (rfd < 0) {
+            close(fd);
+            return err_set(rfd, "open %s/%s", sh->path, name);
+        }
+    }
     struct dfile *f = calloc(1, sizeof *f);
     if (!f) {
         close(fd);
+        if (rfd != fd)
+            close(rfd);
         return err_set(-ENOMEM, "open %s/%s", sh->path, name);
     }
     f->id = id;
     f->fd = fd;
+    f->rfd = rfd;
     atomic_init(&f->refs, 1);
     *out = f;
     return 0;
@@ -61,6 +76,8 @@ void dfile_ref(struct dfile *f) { atomic_fetch_add_explicit(&f->refs, 1, memory_
 void dfile_unref(struct dfile *f)
 {
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
+        if (f->rfd != f->fd)
+            close(f->rfd);
         close(f->fd);
         free(f);
     }

@@ -181,7 +181,9 @@ static inline void rec_set(unsigned char *r, uint64_t gsn, uint32_t file, uint32
 /* ---- dfile.c: data files ---- */
 struct dfile {
     uint32_t id;
-    int fd;
+    int fd;          /* writes (O_DIRECT where available) */
+    int rfd;         /* reads: buffered, so the page cache serves hot
+                      * values until the store has a block cache of its own */
     atomic_int refs; /* the shard's own reference + one per reader in flight */
     uint64_t size;   /* bytes of data (the file may be longer: padding) */
     uint64_t live;   /* bytes of entries the index points at */

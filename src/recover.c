@@ -325,7 +325,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, torn_tail, apply_entry, &c, &res);
+    rc = scan_file(f->rfd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, torn_tail, apply_entry, &c, &res);
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);
@@ -349,7 +349,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
 
 static int recover_shard(struct shard *sh)
 {
-    uint32_t *ids, n;
+    uint32_t *ids = NULL, n = 0;
     int rc = list_files(sh, &ids, &n);
     if (rc < 0)
         return err_set(rc, "list %s", sh->path);
@@ -441,7 +441,7 @@ int hint_build_for(struct shard *sh, struct dfile *f)
     armdb *db = sh->db;
     struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
     struct scan_result res;
-    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, false, add_hint_only, &c, &res);
+    int rc = scan_file(f->rfd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, false, add_hint_only, &c, &res);
     if (rc == 0)
         rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
     hint_buf_free(&c.hb);

@@ -129,6 +129,16 @@ static int shard_failed(struct shard *sh)
     return 0;
 }
 
+/* The kernel may have dropped the pages it failed to write: nothing written
+ * since the last good barrier can be trusted, so the store stops taking
+ * writes (reads go on). */
+static int sync_failed(struct shard *sh, struct dfile *f, int rc)
+{
+    int expected = 0;
+    atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
+    return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
+}
+
 /* Make everything appended so far durable: write the tail, fdatasync
  * outside the lock, and let waiters share that one fdatasync. Called and
  * returns with mu held. */
@@ -158,13 +168,8 @@ static int shard_wait_durable(struct shard *sh, uint64_t upto)
         sh->syncing = false;
         sh->syncs++;
         pthread_cond_broadcast(&sh->sync_cv);
-        if (rc < 0) {
-            /* The kernel may have dropped the pages it failed to write:
-             * nothing written since the last good barrier can be trusted. */
-            int expected = 0;
-            atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
-            return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
-        }
+        if (rc < 0)
+            return sync_failed(sh, f, rc);
         if (target > sh->durable)
             sh->durable = target;
     }
@@ -186,11 +191,8 @@ static int shard_barrier_locked(struct shard *sh)
         return err_set(rc, "write %s/%08u.data", sh->path, f->id);
     rc = io_fdatasync(f->fd);
     sh->syncs++;
-    if (rc < 0) {
-        int expected = 0;
-        atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
-        return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
-    }
+    if (rc < 0)
+        return sync_failed(sh, f, rc);
     sh->durable = sh->pos;
     return 0;
 }
@@ -302,7 +304,7 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
     if (!sc)
         return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
     size_t want = (size_t)(round_up(disk_end, PAGE) - a);
-    ssize_t got = io_pread_full(l->f->fd, sc, want, a);
+    ssize_t got = io_pread_full(l->f->rfd, sc, want, a);
     if (got < 0)
         return err_set((int)got, "read %s/%08u.data", sh->path, l->f->id);
     if ((uint64_t)got < disk_end - a)
