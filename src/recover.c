@@ -275,7 +275,8 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
         free(v);
         return rc;
     }
-    qsort(v, cnt, sizeof *v, cmp_u32);
+    if (cnt)
+        qsort(v, cnt, sizeof *v, cmp_u32);
     *ids = v;
     *n = cnt;
     return 0;
