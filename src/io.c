@@ -15,8 +15,62 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef ARMDB_FAULT_INJECTION
+#include "fault.h"
+
+struct fault {
+    atomic_uint_fast64_t calls;
+    atomic_uint_fast64_t nth;
+    atomic_int err;
+    atomic_int sticky;
+};
+static struct fault faults[FAULT_NOPS];
+static atomic_uint_fast64_t faults_fired;
+
+API void armdb_fault_arm(int op, uint64_t nth, int err, int sticky)
+{
+    atomic_store(&faults[op].nth, 0);
+    atomic_store(&faults[op].calls, 0);
+    atomic_store(&faults[op].err, err);
+    atomic_store(&faults[op].sticky, sticky);
+    atomic_store(&faults[op].nth, nth);
+}
+
+API uint64_t armdb_fault_calls(int op) { return atomic_load(&faults[op].calls); }
+API uint64_t armdb_fault_fired(void) { return atomic_load(&faults_fired); }
+
+API void armdb_fault_reset(void)
+{
+    for (int i = 0; i < FAULT_NOPS; i++)
+        armdb_fault_arm(i, 0, 0, 0);
+    atomic_store(&faults_fired, 0);
+}
+
+/* -err if this call of op is to fail, else 0. */
+static int fault_hit(int op)
+{
+    struct fault *f = &faults[op];
+    uint64_t n = atomic_fetch_add(&f->calls, 1) + 1;
+    uint64_t nth = atomic_load(&f->nth);
+    if (nth && (n == nth || (atomic_load(&f->sticky) && n > nth))) {
+        atomic_fetch_add(&faults_fired, 1);
+        return -atomic_load(&f->err);
+    }
+    return 0;
+}
+#define FAULT(op)                                                                                  \
+    do {                                                                                           \
+        int fault_rc_ = fault_hit(op);                                                             \
+        if (fault_rc_)                                                                             \
+            return fault_rc_;                                                                      \
+    } while (0)
+#else
+#define FAULT(op) ((void)0)
+#endif
+
 int io_open(int dirfd, const char *name, int flags, int mode)
 {
+    FAULT(FAULT_OPEN);
     int fd;
     do
         fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
@@ -26,6 +80,7 @@ int io_open(int dirfd, const char *name, int flags, int mode)
 
 int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
+    FAULT(FAULT_WRITE);
     const unsigned char *p = buf;
     while (len) {
         ssize_t n = pwrite(fd, p, len, (off_t)off);
@@ -45,6 +100,7 @@ int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 
 ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
+    FAULT(FAULT_READ);
     unsigned char *p = buf;
     size_t done = 0;
     while (done < len) {
@@ -61,13 +117,29 @@ ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off)
     return (ssize_t)done;
 }
 
-int io_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }
-int io_fsync(int fd) { return fsync(fd) < 0 ? -errno : 0; }
+int io_fdatasync(int fd)
+{
+    FAULT(FAULT_SYNC);
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+int io_fsync(int fd)
+{
+    FAULT(FAULT_SYNC);
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
 int io_renameat(int dirfd, const char *from, const char *to)
 {
+    FAULT(FAULT_RENAME);
     return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
 }
-int io_ftruncate(int fd, uint64_t len) { return ftruncate(fd, (off_t)len) < 0 ? -errno : 0; }
+
+int io_ftruncate(int fd, uint64_t len)
+{
+    FAULT(FAULT_WRITE);
+    return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
+}
 
 /* Write name so that it is either absent, the old version or entirely the
  * new one after a crash: temp file, fsync, rename, fsync of the directory. */
