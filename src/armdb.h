@@ -248,7 +248,10 @@ int armdb_close(armdb *db);
  * Returns 0, or ARMDB_INVAL (NULL pointer), ARMDB_KEYLEN, ARMDB_TOOBIG
  * (vlen over the limit, or != value_len in a fixed-value store),
  * ARMDB_READONLY, ARMDB_FULL, or -errno from writing (-ENOSPC, -EIO).
- * On error nothing was written.
+ * On error nothing was written, with one exception: in ARMDB_SYNC_ALWAYS
+ * mode a failed fdatasync is reported after the entry was appended, so the
+ * new value is visible and may or may not survive a crash (the store is
+ * read-only from then on).
  */
 int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t vlen);
 

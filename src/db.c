@@ -93,10 +93,12 @@ static int take_lock(armdb *db)
     }
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) < 0 || io_pwrite_full(fd, buf, (size_t)n, 0) < 0) {
-        int rc = -errno;
+    int rc = io_ftruncate(fd, 0);
+    if (rc == 0)
+        rc = io_pwrite_full(fd, buf, (size_t)n, 0);
+    if (rc < 0) {
         close(fd);
-        return err_set(rc ? rc : -EIO, "write %s/LOCK", db->dir);
+        return err_set(rc, "write %s/LOCK", db->dir);
     }
     db->lockfd = fd;
     return 0;

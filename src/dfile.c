@@ -40,28 +40,24 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
         fd = io_open(sh->dirfd, name, flags, 0644);
     if (fd < 0)
         return err_set(fd, "open %s/%s", sh->path, name);
-    if (create) {
-        int rc = io_fsync(sh->dirfd);
-        if (rc < 0) {
-            close(fd);
-            (void)unlinkat(sh->dirfd, name, 0);
-            return err_set(rc, "fsync directory %s", sh->path);
-        }
-    }
-    int rfd = fd;
-    if (db->direct) {
-        rfd = io_open(sh->dirfd, name, O_RDONLY, 0);
-        if (rfd < 0) {
-            close(fd);
-            return err_set(rfd, "open %s/%s", sh->path, name);
-        }
-    }
-    struct dfile *f = calloc(1, sizeof *f);
-    if (!f) {
-        close(fd);
-        if (rfd != fd)
+    const char *what = "open";
+    int rc = 0, rfd = fd;
+    struct dfile *f = NULL;
+    if (db->direct && (rfd = io_open(sh->dirfd, name, O_RDONLY, 0)) < 0)
+        rc = rfd;
+    if (rc == 0 && !(f = calloc(1, sizeof *f)))
+        rc = -ENOMEM;
+    /* The new name must be durable before anything written to the file is. */
+    if (rc == 0 && create && (rc = io_fsync(sh->dirfd)) < 0)
+        what = "fsync the directory of";
+    if (rc < 0) {
+        free(f);
+        if (rfd >= 0 && rfd != fd)
             close(rfd);
-        return err_set(-ENOMEM, "open %s/%s", sh->path, name);
+        close(fd);
+        if (create)
+            (void)unlinkat(sh->dirfd, name, 0);
+        return err_set(rc, "%s %s/%s", what, sh->path, name);
     }
     f->id = id;
     f->fd = fd;

@@ -14,11 +14,12 @@
 #include <stdint.h>
 
 enum fault_op {
-    FAULT_WRITE,  /* pwrite, ftruncate */
-    FAULT_SYNC,   /* fdatasync, fsync */
-    FAULT_OPEN,   /* openat */
+    FAULT_WRITE,    /* pwrite, ftruncate */
+    FAULT_DATASYNC, /* fdatasync: the barriers of data files */
+    FAULT_OPEN,     /* openat */
     FAULT_RENAME, /* renameat */
     FAULT_READ,   /* pread */
+    FAULT_FSYNC,  /* fsync: directories, hint and meta files */
     FAULT_NOPS
 };
 

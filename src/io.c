@@ -119,13 +119,13 @@ ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off)
 
 int io_fdatasync(int fd)
 {
-    FAULT(FAULT_SYNC);
+    FAULT(FAULT_DATASYNC);
     return fdatasync(fd) < 0 ? -errno : 0;
 }
 
 int io_fsync(int fd)
 {
-    FAULT(FAULT_SYNC);
+    FAULT(FAULT_FSYNC);
     return fsync(fd) < 0 ? -errno : 0;
 }
 
