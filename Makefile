@@ -7,7 +7,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
 DEPS     := cmake make gcc pkg-config libxxhash-dev
 
-.PHONY: all deps build demo check check-asan check-tsan check-all clean
+.PHONY: all deps build demo check check-asan check-tsan check-all fuzz crash clean
 
 all: build
 
@@ -47,11 +47,36 @@ check-tsan: deps
 	cmake --build build-tsan -j$(JOBS)
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan -L threads --output-on-failure -j$(JOBS)
 
-# What CI runs: warnings as errors, then both sanitizer builds.
+# libFuzzer targets (clang) for the data-file scanner, the hint parser and
+# the meta parser, each run FUZZ_SECONDS from the seeds in spec/fuzz/corpus
+# plus every input kept in spec/fuzz/regress (inputs that once crashed).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := scan hint meta
+fuzz:
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) clang libclang-rt-dev"
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DARMDB_FUZZ=ON -DARMDB_TESTS=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
+	cmake --build build-fuzz -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t spec/fuzz/regress/$$t; \
+	  cp spec/fuzz/corpus/$$t/* build-fuzz/corpus/$$t/; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    -artifact_prefix=build-fuzz/crash-$$t- build-fuzz/corpus/$$t spec/fuzz/regress/$$t 2>build-fuzz/fuzz_$$t.log \
+	    || { tail -40 build-fuzz/fuzz_$$t.log; echo "fuzz_$$t failed: the input is in build-fuzz/crash-$$t-*"; exit 1; }; \
+	  grep -E '^#[0-9]+ +DONE' build-fuzz/fuzz_$$t.log | tail -1; \
+	done
+
+# The kill -9 crash test, run much longer than in `make check`.
+crash: build
+	ARMDB_CRASH_ROUNDS=$${ARMDB_CRASH_ROUNDS:-5000} ./$(BUILD)/crash_kill
+
+# What CI runs: warnings as errors, both sanitizer builds, and the fuzzers.
 check-all:
 	$(MAKE) check CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-asan CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-tsan CMAKE_ARGS=-DARMDB_WERROR=ON
+	$(MAKE) fuzz CMAKE_ARGS=-DARMDB_WERROR=ON
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan demo-data
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz demo-data

@@ -104,8 +104,40 @@ int hint_unlink(int dirfd, uint32_t id)
     return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
 }
 
-int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len, scan_fn fn,
-              void *ctx)
+int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t file_len,
+               uint64_t *data_len, scan_fn fn, void *ctx)
+{
+    size_t rec = 16 + (size_t)klen + ilen;
+    if (len < HINT_HDR + 8 || memcmp(p, hint_magic, 8) != 0 || get_le32(p + 8) != 1 ||
+        get_le32(p + 12) != klen)
+        return 2;
+    uint64_t count = get_le64(p + 16);
+    uint64_t dlen = get_le64(p + 40);
+    if (count > (len - HINT_HDR - 8) / rec || HINT_HDR + count * rec + 8 != len || dlen > file_len)
+        return 2;
+    if (get_le64(p + len - 8) != XXH3_64bits(p, len - 8))
+        return 2;
+    /* Check every record before loading any, so a bad hint leaves no trace. */
+    for (uint64_t i = 0; i < count; i++) {
+        const unsigned char *r = p + HINT_HDR + i * rec;
+        uint64_t gsn = get_le64(r);
+        uint64_t voff = get_le32(r + 8), vlen = get_le32(r + 12);
+        if ((gsn & GSN_RESERVED) || (gsn & GSN_MASK) == 0 || ((gsn & GSN_TOMB) && vlen) ||
+            voff < ENTRY_HDR + klen || voff + vlen > dlen || (ilen && !(gsn & GSN_TOMB) && vlen != ilen))
+            return 2;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        const unsigned char *r = p + HINT_HDR + i * rec;
+        int rc = fn(ctx, get_le64(r), get_le32(r + 8), get_le32(r + 12), r + 16, ilen ? r + 16 + klen : NULL);
+        if (rc < 0)
+            return rc;
+    }
+    *data_len = dlen;
+    return 0;
+}
+
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len,
+              scan_fn fn, void *ctx)
 {
     char name[32];
     dfile_name(name, sizeof name, id, "hint");
@@ -114,35 +146,7 @@ int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t fil
     int rc = io_read_file(dirfd, name, &p, &len);
     if (rc < 0)
         return rc == -ENOENT ? 1 : 2;
-    rc = 2;
-    size_t rec = 16 + (size_t)klen + ilen;
-    if (len < HINT_HDR + 8 || memcmp(p, hint_magic, 8) != 0 || get_le32(p + 8) != 1 ||
-        get_le32(p + 12) != klen)
-        goto out;
-    uint64_t count = get_le64(p + 16);
-    uint64_t dlen = get_le64(p + 40);
-    if (count > (len - HINT_HDR - 8) / rec || HINT_HDR + count * rec + 8 != len || dlen > file_len)
-        goto out;
-    if (get_le64(p + len - 8) != XXH3_64bits(p, len - 8))
-        goto out;
-    /* Check every record before loading any, so a bad hint leaves no trace. */
-    for (uint64_t i = 0; i < count; i++) {
-        const unsigned char *r = p + HINT_HDR + i * rec;
-        uint64_t gsn = get_le64(r);
-        uint64_t voff = get_le32(r + 8), vlen = get_le32(r + 12);
-        if ((gsn & GSN_RESERVED) || (gsn & GSN_MASK) == 0 || ((gsn & GSN_TOMB) && vlen) ||
-            voff < ENTRY_HDR + klen || voff + vlen > dlen || (ilen && !(gsn & GSN_TOMB) && vlen != ilen))
-            goto out;
-    }
-    for (uint64_t i = 0; i < count; i++) {
-        const unsigned char *r = p + HINT_HDR + i * rec;
-        rc = fn(ctx, get_le64(r), get_le32(r + 8), get_le32(r + 12), r + 16, ilen ? r + 16 + klen : NULL);
-        if (rc < 0)
-            goto out;
-    }
-    *data_len = dlen;
-    rc = 0;
-out:
+    rc = hint_parse(p, len, klen, ilen, file_len, data_len, fn, ctx);
     free(p);
     return rc;
 }

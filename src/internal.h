@@ -250,6 +250,9 @@ typedef int (*scan_fn)(void *ctx, uint64_t gsn, uint32_t voff, uint32_t vlen, co
  * must scan the data file instead: 1 if there is no hint, 2 if there is one
  * but it is damaged (its data file was sealed, since hints are written
  * only for sealed files). */
+/* The same over a hint file's bytes (2 if they are not a valid hint). */
+int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t file_len,
+               uint64_t *data_len, scan_fn fn, void *ctx);
 int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len, scan_fn fn,
               void *ctx);
 
@@ -260,9 +263,10 @@ struct scan_result {
     uint64_t torn;     /* bytes cut from a torn tail */
 };
 /* Scan a data file. last: cut at the first bad entry (torn tail); else skip
- * damaged entries. */
-int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last, scan_fn fn, void *ctx,
-              struct scan_result *res) MUST_CHECK;
+ * damaged entries. vmax: the largest value any entry may hold; past damage,
+ * only entries with values up to resync_vmax are looked for. */
+int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last,
+              scan_fn fn, void *ctx, struct scan_result *res) MUST_CHECK;
 int recover_shards(armdb *db) MUST_CHECK;
 int hint_build_for(struct shard *sh, struct dfile *f);
 

@@ -33,6 +33,7 @@
 struct window {
     int fd;
     uint64_t file_len;
+    size_t chunk; /* bytes to read at least, so reloads stay rare */
     unsigned char *buf;
     size_t cap;
     uint64_t off; /* file offset of buf[0] */
@@ -48,8 +49,9 @@ static int window_need(struct window *w, uint64_t a, uint64_t b)
         return 1;
     uint64_t off = round_down(a, PAGE);
     size_t size = (size_t)round_up(b - off, PAGE);
-    if (size < SCAN_CHUNK)
-        size = SCAN_CHUNK;
+    size_t rest = (size_t)round_up(w->file_len - off, PAGE);
+    if (size < w->chunk)
+        size = w->chunk < rest ? w->chunk : rest;
     if (size > w->cap) {
         unsigned char *p = aligned_alloc_zero(size);
         if (!p)
@@ -97,10 +99,18 @@ static int nonzero_after(struct window *w, uint64_t from, bool *found)
     return 0;
 }
 
-int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last, scan_fn fn, void *ctx,
-              struct scan_result *res)
+int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last,
+              scan_fn fn, void *ctx, struct scan_result *res)
 {
-    struct window w = {.fd = fd, .file_len = file_len};
+    /* Past damage every 8-byte offset is a candidate, and a candidate whose
+     * header claims a huge value would make the scan read that much: while
+     * resynchronising only values up to resync_vmax are believed, and the
+     * window is twice that, so the cost stays linear in the file size. */
+    if (resync_vmax > vmax)
+        resync_vmax = vmax;
+    struct window w = {.fd = fd, .file_len = file_len, .chunk = SCAN_CHUNK};
+    if (w.chunk < 2 * ((size_t)resync_vmax + PAGE))
+        w.chunk = 2 * ((size_t)resync_vmax + PAGE);
     uint64_t pos = 0;
     bool in_damage = false;
     int rc = 0;
@@ -120,7 +130,7 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, bool last
             zero = all_zero(p, ENTRY_HDR);
             uint32_t vlen = get_le32(p + 4);
             uint64_t end = pos + entry_size(klen, vlen);
-            if (!zero && vlen <= vmax && end <= file_len) {
+            if (!zero && vlen <= (in_damage ? resync_vmax : vmax) && end <= file_len) {
                 rc = window_need(&w, pos, end);
                 if (rc < 0)
                     goto out;
@@ -326,7 +336,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->rfd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, torn_tail, apply_entry, &c, &res);
+    rc = scan_file(f->rfd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c, &res);
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);
@@ -442,7 +452,7 @@ int hint_build_for(struct shard *sh, struct dfile *f)
     armdb *db = sh->db;
     struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
     struct scan_result res;
-    int rc = scan_file(f->rfd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, false, add_hint_only, &c, &res);
+    int rc = scan_file(f->rfd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c, &res);
     if (rc == 0)
         rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
     hint_buf_free(&c.hb);
