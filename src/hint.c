@@ -104,8 +104,8 @@ int hint_unlink(int dirfd, uint32_t id)
     return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
 }
 
-int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t file_len,
-               uint64_t *data_len, scan_fn fn, void *ctx)
+int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn,
+               void *ctx)
 {
     size_t rec = 16 + (size_t)klen + ilen;
     if (len < HINT_HDR + 8 || memcmp(p, hint_magic, 8) != 0 || get_le32(p + 8) != 1 ||
@@ -113,7 +113,7 @@ int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen,
         return 2;
     uint64_t count = get_le64(p + 16);
     uint64_t dlen = get_le64(p + 40);
-    if (count > (len - HINT_HDR - 8) / rec || HINT_HDR + count * rec + 8 != len || dlen > file_len)
+    if (count > (len - HINT_HDR - 8) / rec || HINT_HDR + count * rec + 8 != len)
         return 2;
     if (get_le64(p + len - 8) != XXH3_64bits(p, len - 8))
         return 2;
@@ -136,8 +136,7 @@ int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen,
     return 0;
 }
 
-int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len,
-              scan_fn fn, void *ctx)
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn, void *ctx)
 {
     char name[32];
     dfile_name(name, sizeof name, id, "hint");
@@ -146,7 +145,7 @@ int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t fil
     int rc = io_read_file(dirfd, name, &p, &len);
     if (rc < 0)
         return rc == -ENOENT ? 1 : 2;
-    rc = hint_parse(p, len, klen, ilen, file_len, data_len, fn, ctx);
+    rc = hint_parse(p, len, klen, ilen, data_len, fn, ctx);
     free(p);
     return rc;
 }

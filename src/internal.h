@@ -251,10 +251,9 @@ typedef int (*scan_fn)(void *ctx, uint64_t gsn, uint32_t voff, uint32_t vlen, co
  * but it is damaged (its data file was sealed, since hints are written
  * only for sealed files). */
 /* The same over a hint file's bytes (2 if they are not a valid hint). */
-int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t file_len,
-               uint64_t *data_len, scan_fn fn, void *ctx);
-int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t file_len, uint64_t *data_len, scan_fn fn,
-              void *ctx);
+int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn,
+               void *ctx);
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn, void *ctx);
 
 /* ---- recover.c ---- */
 struct scan_result {

@@ -321,10 +321,15 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     }
     struct apply_ctx c = {.sh = sh, .f = f};
     uint64_t data_len = 0;
-    rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, file_len, &data_len, apply_entry, &c);
+    rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, &data_len, apply_entry, &c);
     if (rc < 0)
         return err_set(rc, "load hint of %s/%s", sh->path, name);
     if (rc == 0) {
+        /* A data file shorter than its hint says was cut after it was
+         * sealed. The hint still holds: gets of the entries past the end
+         * report ARMDB_CORRUPT rather than let older values come back. */
+        if (data_len > file_len)
+            sh->corrupt++;
         f->size = data_len;
         f->has_hint = true;
         sh->hints_loaded++;
