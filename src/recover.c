@@ -224,10 +224,10 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
     return 0;
 }
 
-/* "NNNNNNNN.data" with a non-zero id. */
-static bool parse_data_name(const char *name, uint32_t *id)
+/* "NNNNNNNN.<ext>" with a non-zero id. */
+static bool parse_file_name(const char *name, const char *ext, uint32_t *id)
 {
-    if (strlen(name) != 13 || strcmp(name + 8, ".data") != 0)
+    if (strlen(name) != 13 || name[8] != '.' || strcmp(name + 9, ext) != 0)
         return false;
     uint32_t v = 0;
     for (int i = 0; i < 8; i++) {
@@ -260,9 +260,16 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
     uint32_t *v = NULL, cnt = 0, cap = 0;
     struct dirent *e;
     int rc = 0;
+    uint32_t orphan = 0;
     while ((e = readdir(d))) {
         uint32_t id;
-        if (!parse_data_name(e->d_name, &id))
+        if (parse_file_name(e->d_name, "hint", &id)) {
+            char data[32];
+            dfile_name(data, sizeof data, id, "data");
+            if (faccessat(sh->dirfd, data, F_OK, 0) < 0 && errno == ENOENT)
+                orphan = id;
+        }
+        if (!parse_file_name(e->d_name, "data", &id))
             continue;
         if (cnt == cap) {
             uint32_t *nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
@@ -281,6 +288,11 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
                 (void)unlinkat(sh->dirfd, e->d_name, 0);
     }
     closedir(d);
+    /* A hint never outlives its data file (removal goes hint first), so
+     * one without it means the data file was lost: refuse, rather than
+     * let older values of its keys come back. */
+    if (rc == 0 && orphan)
+        rc = err_set(ARMDB_CORRUPT, "%s/%08u.data is missing, its hint is there", sh->path, orphan);
     if (rc < 0) {
         free(v);
         return rc;
@@ -367,6 +379,8 @@ static int recover_shard(struct shard *sh)
 {
     uint32_t *ids = NULL, n = 0;
     int rc = list_files(sh, &ids, &n);
+    if (rc == ARMDB_CORRUPT)
+        return rc;
     if (rc < 0)
         return err_set(rc, "list %s", sh->path);
     for (uint32_t i = 0; i < n && rc == 0; i++)

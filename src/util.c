@@ -40,7 +40,7 @@ API const char *armdb_strerror(int rc)
     case ARMDB_OK: return "success";
     case ARMDB_NOTFOUND: return "key not found";
     case ARMDB_BUFSMALL: return "buffer too small for the value";
-    case ARMDB_CORRUPT: return "stored data failed its checksum";
+    case ARMDB_CORRUPT: return "stored data is damaged";
     case ARMDB_LOCKED: return "store is locked by another writer process";
     case ARMDB_BADKEY: return "wrong encryption key";
     case ARMDB_MISMATCH: return "options contradict the stored settings";

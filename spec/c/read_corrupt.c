@@ -270,8 +270,35 @@ static void inline_values_skip_disk(uint32_t value_len)
     free(dir);
 }
 
+/* A data file lost while its hint remains: open refuses, naming it. */
+static void data_file_lost(void)
+{
+    char *dir = t_tmpdir("lost");
+    char *store = t_path(dir, "s");
+    fill(store);
+    armdb *db = open_store(store, 0); /* file 1 sealed, file 2 active */
+    unsigned char k[KLEN], v[400];
+    make_key(0, k);
+    size_t n = make_val(1, v);
+    CHECK_OK(armdb_put(db, k, KLEN, v, n));
+    CHECK_OK(armdb_close(db));
+    char *data = t_path(store, "000/00000002.data");
+    CHECK(unlink(data) == 0);
+    armdb_options o;
+    armdb_options_init(&o);
+    CHECK_RC(armdb_open(store, &o, &db), ARMDB_CORRUPT);
+    CHECK(strstr(armdb_errmsg(), "00000002.data") != NULL);
+    o.flags = ARMDB_RDONLY;
+    CHECK_RC(armdb_open(store, &o, &db), ARMDB_CORRUPT);
+    t_rmtree(dir);
+    free(data);
+    free(store);
+    free(dir);
+}
+
 int main(void)
 {
+    data_file_lost();
     inline_values_skip_disk(8);
     inline_values_skip_disk(0);
     damage_with_hint(16 + KLEN + 5, "value byte");
