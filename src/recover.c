@@ -320,10 +320,13 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
         return err_set(rc, "stat %s/%s", sh->path, name);
     }
     uint64_t file_len = (uint64_t)st.st_size;
-    if (file_len == 0 && !db->rdonly) {
-        /* Created but never written: nothing to keep. */
+    char hint[32];
+    dfile_name(hint, sizeof hint, id, "hint");
+    if (file_len == 0 && !db->rdonly && faccessat(sh->dirfd, hint, F_OK, 0) < 0 && errno == ENOENT) {
+        /* Created but never written: nothing to keep. (An empty file with
+         * a hint was sealed with data and then cut: its hint is loaded so
+         * that its keys report the damage.) */
         dfile_unref(f);
-        (void)hint_unlink(sh->dirfd, id);
         (void)unlinkat(sh->dirfd, name, 0);
         return 0;
     }
