@@ -36,8 +36,10 @@
  *
  *   ARMDB_SYNC_INTERVAL  (default) every `sync_interval_ms` (default 50) on
  *                        each dirty shard, from a background thread; a crash
- *                        loses at most the writes of the last interval, and
- *                        what survives of each shard is a prefix of its writes.
+ *                        loses at most the writes of the last interval and
+ *                        of the barrier in progress (one thread syncs the
+ *                        shards in turn), and what survives of each shard
+ *                        is a prefix of its writes.
  *   ARMDB_SYNC_ALWAYS    before each put/delete/cas returns. Concurrent writers
  *                        of one shard share one fdatasync (group commit).
  *   ARMDB_SYNC_NONE      only when armdb_sync() is called, on rotation and on
