@@ -3,7 +3,7 @@
  *
  * A fixed workload (puts, overwrites, deletes and gets over two shards,
  * small files so rotation and hints happen, armdb_sync every few
- * operations, then close) is first run to count its write, fdatasync,
+ * operations, then close; and the same in ARMDB_SYNC_ALWAYS mode) is first run to count its write, fdatasync,
  * open, rename, read and fsync calls. Then, for each kind and each N up to that count,
  * with ENOSPC and with EIO, it runs again on a fresh store with the Nth call
  * of that kind failing (once, and in a second pass from then on). Each run
@@ -13,8 +13,10 @@
  *     a failed fdatasync of a data file always does, nothing else does;
  *   - reads keep working: every key reads as its last acknowledged state
  *     or as one of the failed writes made to it since;
- *   - nothing acknowledged before the last successful armdb_sync is lost:
- *     after the reopen each key is in that state or one written after it.
+ *   - nothing made durable is lost (everything acknowledged before the last
+ *     successful armdb_sync, or every acknowledged write in sync-always
+ *     mode): after the reopen each key is in that state or one written
+ *     after it.
  */
 #include "test.h"
 
@@ -130,6 +132,12 @@ static int write_rc_ok(struct run *r, int rc)
     return 0;
 }
 
+/* The pass under way: ARMDB_SYNC_NONE with an armdb_sync every SYNC_EVERY
+ * operations, or ARMDB_SYNC_ALWAYS, where every acknowledged write is
+ * durable, over fewer operations (each costs an fdatasync). */
+static uint32_t sync_mode;
+static int nops;
+
 static armdb *open_store(const char *dir, int create, int *rc_out)
 {
     armdb_options o;
@@ -138,7 +146,7 @@ static armdb *open_store(const char *dir, int create, int *rc_out)
     o.shards = 2;
     o.max_file_size = 64 << 10;
     o.write_buffer_size = 64 << 10;
-    o.sync_mode = ARMDB_SYNC_NONE;
+    o.sync_mode = sync_mode;
     o.flags = create ? ARMDB_CREATE : 0;
     armdb *db = NULL;
     *rc_out = armdb_open(dir, &o, &db);
@@ -180,7 +188,7 @@ static void run_once(int kind, uint64_t nth, int err, int sticky, uint64_t *call
     }
     uint64_t seed = 12345;
     unsigned char key[KLEN], val[MAXV], buf[MAXV];
-    for (int op = 1; op <= NOPS; op++) {
+    for (int op = 1; op <= nops; op++) {
         int k = (int)(t_rand(&seed) % NKEYS);
         struct key_hist *h = &r->k[k];
         unsigned dice = (unsigned)(t_rand(&seed) % 10);
@@ -210,7 +218,10 @@ static void run_once(int kind, uint64_t nth, int err, int sticky, uint64_t *call
                 exit(1);
             }
         }
-        if (op % SYNC_EVERY == 0) {
+        if (sync_mode == ARMDB_SYNC_ALWAYS && !r->read_only)
+            for (int i = 0; i < NKEYS; i++)
+                r->k[i].durable = r->k[i].acked;
+        if (sync_mode == ARMDB_SYNC_NONE && op % SYNC_EVERY == 0) {
             rc = armdb_sync(db);
             CHECK(write_rc_ok(r, rc));
             if (rc == 0)
@@ -254,22 +265,36 @@ done:
     free(dir);
 }
 
-int main(void)
+static uint64_t sweep(uint32_t mode, int ops, const int *errs, size_t nerrs, int sticky_from)
 {
-    static const int errs[] = {ENOSPC, EIO};
     uint64_t calls[FAULT_NOPS] = {0};
     uint64_t runs = 0;
+    sync_mode = mode;
+    nops = ops;
     run_once(0, 0, EIO, 0, calls);
     for (int kind = 0; kind < FAULT_NOPS; kind++) {
         CHECK(calls[kind] > 0);
-        for (int sticky = 0; sticky < 2; sticky++)
-            for (size_t e = 0; e < sizeof errs / sizeof *errs; e++)
+        for (int sticky = sticky_from; sticky < 2; sticky++)
+            for (size_t e = 0; e < nerrs; e++)
                 for (uint64_t n = 1; n <= calls[kind] + 1; n++, runs++)
                     run_once(kind, n, errs[e], sticky, calls);
     }
-    printf("fault_sweep: %" PRIu64 " runs; calls per workload:", runs);
+    printf("fault_sweep: sync %s, %d operations: %" PRIu64 " runs; calls per workload:",
+           mode == ARMDB_SYNC_ALWAYS ? "always" : "none", ops, runs);
     for (int kind = 0; kind < FAULT_NOPS; kind++)
         printf(" %s %" PRIu64, names[kind], calls[kind]);
     printf("\n");
+    return runs;
+}
+
+int main(void)
+{
+    static const int errs[] = {ENOSPC, EIO};
+    sweep(ARMDB_SYNC_NONE, NOPS, errs, 2, 0);
+    /* Every acknowledged write is durable here, so after the reopen each
+     * key must be in its last acknowledged state or a failed one after it.
+     * One errno for once-only faults, the other for sticky ones. */
+    sweep(ARMDB_SYNC_ALWAYS, 60, errs + 1, 1, 0);
+    sweep(ARMDB_SYNC_ALWAYS, 60, errs, 1, 1);
     return 0;
 }
