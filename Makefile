@@ -7,7 +7,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
 DEPS     := cmake make gcc pkg-config libxxhash-dev
 
-.PHONY: all deps build demo check check-asan check-tsan check-all fuzz crash clean
+.PHONY: all deps build demo check check-asan check-tsan check-all fuzz crash bench-core clean
 
 all: build
 
@@ -64,12 +64,25 @@ fuzz:
 	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
 	    -artifact_prefix=build-fuzz/crash-$$t- build-fuzz/corpus/$$t spec/fuzz/regress/$$t 2>build-fuzz/fuzz_$$t.log \
 	    || { tail -40 build-fuzz/fuzz_$$t.log; echo "fuzz_$$t failed: the input is in build-fuzz/crash-$$t-*"; exit 1; }; \
-	  grep -E '^#[0-9]+ +DONE' build-fuzz/fuzz_$$t.log | tail -1; \
+	  grep -E '^Done [0-9]+ runs' build-fuzz/fuzz_$$t.log | tail -1; \
 	done
 
 # The kill -9 crash test, run much longer than in `make check`.
 crash: build
 	ARMDB_CRASH_ROUNDS=$${ARMDB_CRASH_ROUNDS:-5000} ./$(BUILD)/crash_kill
+
+# The core benchmark: armdb against LMDB and LevelDB, one thread, 1M keys
+# (BENCH_KEYS, BENCH_REPS, BENCH_SYNC_KEYS, BENCH_COLD_KEYS, TMPDIR: see
+# bench/README.md). Prints a table; the figures go to bench/results/.
+# liburing and libsodium are linked only where installed and only if the
+# static library uses them.
+bench-core: build
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) liblmdb-dev libleveldb-dev"
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/core.c $(BUILD)/libarmdb.a -llmdb -lleveldb -Wl,--as-needed \
+	  $$(pkg-config --libs liburing 2>/dev/null) $$(pkg-config --libs libsodium 2>/dev/null) \
+	  -lxxhash -lpthread -o $(BUILD)/bench-core
+	$(BUILD)/bench-core bench/results/core-$$(date +%Y-%m-%d).json
 
 # What CI runs: warnings as errors, both sanitizer builds, and the fuzzers.
 check-all:

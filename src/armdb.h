@@ -69,6 +69,10 @@
  *   ARMDB_ORDERED flag and an encryption key are refused with ARMDB_INVAL.
  * - Values read from disk are copied out; values larger than 64 KiB make the
  *   reading thread keep a scratch buffer of that size until it exits.
+ * - O_DIRECT bypasses the kernel's page cache: reads are served by armdb's
+ *   own block cache (cache_size, 64 MiB by default, per store), which keeps
+ *   whole 4096-byte pages and is scan-resistant (S3-FIFO: a page read once
+ *   does not push out pages read again; full scans do not fill it).
  *
  * LIMITS
  *
@@ -163,6 +167,7 @@ enum armdb_limits {
     ARMDB_INLINE_MAX = 4096,
     ARMDB_SHARDS_MAX = 256,
     ARMDB_PAGE_SIZE = 4096,
+    ARMDB_BATCH_MAX = 1024,
 };
 
 typedef struct armdb armdb;
@@ -184,7 +189,7 @@ typedef struct armdb_options {
     uint32_t flags;             /* enum armdb_flags */
     uint32_t reserved;          /* must be 0 */
     uint64_t max_file_size;     /* 0 = 256 MiB */
-    uint64_t cache_size;        /* 0 = default; unused in this version */
+    uint64_t cache_size;        /* block cache bytes; 0 = 64 MiB, at least 64 KiB */
     double compaction_threshold; /* 0 = 0.3; unused in this version */
     const unsigned char *encryption_key; /* NULL; keys not in this version */
 } armdb_options;
@@ -209,6 +214,10 @@ typedef struct armdb_stat {
     uint64_t files_scanned;    /* data files indexed by scanning at open */
     uint64_t torn_bytes;       /* bytes cut from torn tails at open */
     uint64_t gsn;              /* highest GSN this store has seen */
+    uint64_t cache_hits;       /* block cache: pages served from memory */
+    uint64_t cache_misses;     /* pages read from the device */
+    uint64_t cache_evictions;  /* pages dropped to make room */
+    uint64_t cache_bytes;      /* memory holding cached pages */
     uint32_t io_backend;       /* enum armdb_io_backend */
     uint32_t direct_io;        /* 1 if data files use O_DIRECT */
     uint32_t read_only;        /* 1 if opened read-only or turned so by EIO */
@@ -265,6 +274,24 @@ int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t v
  * cap is 0 (to learn the length).
  */
 int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+
+/*
+ * Look up n keys (1..ARMDB_BATCH_MAX) at once. keys holds n keys of klen
+ * bytes back to back. For each key i, rcs[i] is its result: 0 with its
+ * value at out + offs[i], vlens[i] bytes long (values are packed into out
+ * in key order); ARMDB_NOTFOUND; ARMDB_BUFSMALL if the value did not fit in
+ * what was left of out (vlens[i] = its length: retry those keys with more
+ * room); ARMDB_CORRUPT or -errno if its entry could not be read. Values in
+ * memory (inline, write buffer, block cache) are copied at once; the rest
+ * are read from the device in one batch, so a batch of cold keys costs
+ * about one device round trip rather than one per key.
+ *
+ * Returns 0 if every key was looked up (each rcs[i] then says how),
+ * ARMDB_BUFSMALL if at least one value did not fit, or ARMDB_INVAL (NULL
+ * pointer, n out of range), ARMDB_KEYLEN, -ENOMEM before any lookup.
+ */
+int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void *out, size_t cap, size_t *offs,
+                   size_t *vlens, int *rcs);
 
 /* Delete key. Returns 0, ARMDB_NOTFOUND (nothing written), or as put. */
 int armdb_delete(armdb *db, const void *key, size_t klen);

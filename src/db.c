@@ -69,6 +69,9 @@ static int check_options(const armdb_options *o)
         return err_set(ARMDB_INVAL, "max_file_size: %llu is not from %llu to %llu",
                        (unsigned long long)o->max_file_size, (unsigned long long)MIN_MAX_FILE,
                        (unsigned long long)MAX_MAX_FILE);
+    if (o->cache_size && o->cache_size < MIN_CACHE)
+        return err_set(ARMDB_INVAL, "cache_size: %llu is under the minimum of %llu", (unsigned long long)o->cache_size,
+                       (unsigned long long)MIN_CACHE);
     if (o->compaction_threshold < 0 || o->compaction_threshold > 1)
         return err_set(ARMDB_INVAL, "compaction_threshold: must be from 0 to 1");
     return 0;
@@ -307,6 +310,7 @@ static void db_free(armdb *db)
             shard_free(&db->shards[i]);
         free(db->shards);
     }
+    cache_free(db->cache);
     if (db->lockfd >= 0)
         close(db->lockfd);
     if (db->dirfd >= 0)
@@ -372,6 +376,11 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
             close(probe);
     }
 
+    rc = cache_init(&db->cache, opts->cache_size ? opts->cache_size : DEFAULT_CACHE);
+    if (rc < 0) {
+        rc = err_set(rc, "allocate the block cache of %s", dir);
+        goto fail;
+    }
     db->shards = calloc(db->nshards, sizeof *db->shards);
     if (!db->shards) {
         rc = err_set(-ENOMEM, "open %s", dir);
@@ -491,6 +500,33 @@ API int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap
     return shard_get(shard_of(db, h), key, h, buf, cap, vlen);
 }
 
+API int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void *out, size_t cap, size_t *offs,
+                       size_t *vlens, int *rcs)
+{
+    if (!db || !keys || !offs || !vlens || !rcs || (!out && cap))
+        return err_set(ARMDB_INVAL, "armdb_get_many: NULL pointer");
+    if (n < 1 || n > ARMDB_BATCH_MAX)
+        return err_set(ARMDB_INVAL, "armdb_get_many: %zu keys, the batch is 1 to %d", n, ARMDB_BATCH_MAX);
+    if (klen != db->key_len)
+        return err_set(ARMDB_KEYLEN, "key of %zu bytes, store %s has key_len %u", klen, db->dir, db->key_len);
+    size_t used = 0;
+    bool small = false;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *key = (const unsigned char *)keys + i * klen;
+        uint64_t h = key_hash(key, klen);
+        size_t vl = 0;
+        int rc = shard_get(shard_of(db, h), key, h, out ? (unsigned char *)out + used : NULL, cap - used, &vl);
+        rcs[i] = rc;
+        vlens[i] = vl;
+        offs[i] = used;
+        if (rc == 0)
+            used += vl;
+        else if (rc == ARMDB_BUFSMALL)
+            small = true;
+    }
+    return small ? ARMDB_BUFSMALL : 0;
+}
+
 API int armdb_sync(armdb *db)
 {
     if (!db)
@@ -547,6 +583,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
         pthread_mutex_unlock(&sh->mu);
     }
     out->index_bytes_per_key = out->keys ? out->index_bytes / out->keys : 0;
+    cache_stats(db->cache, out);
     out->gsn = atomic_load(&db->max_gsn);
     out->io_backend = ARMDB_IO_PWRITE;
     out->direct_io = db->direct;

@@ -2,10 +2,6 @@
  * dfile.c - data files: naming, opening with O_DIRECT where the filesystem
  * allows it, and reference counts.
  *
- * Reads go through a second, buffered descriptor: O_DIRECT writes keep the
- * page cache coherent, and until armdb has its own block cache the page
- * cache is what keeps hot values off the device.
- *
  * A file is referenced by its shard and by each reader that reads it
  * outside the shard lock; it is closed when the last reference goes, so a
  * reader never reads through a closed (or reused) descriptor.
@@ -41,19 +37,15 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     if (fd < 0)
         return err_set(fd, "open %s/%s", sh->path, name);
     const char *what = "open";
-    int rc = 0, rfd = fd;
+    int rc = 0;
     struct dfile *f = NULL;
-    if (db->direct && (rfd = io_open(sh->dirfd, name, O_RDONLY, 0)) < 0)
-        rc = rfd;
-    if (rc == 0 && !(f = calloc(1, sizeof *f)))
+    if (!(f = calloc(1, sizeof *f)))
         rc = -ENOMEM;
     /* The new name must be durable before anything written to the file is. */
     if (rc == 0 && create && (rc = io_fsync(sh->dirfd)) < 0)
         what = "fsync the directory of";
     if (rc < 0) {
         free(f);
-        if (rfd >= 0 && rfd != fd)
-            close(rfd);
         close(fd);
         if (create)
             (void)unlinkat(sh->dirfd, name, 0);
@@ -61,7 +53,6 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     }
     f->id = id;
     f->fd = fd;
-    f->rfd = rfd;
     atomic_init(&f->refs, 1);
     *out = f;
     return 0;
@@ -72,8 +63,6 @@ void dfile_ref(struct dfile *f) { atomic_fetch_add_explicit(&f->refs, 1, memory_
 void dfile_unref(struct dfile *f)
 {
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
-        if (f->rfd != f->fd)
-            close(f->rfd);
         close(f->fd);
         free(f);
     }

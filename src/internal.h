@@ -36,6 +36,8 @@
 #define MIN_MAX_FILE (64ull << 10)
 #define MAX_MAX_FILE (3ull << 30)
 #define DEFAULT_INTERVAL_MS 50u
+#define DEFAULT_CACHE (64ull << 20)
+#define MIN_CACHE (64ull << 10)
 #define MAX_INTERVAL_MS 60000u
 /* Room a write buffer keeps besides the largest value: a partial page, the
  * zero gap at a page end, the header, the key and the padding. */
@@ -181,9 +183,7 @@ static inline void rec_set(unsigned char *r, uint64_t gsn, uint32_t file, uint32
 /* ---- dfile.c: data files ---- */
 struct dfile {
     uint32_t id;
-    int fd;          /* writes (O_DIRECT where available) */
-    int rfd;         /* reads: buffered, so the page cache serves hot
-                      * values until the store has a block cache of its own */
+    int fd;          /* O_DIRECT where available; reads go through the block cache */
     atomic_int refs; /* the shard's own reference + one per reader in flight */
     uint64_t size;   /* bytes of data (the file may be longer: padding) */
     uint64_t live;   /* bytes of entries the index points at */
@@ -194,6 +194,16 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out) M
 void dfile_ref(struct dfile *f);
 void dfile_unref(struct dfile *f);
 void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext);
+
+/* ---- cache.c: the block cache ---- */
+struct cache;
+int cache_init(struct cache **out, uint64_t bytes) MUST_CHECK;
+void cache_free(struct cache *c);
+uint64_t cache_name(uint32_t shard, uint32_t file, uint64_t page);
+/* Copy the block into dst (PAGE bytes) if cached. */
+bool cache_get(struct cache *c, uint64_t name, void *dst);
+void cache_put(struct cache *c, uint64_t name, const void *src);
+void cache_stats(struct cache *c, armdb_stat *st);
 
 /* ---- wbuf.c: the per-shard write buffer ---- */
 /*
@@ -304,8 +314,9 @@ int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t c
 int shard_sync(struct shard *sh);
 int shard_close(struct shard *sh);
 /* Read the entry of record r into dst (r's value, vlen bytes) with the
- * shard locked on entry; unlocks it. */
-int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key, void *dst);
+ * shard locked on entry; unlocks it. fill: pages read from the device go
+ * into the block cache. */
+int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key, void *dst, bool fill);
 void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };
@@ -325,6 +336,7 @@ struct armdb {
     atomic_int failed; /* -errno of a failed fdatasync: the store is read-only */
     atomic_uint_fast64_t max_gsn;
     struct shard *shards;
+    struct cache *cache;
     /* background: interval syncs and hint files of rotated files */
     pthread_t sync_tid, hint_tid;
     bool sync_running, hint_running;

@@ -63,7 +63,9 @@ API int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const vo
                 it->val_cap = vl;
             }
             memcpy(it->key, rec + REC_KEY, db->key_len);
-            int rc = shard_read_unlock(sh, rec, it->key, it->val);
+            /* A scan does not fill the block cache: it would push out the
+             * pages that point reads keep coming back to. */
+            int rc = shard_read_unlock(sh, rec, it->key, it->val, false);
             *key = it->key;
             *klen = db->key_len;
             *val = it->val;

@@ -356,7 +356,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->rfd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c, &res);
+    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c, &res);
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);
@@ -474,7 +474,7 @@ int hint_build_for(struct shard *sh, struct dfile *f)
     armdb *db = sh->db;
     struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
     struct scan_result res;
-    int rc = scan_file(f->rfd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c, &res);
+    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c, &res);
     if (rc == 0)
         rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
     hint_buf_free(&c.hb);

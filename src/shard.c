@@ -292,30 +292,78 @@ static int entry_check(struct shard *sh, const unsigned char *p, const struct lo
     return 0;
 }
 
-/* Read the entry from disk into the thread's scratch and verify it; the
- * first `from_buf` bytes past the shard's write buffer base come from it. */
+/* Fill sc with pages [first, first + n) of f: from the block cache where it
+ * has them (unless bypass), the rest with one read of the device. Pages
+ * [*lo, *hi) came from the device; *got is how many bytes of them the file
+ * had (the rest are zeroed). */
+static int read_pages(struct shard *sh, struct dfile *f, uint64_t first, uint32_t n, unsigned char *sc, bool bypass,
+                      uint32_t *lo, uint32_t *hi, size_t *got)
+{
+    struct cache *c = sh->db->cache;
+    *lo = n;
+    *hi = 0;
+    *got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!bypass && cache_get(c, cache_name(sh->no, f->id, first + i), sc + (size_t)i * PAGE))
+            continue;
+        if (*lo == n)
+            *lo = i;
+        *hi = i + 1;
+    }
+    if (*lo == n)
+        return 0;
+    size_t want = (size_t)(*hi - *lo) * PAGE;
+    ssize_t rd = io_pread_full(f->fd, sc + (size_t)*lo * PAGE, want, (first + *lo) * PAGE);
+    if (rd < 0)
+        return err_set((int)rd, "read %s/%08u.data", sh->path, f->id);
+    if ((size_t)rd < want)
+        memset(sc + (size_t)*lo * PAGE + rd, 0, want - (size_t)rd);
+    *got = (size_t)rd;
+    return 0;
+}
+
+/* Read the entry at l into the thread's scratch and verify it. With
+ * with_buffer, the bytes from the shard's write buffer base on come from
+ * the buffer (the entry straddles it; mu is held). Pages read from the
+ * device go into the block cache once the entry has verified (unless !fill:
+ * a full scan reads neighbouring entries one after another, and letting it
+ * fill the cache would make its pages look hot); if an entry
+ * read partly from the cache fails, it is read again from the device, so
+ * a damaged block never hides an intact file. */
 static int read_entry(struct shard *sh, const struct loc *l, const void *key, const unsigned char **val,
-                      bool with_buffer)
+                      bool with_buffer, bool fill)
 {
     uint64_t a = round_down(l->eoff, PAGE);
     uint64_t end = l->eoff + l->esize;
     uint64_t disk_end = with_buffer ? sh->wb.base : end;
+    uint32_t ndisk = (uint32_t)((round_up(disk_end, PAGE) - a) / PAGE);
     unsigned char *sc = scratch_get((size_t)(round_up(end, PAGE) - a));
     if (!sc)
         return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
-    size_t want = (size_t)(round_up(disk_end, PAGE) - a);
-    ssize_t got = io_pread_full(l->f->rfd, sc, want, a);
-    if (got < 0)
-        return err_set((int)got, "read %s/%08u.data", sh->path, l->f->id);
-    if ((uint64_t)got < disk_end - a)
-        return err_set(ARMDB_CORRUPT, "%s/%08u.data ends before the entry at offset %llu", sh->path, l->f->id,
-                       (unsigned long long)l->eoff);
-    if (with_buffer)
-        wbuf_read(&sh->wb, disk_end, sc + (disk_end - a), (size_t)(end - disk_end));
-    const unsigned char *p = sc + (l->eoff - a);
-    int rc = entry_check(sh, p, l, key);
-    if (rc == 0)
-        *val = p + ENTRY_HDR + sh->db->key_len;
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        uint32_t lo, hi;
+        size_t got;
+        rc = read_pages(sh, l->f, a / PAGE, ndisk, sc, attempt > 0, &lo, &hi, &got);
+        if (rc < 0)
+            return rc;
+        uint64_t need = a + (uint64_t)hi * PAGE < disk_end ? a + (uint64_t)hi * PAGE : disk_end;
+        if (hi > lo && a + (uint64_t)lo * PAGE + got < need)
+            return err_set(ARMDB_CORRUPT, "%s/%08u.data ends before the entry at offset %llu", sh->path,
+                           l->f->id, (unsigned long long)l->eoff);
+        if (with_buffer)
+            wbuf_read(&sh->wb, disk_end, sc + (disk_end - a), (size_t)(end - disk_end));
+        const unsigned char *p = sc + (l->eoff - a);
+        rc = entry_check(sh, p, l, key);
+        if (rc == 0) {
+            for (uint32_t i = lo; i < hi && fill; i++)
+                cache_put(sh->db->cache, cache_name(sh->no, l->f->id, a / PAGE + i), sc + (size_t)i * PAGE);
+            *val = p + ENTRY_HDR + sh->db->key_len;
+            return 0;
+        }
+        if (lo == 0 && hi == ndisk)
+            break; /* all of it came from the device: the damage is real */
+    }
     return rc;
 }
 
@@ -346,10 +394,10 @@ static int value_locked(struct shard *sh, const unsigned char *rec, const void *
     rc = value_in_memory(sh, rec, &l, val);
     if (rc <= 0)
         return rc;
-    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > sh->wb.base);
+    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > sh->wb.base, true);
 }
 
-int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *key, void *dst)
+int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *key, void *dst, bool fill)
 {
     struct loc l;
     const unsigned char *val;
@@ -357,7 +405,7 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
     if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
-        rc = read_entry(sh, &l, key, &val, true); /* straddles the buffer: rare */
+        rc = read_entry(sh, &l, key, &val, true, fill); /* straddles the buffer: rare */
     if (rc <= 0) {
         if (rc == 0 && l.vlen)
             memcpy(dst, val, l.vlen);
@@ -367,7 +415,7 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     /* On disk only: read without blocking the shard. */
     dfile_ref(l.f);
     pthread_mutex_unlock(&sh->mu);
-    rc = read_entry(sh, &l, key, &val, false);
+    rc = read_entry(sh, &l, key, &val, false, fill);
     if (rc == 0 && l.vlen)
         memcpy(dst, val, l.vlen);
     dfile_unref(l.f);
@@ -487,7 +535,7 @@ int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t c
         pthread_mutex_unlock(&sh->mu);
         return ARMDB_BUFSMALL;
     }
-    return shard_read_unlock(sh, rec, key, buf);
+    return shard_read_unlock(sh, rec, key, buf, true);
 }
 
 /* At close: make the active file durable and give it a hint (or remove it
