@@ -230,72 +230,12 @@ static void allow_model(const struct config *c)
 
 /* ---- files ---- */
 
-static unsigned char *slurp(const char *path, size_t *len, size_t extra)
-{
-    int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0);
-    struct stat st;
-    CHECK(fstat(fd, &st) == 0);
-    *len = (size_t)st.st_size;
-    unsigned char *p = malloc(*len + extra + 1);
-    CHECK(p);
-    CHECK(pread(fd, p, *len, 0) == (ssize_t)*len);
-    close(fd);
-    return p;
-}
-
 static void spill(const char *path, const unsigned char *p, size_t len)
 {
     int fd = open(path, O_WRONLY | O_TRUNC);
     CHECK(fd >= 0);
     CHECK(write(fd, p, len) == (ssize_t)len);
     close(fd);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    static unsigned char buf[1 << 16];
-    int in = open(from, O_RDONLY);
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ssize_t n;
-    CHECK(in >= 0 && out >= 0);
-    while ((n = read(in, buf, sizeof buf)) > 0)
-        CHECK(write(out, buf, (size_t)n) == n);
-    CHECK(n == 0);
-    close(in);
-    close(out);
-}
-
-static void copy_tree(const char *from, const char *to)
-{
-    DIR *d = opendir(from);
-    struct dirent *e;
-    CHECK(d);
-    CHECK(mkdir(to, 0755) == 0);
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char *a = t_path(from, e->d_name), *b = t_path(to, e->d_name);
-        struct stat st;
-        CHECK(lstat(a, &st) == 0);
-        if (S_ISDIR(st.st_mode))
-            copy_tree(a, b);
-        else
-            copy_file(a, b);
-        free(a);
-        free(b);
-    }
-    closedir(d);
-}
-
-static bool is_file_name(const char *name, const char *ext)
-{
-    if (strlen(name) != 9 + strlen(ext) || name[8] != '.' || strcmp(name + 9, ext) != 0)
-        return false;
-    for (int j = 0; j < 8; j++)
-        if (name[j] < '0' || name[j] > '9')
-            return false;
-    return true;
 }
 
 /* Highest data file id in shard directory `sdir` (0 if none). */
@@ -305,21 +245,13 @@ static uint32_t last_data_id(const char *sdir)
     struct dirent *e;
     uint32_t best = 0;
     CHECK(d);
-    while ((e = readdir(d)))
-        if (is_file_name(e->d_name, "data")) {
-            uint32_t id = (uint32_t)strtoul(e->d_name, NULL, 10);
-            if (id > best)
-                best = id;
-        }
+    while ((e = readdir(d))) {
+        long id = t_file_id(e->d_name, "data");
+        if (id >= 0 && (uint32_t)id > best)
+            best = (uint32_t)id;
+    }
     closedir(d);
     return best;
-}
-
-static char *shard_file(const char *store, unsigned shard, uint32_t id, const char *ext)
-{
-    char *p;
-    CHECK(asprintf(&p, "%s/%03x/%08u.%s", store, shard, id, ext) >= 0);
-    return p;
 }
 
 /* End of the last entry of a data file written up to a barrier: entries,
@@ -340,8 +272,7 @@ static size_t entries_end(const unsigned char *d, size_t len)
             pos += left;
             continue;
         }
-        uint32_t vlen = (uint32_t)d[pos + 4] | (uint32_t)d[pos + 5] << 8 | (uint32_t)d[pos + 6] << 16 |
-                        (uint32_t)d[pos + 7] << 24;
+        uint32_t vlen = t_le32(d + pos + 4);
         pos += (16 + KLEN + (size_t)vlen + 7) & ~(size_t)7;
         end = pos;
     }
@@ -355,8 +286,8 @@ static size_t entries_end(const unsigned char *d, size_t len)
 static void damage_file(struct round *r, const char *path, size_t lo, enum dkind kind, uint64_t *rng)
 {
     size_t len;
-    unsigned char *orig = slurp(path, &len, 0);
-    unsigned char *p = slurp(path, &len, 600);
+    unsigned char *orig = t_read_file(path, &len);
+    unsigned char *p = t_read_file_spare(path, &len, 600);
     size_t nlen = len;
     char what[160];
     if (lo >= len && kind != D_EXTEND)
@@ -696,7 +627,7 @@ static void list_files(struct config *c)
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
                 continue;
-            bool data = is_file_name(e->d_name, "data"), hint = is_file_name(e->d_name, "hint");
+            bool data = t_file_id(e->d_name, "data") >= 0, hint = t_file_id(e->d_name, "hint") >= 0;
             CHECK(data || hint);
             char **slot = data ? &c->data[c->ndata++] : &c->hint[c->nhint++];
             CHECK(c->ndata < MAXFILES && c->nhint < MAXFILES);
@@ -720,16 +651,8 @@ static void build_reference(struct config *c, const char *base, unsigned no)
     c->salt = t_rand(&rng);
     memset(c->model, 0, sizeof c->model);
     for (int session = 0; session < 3; session++) {
-        armdb_options o;
-        armdb *db;
-        armdb_options_init(&o);
-        o.key_len = KLEN;
-        o.value_len = c->value_len;
-        o.shards = c->shards;
-        o.sync_mode = ARMDB_SYNC_NONE;
-        o.max_file_size = MAX_FILE;
-        o.flags = session == 0 ? ARMDB_CREATE : 0;
-        CHECK_OK(armdb_open(c->store, &o, &db));
+        armdb *db = t_open_store(c->store, KLEN, c->value_len, c->shards, 0, MAX_FILE,
+                                 session == 0 ? ARMDB_CREATE : 0);
         for (unsigned i = 0; i < c->nkeys; i++) {
             struct state *m = &c->model[i];
             unsigned roll = (unsigned)(t_rand(&rng) % 100);
@@ -781,15 +704,9 @@ static void keep_damaged(const struct round *r, bool failed)
 static void torn_writer(const struct config *c, const char *dir, const unsigned *keys,
                         const struct state *ops, unsigned nsync, unsigned nops, bool sigkill, int fd)
 {
-    armdb_options o;
     armdb *db;
     alarm(CHILD_TIMEOUT);
-    armdb_options_init(&o);
-    o.key_len = KLEN;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.write_buffer_size = 65536;
-    o.max_file_size = MAX_FILE;
-    CHECK_OK(armdb_open(dir, &o, &db));
+    db = t_open_store(dir, KLEN, 0, 0, 65536, MAX_FILE, 0);
     for (unsigned j = 0; j < nops; j++) {
         if (j == nsync) {
             CHECK_OK(armdb_sync(db));
@@ -798,9 +715,9 @@ static void torn_writer(const struct config *c, const char *dir, const unsigned 
                 snprintf(sname, sizeof sname, "%03x", s);
                 char *sdir = t_path(dir, sname);
                 uint64_t msg[2] = {last_data_id(sdir), 0};
-                char *path = shard_file(dir, s, (uint32_t)msg[0], "data");
+                char *path = t_file_path(dir, s, (uint32_t)msg[0], "data");
                 size_t len;
-                unsigned char *d = slurp(path, &len, 0);
+                unsigned char *d = t_read_file(path, &len);
                 msg[1] = entries_end(d, len);
                 /* After a barrier the file is entries, then zeros. */
                 CHECK(msg[1] <= len);
@@ -894,7 +811,7 @@ static bool prepare_torn(struct round *r, uint64_t *rng)
     snprintf(r->victim, sizeof r->victim, "%s/%08u.data", sname, id);
     snprintf(r->desc, sizeof r->desc, "%u ops, synced after %u, %s; synced end %zu of ", nops, nsync,
              sigkill ? "SIGKILL" : "_exit", lo);
-    char *path = shard_file(r->dir, s, id, "data");
+    char *path = t_file_path(r->dir, s, id, "data");
     static const enum dkind kinds[] = {D_FLIP, D_ZERO, D_RANDOM, D_TRUNCATE, D_EXTEND};
     damage_file(r, path, lo, kinds[t_rand(rng) % 5], rng);
     free(path);
@@ -949,7 +866,7 @@ int main(void)
         struct round r = {.no = UINT64_MAX, .c = c, .expect = X_EXACT, .rdonly = {true, false}};
         r.dir = rdir;
         t_rmtree(rdir);
-        copy_tree(c->store, rdir);
+        t_copy_tree(c->store, rdir);
         snprintf(r.desc, sizeof r.desc, "reference store, undamaged");
         allow_model(c);
         CHECK(run_check(&r) == 0);
@@ -974,7 +891,7 @@ int main(void)
         r.rdonly[1] = t_rand(&rng) % 4 == 0;
         allow_model(r.c);
         t_rmtree(rdir);
-        copy_tree(r.c->store, rdir);
+        t_copy_tree(r.c->store, rdir);
         ran++;
         per_type[r.type]++;
         if (r.type == F_TORN) {
@@ -992,7 +909,7 @@ int main(void)
             char name[48];
             snprintf(name, sizeof name, "damaged-%" PRIu64, no);
             char *p = t_path(g_base, name);
-            copy_tree(rdir, p);
+            t_copy_tree(rdir, p);
             free(p);
         }
         int rc = run_check(&r);

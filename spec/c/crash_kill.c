@@ -180,7 +180,7 @@ static void make_key(uint32_t idx, unsigned char *k)
 static int key_index(const unsigned char *k)
 {
     unsigned char want[KEY_LEN];
-    uint32_t idx = (uint32_t)k[0] | (uint32_t)k[1] << 8 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 24;
+    uint32_t idx = t_le32(k);
     if (idx >= NKEYS)
         return -1;
     make_key(idx, want);

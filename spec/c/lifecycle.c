@@ -126,21 +126,6 @@ static uint64_t data_bytes(const char *store)
     return sum;
 }
 
-static unsigned char *read_all(const char *p, size_t *len)
-{
-    struct stat st;
-    unsigned char *buf;
-    int fd = open(p, O_RDONLY);
-    CHECK(fd >= 0);
-    CHECK(fstat(fd, &st) == 0);
-    buf = malloc((size_t)st.st_size + 1);
-    CHECK(buf != NULL);
-    CHECK(pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
-    close(fd);
-    *len = (size_t)st.st_size;
-    return buf;
-}
-
 static void write_all(const char *p, const void *buf, size_t len)
 {
     int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -182,7 +167,7 @@ static void snap_dir(struct snap *s, const char *root, const char *rel)
         } else {
             CHECK(s->n < 256);
             s->name[s->n] = r;
-            s->data[s->n] = read_all(p, &s->len[s->n]);
+            s->data[s->n] = t_read_file(p, &s->len[s->n]);
             s->n++;
         }
         free(p);
@@ -288,23 +273,6 @@ static void check_errmsg_has(const char *what)
     CHECK(strstr(m, what) != NULL);
 }
 
-static armdb *open_store(const char *store, uint32_t key_len, uint32_t value_len, uint32_t shards,
-                         uint32_t wbuf, uint32_t flags)
-{
-    armdb_options o;
-    armdb *db = NULL;
-    armdb_options_init(&o);
-    o.key_len = key_len;
-    o.value_len = value_len;
-    o.shards = shards;
-    o.write_buffer_size = wbuf;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.flags = flags;
-    CHECK_OK(armdb_open(store, &o, &db));
-    CHECK(db != NULL);
-    return db;
-}
-
 static void expect_value(armdb *db, const unsigned char *k, const void *want, size_t wl)
 {
     unsigned char buf[8192];
@@ -348,7 +316,7 @@ static void case_create_reopen(void)
     CHECK(rmdir(store) == 0);
 
     /* Created: meta, lock, 12 shard directories 000..00b. */
-    db = open_store(store, KEY_LEN, 24, 12, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 24, 12, 0, 0, ARMDB_CREATE);
     p = t_path(store, "ARMDB");
     CHECK(path_exists(p));
     free(p);
@@ -383,7 +351,7 @@ static void case_create_reopen(void)
     CHECK(armdb_count(db) == 1);
     CHECK_OK(armdb_close(db));
     /* ARMDB_CREATE on an existing store opens it, with its data. */
-    db = open_store(store, KEY_LEN, 24, 12, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 24, 12, 0, 0, ARMDB_CREATE);
     CHECK(armdb_count(db) == 1);
     CHECK_OK(armdb_close(db));
     CHECK(shard_dirs(store) == 12);
@@ -397,7 +365,7 @@ static void case_create_reopen(void)
             cpus = 1;
         if (cpus > ARMDB_SHARDS_MAX)
             cpus = ARMDB_SHARDS_MAX;
-        db = open_store(store, KEY_LEN, 0, 0, 0, ARMDB_CREATE);
+        db = t_open_store(store, KEY_LEN, 0, 0, 0, 0, ARMDB_CREATE);
         CHECK_OK(armdb_stats(db, &st));
         CHECK(st.shards == (uint32_t)cpus);
         CHECK(st.value_len == 0);
@@ -540,7 +508,7 @@ static void case_mismatch(void)
     armdb *db;
     unsigned char k[KEY_LEN + 1], v[8];
 
-    db = open_store(store, KEY_LEN, 8, 3, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 8, 3, 0, 0, ARMDB_CREATE);
     for (int i = 0; i < 50; i++) {
         make_key((uint64_t)i, k);
         memset(v, 'a' + i % 26, 8);
@@ -586,7 +554,7 @@ static void case_mismatch(void)
     snap_free(&after);
 
     /* Still opens with its settings and data, with matching options too. */
-    db = open_store(store, KEY_LEN, 8, 3, 0, 0);
+    db = t_open_store(store, KEY_LEN, 8, 3, 0, 0, 0);
     CHECK_OK(armdb_stats(db, &st));
     CHECK(st.key_len == KEY_LEN && st.value_len == 8 && st.shards == 3);
     CHECK(armdb_count(db) == 50);
@@ -630,11 +598,11 @@ static void case_corrupt_meta(void)
     size_t len, l2;
     armdb *db;
 
-    db = open_store(store, KEY_LEN, 0, 2, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 0, 2, 0, 0, ARMDB_CREATE);
     make_key(7, k);
     CHECK_OK(armdb_put(db, k, KEY_LEN, "seven", 5));
     CHECK_OK(armdb_close(db));
-    good = read_all(meta, &len);
+    good = t_read_file(meta, &len);
     CHECK(len >= 16);
     bad = malloc(len);
     CHECK(bad != NULL);
@@ -649,7 +617,7 @@ static void case_corrupt_meta(void)
             write_all(meta, bad, len);
             expect_corrupt(store);
             /* The damaged file is left for the operator, not rewritten. */
-            free(read_all(meta, &l2));
+            free(t_read_file(meta, &l2));
             CHECK(l2 == len);
         }
     }
@@ -663,7 +631,7 @@ static void case_corrupt_meta(void)
     }
     /* Restored: the store and its data are back. */
     write_all(meta, good, len);
-    db = open_store(store, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, 0);
     CHECK(armdb_count(db) == 1);
     expect_value(db, k, "seven", 5);
     CHECK_OK(armdb_close(db));
@@ -732,12 +700,12 @@ static void case_locked(void)
     armdb *db, *db2 = NULL;
     armdb_options o;
 
-    db = open_store(store, KEY_LEN, 0, 2, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 0, 2, 0, 0, ARMDB_CREATE);
     make_key(1, k);
     CHECK_OK(armdb_put(db, k, KEY_LEN, "one", 3));
 
     /* The lock file names the holder. */
-    lb = read_all(lock, &len);
+    lb = t_read_file(lock, &len);
     lb[len] = 0;
     CHECK(strtol((char *)lb, NULL, 10) == (long)getpid());
     free(lb);
@@ -764,7 +732,7 @@ static void case_locked(void)
 
     /* Lock released with the handle: another process may now write. */
     CHECK_RC(child_open(store, 0, msg, sizeof(msg)), 0);
-    db = open_store(store, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, 0);
     expect_value(db, k, "uno", 3);
     CHECK_OK(armdb_close(db));
 
@@ -918,7 +886,7 @@ static void case_arguments(void)
     CHECK_RC(armdb_open(absent, &o, NULL), ARMDB_INVAL);
     CHECK(!path_exists(absent));
 
-    db = open_store(store, KEY_LEN, 0, 2, 65536, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 0, 2, 65536, 0, ARMDB_CREATE);
     memset(k, 0, sizeof(k));
     make_key(1, k);
     /* The largest value is accepted... */
@@ -981,7 +949,7 @@ static void case_arguments(void)
     CHECK_OK(armdb_close(db));
 
     /* A fixed value length accepts nothing else. */
-    db = open_store(fixed, KEY_LEN, 8, 2, 0, ARMDB_CREATE);
+    db = t_open_store(fixed, KEY_LEN, 8, 2, 0, 0, ARMDB_CREATE);
     make_key(1, k);
     CHECK_OK(armdb_put(db, k, KEY_LEN, "12345678", 8));
     baseline_take(db, fixed, &b);
@@ -1020,7 +988,7 @@ static void case_get_delete_cas(void)
     armdb_stat st;
     armdb *db;
 
-    db = open_store(store, KEY_LEN, 0, 3, 0, ARMDB_CREATE);
+    db = t_open_store(store, KEY_LEN, 0, 3, 0, 0, ARMDB_CREATE);
 
     /* get: missing key. */
     make_key(1, k);
@@ -1054,7 +1022,7 @@ static void case_get_delete_cas(void)
 
     /* The same after the data reached the disk and the store reopened. */
     CHECK_OK(armdb_close(db));
-    db = open_store(store, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, 0);
     make_key(1, k);
     memset(buf, 0xa5, sizeof(buf));
     vl = 0;
@@ -1124,7 +1092,7 @@ static void case_get_delete_cas(void)
     CHECK_OK(armdb_close(db));
 
     /* All of it is what the next open finds. */
-    db = open_store(store, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, 0);
     CHECK(armdb_count(db) == 2);
     make_key(1, k);
     expect_value(db, k, "one", 3);
@@ -1194,7 +1162,7 @@ static void case_rdonly(void)
     CHECK(rmdir(store) == 0);
 
     /* A writer writes A and syncs; a read-only handle sees A. */
-    w = open_store(store, KEY_LEN, 0, 2, 0, ARMDB_CREATE);
+    w = t_open_store(store, KEY_LEN, 0, 2, 0, 0, ARMDB_CREATE);
     make_key(100, ka);
     make_key(200, kb);
     CHECK_OK(armdb_put(w, ka, KEY_LEN, "A-value", 7));
@@ -1239,7 +1207,7 @@ static void case_rdonly(void)
     /* Read-only handles hold no lock: once the writer closes, another
      * writer opens while they are still open. */
     CHECK_OK(armdb_close(w));
-    w2 = open_store(store, 0, 0, 0, 0, 0);
+    w2 = t_open_store(store, 0, 0, 0, 0, 0, 0);
     CHECK_OK(armdb_put(w2, kb, KEY_LEN, "B-third", 7));
     CHECK_OK(armdb_close(w2));
     expect_value(ro, ka, "A-value", 7);
@@ -1285,7 +1253,7 @@ static void case_rdonly(void)
     snap_free(&after);
 
     /* And once more while a writer holds the lock. */
-    w = open_store(store, 0, 0, 0, 0, 0);
+    w = t_open_store(store, 0, 0, 0, 0, 0, 0);
     CHECK_OK(armdb_open(store, &o, &ro));
     make_key(200, kb);
     expect_value(ro, kb, "B-third", 7);

@@ -59,21 +59,6 @@ static void report(void)
                 g_cfg_no, g_cfg, g_op, g_seed, g_cfg_no);
 }
 
-static uint64_t mix(uint64_t a, uint64_t b)
-{
-    uint64_t s = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull);
-    return t_rand(&s);
-}
-
-static void fill(uint64_t s, uint8_t *out, size_t len)
-{
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t w = t_rand(&s);
-        size_t n = len - i < 8 ? len - i : 8;
-        memcpy(out + i, &w, n);
-    }
-}
-
 /* Key idx: 4 bytes of index, 12 bytes derived from it (so decode can check). */
 static void make_key(uint32_t idx, uint8_t *k)
 {
@@ -81,13 +66,13 @@ static void make_key(uint32_t idx, uint8_t *k)
     k[1] = (uint8_t)(idx >> 8);
     k[2] = (uint8_t)(idx >> 16);
     k[3] = (uint8_t)(idx >> 24);
-    fill(mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
+    t_fill(t_mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
 }
 
 static int decode_key(const uint8_t *k, uint32_t *idx)
 {
     uint8_t want[KEY_LEN];
-    uint32_t i = (uint32_t)k[0] | (uint32_t)k[1] << 8 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 24;
+    uint32_t i = t_le32(k);
     if (i >= NKEYS)
         return -1;
     make_key(i, want);
@@ -100,9 +85,9 @@ static int decode_key(const uint8_t *k, uint32_t *idx)
 /* The value of version `ver` of key idx: length and bytes both derived. */
 static size_t make_value(const struct run *r, uint32_t idx, uint64_t ver, uint8_t *out)
 {
-    uint64_t s = mix(idx, ver);
+    uint64_t s = t_mix(idx, ver);
     size_t len = r->cfg->value_len ? r->cfg->value_len : (size_t)(t_rand(&s) % (VMAX + 1));
-    fill(s, out, len);
+    t_fill(s, out, len);
     return len;
 }
 
@@ -353,7 +338,7 @@ int main(void)
         if (only != UINT64_MAX && only != i)
             continue;
         g_cfg_no = i;
-        run_cfg(&cfgs[i], mix(g_seed + cfgs[i].seed_off, 0x6d6f64656c), scale);
+        run_cfg(&cfgs[i], t_mix(g_seed + cfgs[i].seed_off, 0x6d6f64656c), scale);
     }
     g_passed = 1;
     return 0;

@@ -28,15 +28,7 @@ static size_t make_val(unsigned i, unsigned char *v)
 
 static armdb *open_store(const char *dir, unsigned flags)
 {
-    armdb_options o;
-    armdb_options_init(&o);
-    o.key_len = KLEN;
-    o.shards = 1;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.flags = flags;
-    armdb *db;
-    CHECK_OK(armdb_open(dir, &o, &db));
-    return db;
+    return t_open_store(dir, KLEN, 0, 1, 0, 0, flags);
 }
 
 /* Offset of the entry holding key i in a data file, found by walking the
@@ -51,8 +43,7 @@ static long find_entry(const unsigned char *d, size_t len, unsigned i)
             pos += 4096 - pos % 4096;
             continue;
         }
-        uint32_t vlen = (uint32_t)d[pos + 4] | (uint32_t)d[pos + 5] << 8 | (uint32_t)d[pos + 6] << 16 |
-                        (uint32_t)d[pos + 7] << 24;
+        uint32_t vlen = t_le32(d + pos + 4);
         int zero = 1;
         for (int j = 0; j < 16; j++)
             zero &= d[pos + j] == 0;
@@ -65,19 +56,6 @@ static long find_entry(const unsigned char *d, size_t len, unsigned i)
         pos += (16 + KLEN + vlen + 7) & ~7u;
     }
     return -1;
-}
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    CHECK(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*len);
-    CHECK(p && fread(p, 1, *len, f) == *len);
-    fclose(f);
-    return p;
 }
 
 static void poke(const char *path, long off, unsigned char xor_mask)
@@ -129,7 +107,7 @@ static void damage_with_hint(long delta, const char *what)
     fill(store);
     char *data = t_path(store, "000/00000001.data");
     size_t len;
-    unsigned char *d = slurp(data, &len);
+    unsigned char *d = t_read_file(data, &len);
     unsigned victim = 77;
     long off = find_entry(d, len, victim);
     CHECK(off >= 0);
@@ -185,7 +163,7 @@ static void damage_without_hint(void)
     char *hint = t_path(store, "000/00000001.hint");
     poke(hint, 60, 0x40);
     size_t len;
-    unsigned char *d = slurp(data, &len);
+    unsigned char *d = t_read_file(data, &len);
     unsigned victim = 123;
     long off = find_entry(d, len, victim);
     CHECK(off >= 0);

@@ -174,14 +174,7 @@ static void build_layout(struct layout *L, uint64_t seed)
 static void child_write(const struct layout *L, const char *store)
 {
     static uint8_t v[VBUF];
-    armdb_options o;
-    armdb *db;
-    armdb_options_init(&o);
-    o.key_len = KLEN;
-    o.shards = 1;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.flags = ARMDB_CREATE;
-    CHECK_OK(armdb_open(store, &o, &db));
+    armdb *db = t_open_store(store, KLEN, 0, 1, 0, 0, ARMDB_CREATE);
     for (size_t i = 0; i < L->nops; i++) {
         uint8_t k[KLEN];
         make_key(L->ops[i].key, k);
@@ -207,37 +200,13 @@ static void crash_write(const struct layout *L, const char *store)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-static uint8_t *read_all(const char *path, uint64_t *len)
-{
-    struct stat st;
-    uint8_t *buf;
-    int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0);
-    CHECK(fstat(fd, &st) == 0);
-    buf = malloc((size_t)st.st_size + 1);
-    CHECK(buf != NULL);
-    CHECK(pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
-    close(fd);
-    *len = (uint64_t)st.st_size;
-    return buf;
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
-
 /* The crashed file must be exactly the layout, in the documented format. */
 static void check_format(struct layout *L, const char *data)
 {
     static uint8_t v[VBUF];
-    uint64_t len, pos = 0, last_gsn = 0;
-    uint8_t *buf = read_all(data, &len);
+    size_t len;
+    uint64_t pos = 0, last_gsn = 0;
+    uint8_t *buf = t_read_file(data, &len);
     for (size_t i = 0; i < L->nops; i++) {
         const struct op *o = &L->ops[i];
         const uint8_t *e = buf + o->start;
@@ -246,8 +215,8 @@ static void check_format(struct layout *L, const char *data)
         for (; pos < o->start; pos++)
             CHECK(buf[pos] == 0);
         CHECK(o->end <= len);
-        CHECK(le32(e + 4) == o->vlen);
-        gsn = le64(e + 8);
+        CHECK(t_le32(e + 4) == o->vlen);
+        gsn = t_le64(e + 8);
         CHECK(((gsn >> 63) & 1) == (uint64_t)o->del);
         CHECK(((gsn >> 60) & 7) == 0);
         CHECK((gsn & ~(1ull << 63)) > last_gsn);
@@ -256,7 +225,7 @@ static void check_format(struct layout *L, const char *data)
         CHECK(memcmp(e + 16, k, KLEN) == 0);
         make_value(L, i, v);
         CHECK(o->vlen == 0 || memcmp(e + 16 + KLEN, v, o->vlen) == 0);
-        CHECK(le32(e) == (uint32_t)XXH3_64bits(e + 4, 12 + KLEN + o->vlen));
+        CHECK(t_le32(e) == (uint32_t)XXH3_64bits(e + 4, 12 + KLEN + o->vlen));
         pos = o->vend;
     }
     for (; pos < len; pos++)
@@ -265,41 +234,6 @@ static void check_format(struct layout *L, const char *data)
     CHECK(len == (L->ops[L->nops - 1].vend + PG - 1) / PG * PG);
     L->size = len;
     free(buf);
-}
-
-static void copy_file(const char *src, const char *dst)
-{
-    uint64_t len;
-    uint8_t *buf = read_all(src, &len);
-    int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    CHECK(fd >= 0);
-    CHECK(len == 0 || write(fd, buf, (size_t)len) == (ssize_t)len);
-    close(fd);
-    free(buf);
-}
-
-static void copy_tree(const char *src, const char *dst)
-{
-    DIR *d = opendir(src);
-    struct dirent *e;
-    CHECK(d != NULL);
-    CHECK(mkdir(dst, 0755) == 0);
-    while ((e = readdir(d))) {
-        char *s, *t;
-        struct stat st;
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        s = t_path(src, e->d_name);
-        t = t_path(dst, e->d_name);
-        CHECK(lstat(s, &st) == 0);
-        if (S_ISDIR(st.st_mode))
-            copy_tree(s, t);
-        else if (S_ISREG(st.st_mode))
-            copy_file(s, t);
-        free(s);
-        free(t);
-    }
-    closedir(d);
 }
 
 static void zero_from(const char *path, uint64_t x)
@@ -346,15 +280,8 @@ static void remove_hints(const char *shard)
 
 static armdb *open_existing(const char *store)
 {
-    armdb_options o;
-    armdb *db;
-    armdb_options_init(&o);
-    o.key_len = KLEN;
-    o.shards = 1;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.write_buffer_size = 65536; /* the smallest: thousands of opens follow */
-    CHECK_OK(armdb_open(store, &o, &db));
-    return db;
+    /* The smallest write buffer: thousands of opens follow. */
+    return t_open_store(store, KLEN, 0, 1, 65536, 0, 0);
 }
 
 /*
@@ -427,7 +354,7 @@ static void check_recovery(const struct layout *L, const char *copy, uint64_t cu
         CHECK(st.torn_bytes > 0);
     CHECK(st.torn_bytes <= file_len - kept_end);
     if (kept)
-        CHECK(st.gsn >= (le64(orig + L->ops[kept - 1].start + 8) & ~(1ull << 63)));
+        CHECK(st.gsn >= (t_le64(orig + L->ops[kept - 1].start + 8) & ~(1ull << 63)));
     check_state(db, L, kept, NULL, NULL);
     CHECK_OK(armdb_close(db));
 }
@@ -492,7 +419,7 @@ static void cut_worker(const struct layout *L, const char *store, const uint8_t 
     char *data = t_path(copy, "000/00000001.data");
     uint8_t *scratch = malloc((size_t)L->size);
     CHECK(scratch != NULL);
-    copy_tree(store, copy);
+    t_copy_tree(store, copy);
     for (int zero_fill = 0; zero_fill < 2; zero_fill++) {
         g_part = zero_fill ? "zero-fill from X" : "truncate to X";
         for (size_t i = no; i < n; i += nw) {
@@ -519,8 +446,8 @@ static void part_cut(const struct layout *L, const char *store)
     static uint64_t xs[2 * PG];
     char *odata = t_path(store, "000/00000001.data");
     unsigned nw = (unsigned)t_env_u64("ARMDB_TEST_JOBS", 2);
-    uint64_t len;
-    uint8_t *orig = read_all(odata, &len);
+    size_t len;
+    uint8_t *orig = t_read_file(odata, &len);
     size_t n = cut_points(L, xs);
     pid_t pids[16];
     CHECK(len == L->size);
@@ -563,12 +490,13 @@ static void part_rewrite(const struct layout *L, const char *store, enum damage 
     char *odata = t_path(store, "000/00000001.data");
     struct layout after;
     int after_holder[NKEYS];
-    uint64_t len, rng = seed;
-    uint8_t *orig = read_all(odata, &len);
+    size_t len;
+    uint64_t rng = seed;
+    uint8_t *orig = t_read_file(odata, &len);
     armdb *db;
 
     g_x = x;
-    copy_tree(store, copy);
+    t_copy_tree(store, copy);
     if (how == CUT_TRUNCATE)
         CHECK(truncate(data, (off_t)x) == 0);
     else if (how == CUT_ZERO)

@@ -53,48 +53,24 @@ static void report(void)
                 g_seed);
 }
 
-static uint64_t mix(uint64_t a, uint64_t b)
-{
-    uint64_t s = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull);
-    return t_rand(&s);
-}
-
-static void fill(uint64_t s, uint8_t *out, size_t len)
-{
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t w = t_rand(&s);
-        size_t n = len - i < 8 ? len - i : 8;
-        memcpy(out + i, &w, n);
-    }
-}
-
 static void make_key(uint32_t idx, uint8_t *k)
 {
     memcpy(k, &idx, 4);
-    fill(mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
+    t_fill(t_mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
 }
 
 /* Version ver of key idx: 200..VMAX bytes, all derived from (idx, ver). */
 static size_t make_value(uint32_t idx, uint64_t ver, uint8_t *out)
 {
-    uint64_t s = mix(idx, ver);
+    uint64_t s = t_mix(idx, ver);
     size_t len = 200 + (size_t)(t_rand(&s) % (VMAX - 200 + 1));
-    fill(s, out, len);
+    t_fill(s, out, len);
     return len;
 }
 
 static armdb *open_store(const char *store, uint32_t shards)
 {
-    armdb_options o;
-    armdb *db;
-    armdb_options_init(&o);
-    o.key_len = KEY_LEN;
-    o.shards = shards;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.max_file_size = MAX_FILE;
-    o.flags = ARMDB_CREATE;
-    CHECK_OK(armdb_open(store, &o, &db));
-    return db;
+    return t_open_store(store, KEY_LEN, 0, shards, 0, MAX_FILE, ARMDB_CREATE);
 }
 
 static void put_ver(armdb *db, struct model *m, uint32_t idx, uint64_t ver)
@@ -176,27 +152,6 @@ static void verify(armdb *db, const struct model *m)
     CHECK(n == m->live);
 }
 
-static int cmp_u(const void *a, const void *b)
-{
-    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* NNNNNNNN.ext -> id, or -1 if the name is anything else. */
-static long file_id(const char *name, const char *ext)
-{
-    size_t n = strlen(name);
-    long id = 0;
-    if (n != 9 + strlen(ext) || name[8] != '.' || strcmp(name + 9, ext) != 0)
-        return -1;
-    for (int i = 0; i < 8; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return -1;
-        id = id * 10 + (name[i] - '0');
-    }
-    return id;
-}
-
 /* The files of one shard; anything but .data and .hint files fails, except
  * (with allow_tmp, while a writer has the store open) temporary files. */
 static void list_shard_tmp(const char *store, unsigned shard, struct shard_files *f, int allow_tmp)
@@ -214,10 +169,10 @@ static void list_shard_tmp(const char *store, unsigned shard, struct shard_files
         long id;
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        if ((id = file_id(e->d_name, "data")) >= 1) {
+        if ((id = t_file_id(e->d_name, "data")) >= 1) {
             CHECK(f->ndata < MAXFILES);
             f->data[f->ndata++] = (unsigned)id;
-        } else if ((id = file_id(e->d_name, "hint")) >= 1) {
+        } else if ((id = t_file_id(e->d_name, "hint")) >= 1) {
             CHECK(f->nhint < MAXFILES);
             f->hint[f->nhint++] = (unsigned)id;
         } else if (allow_tmp && strlen(e->d_name) > 4 &&
@@ -229,21 +184,14 @@ static void list_shard_tmp(const char *store, unsigned shard, struct shard_files
         }
     }
     closedir(d);
-    qsort(f->data, f->ndata, sizeof(unsigned), cmp_u);
-    qsort(f->hint, f->nhint, sizeof(unsigned), cmp_u);
+    qsort(f->data, f->ndata, sizeof(unsigned), t_cmp_unsigned);
+    qsort(f->hint, f->nhint, sizeof(unsigned), t_cmp_unsigned);
     free(dir);
 }
 
 static void list_shard(const char *store, unsigned shard, struct shard_files *f)
 {
     list_shard_tmp(store, shard, f, 0);
-}
-
-static char *file_path(const char *store, unsigned shard, unsigned id, const char *ext)
-{
-    char *p;
-    CHECK(asprintf(&p, "%s/%03x/%08u.%s", store, shard, id, ext) >= 0);
-    return p;
 }
 
 /*
@@ -271,7 +219,7 @@ static unsigned check_hinted(const char *store, unsigned shard, int open_active)
         CHECK(f.hint[i] == f.data[i]);
     for (unsigned i = 0; i < f.ndata; i++) {
         struct stat st;
-        char *p = file_path(store, shard, f.data[i], "data");
+        char *p = t_file_path(store, shard, f.data[i], "data");
         CHECK(stat(p, &st) == 0);
         /* Rotation happens on reaching the limit: one entry may cross it. */
         CHECK((uint64_t)st.st_size <= MAX_FILE + 2 * 4096);
@@ -369,11 +317,11 @@ static void case_rotation(uint64_t seed)
         list_shard(store, 0, &f0);
         list_shard(store, 1, &f1);
         for (unsigned i = 0; i < f0.nhint; i++) {
-            p = file_path(store, 0, f0.hint[i], "hint");
+            p = t_file_path(store, 0, f0.hint[i], "hint");
             CHECK(unlink(p) == 0);
             free(p);
         }
-        p = file_path(store, 1, f1.hint[f1.nhint / 2], "hint");
+        p = t_file_path(store, 1, f1.hint[f1.nhint / 2], "hint");
         CHECK(unlink(p) == 0);
         free(p);
         db = reopen_expect(store, SHARDS, &m, f0.ndata + 1);
@@ -394,7 +342,7 @@ static void case_rotation(uint64_t seed)
         list_shard(store, 3, &f3);
         CHECK(f3.nhint >= 2);
         /* A flipped byte in the middle of a hint. */
-        p = file_path(store, 2, f2.hint[f2.nhint / 2], "hint");
+        p = t_file_path(store, 2, f2.hint[f2.nhint / 2], "hint");
         CHECK(stat(p, &sb) == 0 && sb.st_size > 64);
         fd = open(p, O_RDWR);
         CHECK(fd >= 0);
@@ -404,11 +352,11 @@ static void case_rotation(uint64_t seed)
         close(fd);
         free(p);
         /* A hint cut in half, and one cut to nothing. */
-        p = file_path(store, 3, f3.hint[0], "hint");
+        p = t_file_path(store, 3, f3.hint[0], "hint");
         CHECK(stat(p, &sb) == 0);
         CHECK(truncate(p, sb.st_size / 2) == 0);
         free(p);
-        p = file_path(store, 3, f3.hint[f3.nhint - 1], "hint");
+        p = t_file_path(store, 3, f3.hint[f3.nhint - 1], "hint");
         CHECK(truncate(p, 0) == 0);
         free(p);
         db = reopen_expect(store, SHARDS, &m, 3);
@@ -487,8 +435,8 @@ static void case_gsn_wins(void)
         for (unsigned i = 0; i < f.ndata / 2; i++) {
             static const char *const exts[] = {"data", "hint"};
             for (int e = 0; e < 2; e++) {
-                char *a = file_path(store, 0, f.data[i], exts[e]);
-                char *b = file_path(store, 0, f.data[f.ndata - 1 - i], exts[e]);
+                char *a = t_file_path(store, 0, f.data[i], exts[e]);
+                char *b = t_file_path(store, 0, f.data[f.ndata - 1 - i], exts[e]);
                 char *t = t_path(store, "000/swap.tmp");
                 CHECK(rename(a, t) == 0);
                 CHECK(rename(b, a) == 0);
@@ -507,7 +455,7 @@ static void case_gsn_wins(void)
         struct shard_files f;
         list_shard(store, 0, &f);
         for (unsigned i = 0; i < f.nhint; i++) {
-            char *p = file_path(store, 0, f.hint[i], "hint");
+            char *p = t_file_path(store, 0, f.hint[i], "hint");
             CHECK(unlink(p) == 0);
             free(p);
         }

@@ -51,35 +51,20 @@ static void report(void)
         fprintf(stderr, "stress_threads: failed; replay with ARMDB_SEED=%" PRIu64 "\n", g_seed);
 }
 
-static uint64_t mix(uint64_t a, uint64_t b)
-{
-    uint64_t s = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull);
-    return t_rand(&s);
-}
-
-static void fill(uint64_t s, uint8_t *out, size_t len)
-{
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t w = t_rand(&s);
-        size_t n = len - i < 8 ? len - i : 8;
-        memcpy(out + i, &w, n);
-    }
-}
-
 static void make_key(uint32_t idx, uint8_t *k)
 {
     memcpy(k, &idx, 4);
-    fill(mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
+    t_fill(t_mix(idx, 0x6b6579), k + 4, KEY_LEN - 4);
 }
 
 /* Value: idx, ver, then VHDR..VMAX bytes in all derived from (idx, ver). */
 static size_t make_value(uint32_t idx, uint64_t ver, uint8_t *out)
 {
-    uint64_t s = mix(idx, ver);
+    uint64_t s = t_mix(idx, ver);
     size_t len = VHDR + (size_t)(t_rand(&s) % (VMAX - VHDR + 1));
     memcpy(out, &idx, 4);
     memcpy(out + 4, &ver, 8);
-    fill(s, out + VHDR, len - VHDR);
+    t_fill(s, out + VHDR, len - VHDR);
     return len;
 }
 
@@ -284,7 +269,7 @@ int main(void)
     db = open_store(store);
     for (unsigned t = 0; t < NTHREADS; t++) {
         ws[t].no = t;
-        ws[t].rng = mix(g_seed, t);
+        ws[t].rng = t_mix(g_seed, t);
         ws[t].ops = ops;
         ws[t].db = db;
         ws[t].next_ver = 1;

@@ -41,14 +41,7 @@ static void report(void)
         fprintf(stderr, "write_path: failed in '%s'; replay with ARMDB_SEED=%" PRIu64 "\n", g_part, g_seed);
 }
 
-/* ---- little-endian and layout helpers, independent of the engine ---- */
-
-static uint32_t le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const unsigned char *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+/* ---- little-endian writes and layout helpers, independent of the engine ---- */
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -100,23 +93,6 @@ struct dimg {
     uint64_t end; /* where the data ends */
 };
 
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    struct stat st;
-    unsigned char *buf;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        fprintf(stderr, "open %s: %s\n", path, strerror(errno));
-    CHECK(fd >= 0);
-    CHECK(fstat(fd, &st) == 0);
-    buf = malloc((size_t)st.st_size + 1);
-    CHECK(buf != NULL);
-    CHECK(pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
-    close(fd);
-    *len = (size_t)st.st_size;
-    return buf;
-}
-
 /*
  * Parse a data file as DESIGN §3 defines it, asserting the format as it
  * goes: whole pages; each entry starts with at least 16 bytes left in its
@@ -128,7 +104,7 @@ static void parse(const char *path, uint32_t klen, struct dimg *d)
 {
     uint64_t pos = 0;
     memset(d, 0, sizeof(*d));
-    d->buf = read_file(path, &d->len);
+    d->buf = t_read_file(path, &d->len);
     if (d->len % PAGE)
         fprintf(stderr, "%s: length %zu is not whole pages\n", path, d->len);
     CHECK(d->len % PAGE == 0);
@@ -148,15 +124,15 @@ static void parse(const char *path, uint32_t klen, struct dimg *d)
         p = d->buf + pos;
         if (all_zero(p, HDR))
             break;
-        vlen = le32(p + 4);
-        gsn = le64(p + 8);
+        vlen = t_le32(p + 4);
+        gsn = t_le64(p + 8);
         sz = esize(klen, vlen);
         if (pos + sz > d->len)
             fprintf(stderr, "%s: entry at %" PRIu64 " (value_len %u) passes the end\n", path, pos, vlen);
         CHECK(pos + sz <= d->len);
-        if ((uint32_t)XXH3_64bits(p + 4, 12 + (size_t)klen + vlen) != le32(p))
+        if ((uint32_t)XXH3_64bits(p + 4, 12 + (size_t)klen + vlen) != t_le32(p))
             fprintf(stderr, "%s: checksum of entry at %" PRIu64 "\n", path, pos);
-        CHECK((uint32_t)XXH3_64bits(p + 4, 12 + (size_t)klen + vlen) == le32(p));
+        CHECK((uint32_t)XXH3_64bits(p + 4, 12 + (size_t)klen + vlen) == t_le32(p));
         CHECK((gsn & RESERVED) == 0);
         CHECK((gsn & ~TOMB) != 0);
         if (gsn & TOMB)
@@ -195,38 +171,10 @@ static void dimg_free(struct dimg *d)
     memset(d, 0, sizeof(*d));
 }
 
-static char *file_path(const char *store, unsigned shard, unsigned id, const char *ext)
-{
-    char *p;
-    CHECK(asprintf(&p, "%s/%03x/%08u.%s", store, shard, id, ext) >= 0);
-    return p;
-}
-
 static int path_exists(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-/* NNNNNNNN.ext -> id, or -1 if the name is anything else. */
-static long file_id(const char *name, const char *ext)
-{
-    size_t n = strlen(name);
-    long id = 0;
-    if (n != 9 + strlen(ext) || name[8] != '.' || strcmp(name + 9, ext) != 0)
-        return -1;
-    for (int i = 0; i < 8; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return -1;
-        id = id * 10 + (name[i] - '0');
-    }
-    return id;
-}
-
-static int cmp_u(const void *a, const void *b)
-{
-    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Sorted ids of a shard's files with extension ext. */
@@ -242,7 +190,7 @@ static unsigned list_ids(const char *store, unsigned shard, const char *ext, uns
     d = opendir(dir);
     CHECK(d != NULL);
     while ((e = readdir(d))) {
-        long id = file_id(e->d_name, ext);
+        long id = t_file_id(e->d_name, ext);
         if (id < 0)
             continue;
         CHECK(id >= 1);
@@ -251,7 +199,7 @@ static unsigned list_ids(const char *store, unsigned shard, const char *ext, uns
     }
     closedir(d);
     free(dir);
-    qsort(ids, n, sizeof(*ids), cmp_u);
+    qsort(ids, n, sizeof(*ids), t_cmp_unsigned);
     return n;
 }
 
@@ -263,7 +211,7 @@ static uint64_t data_bytes(const char *store, unsigned shards)
         unsigned n = list_ids(store, s, "data", ids, 512);
         for (unsigned i = 0; i < n; i++) {
             struct stat st;
-            char *p = file_path(store, s, ids[i], "data");
+            char *p = t_file_path(store, s, ids[i], "data");
             CHECK(stat(p, &st) == 0);
             sum += (uint64_t)st.st_size;
             free(p);
@@ -274,33 +222,7 @@ static uint64_t data_bytes(const char *store, unsigned shards)
 
 /* ---- keys, values, stores ---- */
 
-static void fill(uint64_t s, unsigned char *out, size_t len)
-{
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t w = t_rand(&s);
-        size_t n = len - i < 8 ? len - i : 8;
-        memcpy(out + i, &w, n);
-    }
-}
-
 static void key8(uint64_t n, unsigned char *k) { snprintf((char *)k, 9, "k%07" PRIu64, n % 10000000u); }
-
-static armdb *open_store(const char *store, uint32_t key_len, uint32_t value_len, uint32_t shards,
-                         uint32_t wbuf, uint64_t max_file, uint32_t flags)
-{
-    armdb_options o;
-    armdb *db = NULL;
-    armdb_options_init(&o);
-    o.key_len = key_len;
-    o.value_len = value_len;
-    o.shards = shards;
-    o.write_buffer_size = wbuf;
-    o.max_file_size = max_file;
-    o.sync_mode = ARMDB_SYNC_NONE;
-    o.flags = flags | ARMDB_CREATE;
-    CHECK_OK(armdb_open(store, &o, &db));
-    return db;
-}
 
 static armdb_stat stats(armdb *db)
 {
@@ -345,7 +267,7 @@ static void case_format(void)
     g_part = "format";
     for (int i = 0; i < 300; i++)
         v300[i] = (char)(i * 7 + 1);
-    db = open_store(store, 8, 0, 1, 0, 0, 0);
+    db = t_open_store(store, 8, 0, 1, 0, 0, ARMDB_CREATE);
 
 #define PUT(n, s, l)                                                                                         \
     do {                                                                                                     \
@@ -373,7 +295,7 @@ static void case_format(void)
 
     /* One shard, first open: the only data file is 000/00000001.data. */
     CHECK(list_ids(store, 0, "data", ids, 8) == 1 && ids[0] == 1);
-    data = file_path(store, 0, 1, "data");
+    data = t_file_path(store, 0, 1, "data");
     parse(data, 8, &d);
     CHECK(d.n == nw);
     for (size_t i = 0; i < nw; i++) {
@@ -403,13 +325,13 @@ static void case_format(void)
     parse(data, 8, &d2);
     CHECK(d2.n == nw && d2.end == d.end);
     CHECK(memcmp(d.buf, d2.buf, (size_t)d.end) == 0);
-    hint = file_path(store, 0, 1, "hint");
+    hint = t_file_path(store, 0, 1, "hint");
     CHECK(path_exists(hint));
     free(hint);
     dimg_free(&d2);
 
     /* And the store reads it back. */
-    db = open_store(store, 0, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, ARMDB_CREATE);
     CHECK(armdb_count(db) == 4);
     expect_value(db, w[4].key, 8, "hello, again!", 13);
     expect_value(db, w[2].key, 8, "eight!!!", 8);
@@ -447,12 +369,12 @@ static void case_page_rule(uint64_t seed)
     size_t total;
 
     g_part = "page rule";
-    db = open_store(store, 8, 0, 1, 0, 0, 0);
+    db = t_open_store(store, 8, 0, 1, 0, 0, ARMDB_CREATE);
     for (size_t i = 0; i < n; i++) {
         unsigned char k[9];
         key8(i, k);
         lens[i] = vl[i];
-        fill(seed + i, vals[i], vl[i]);
+        t_fill(seed + i, vals[i], vl[i]);
         CHECK_OK(armdb_put(db, k, 8, vals[i], vl[i]));
     }
     /* Then random sizes, so that many entries meet a page end. */
@@ -461,12 +383,12 @@ static void case_page_rule(uint64_t seed)
         unsigned char k[9];
         key8(total, k);
         lens[total] = (uint32_t)(t_rand(&rng) % 4500);
-        fill(seed + total, vals[total], lens[total]);
+        t_fill(seed + total, vals[total], lens[total]);
         CHECK_OK(armdb_put(db, k, 8, vals[total], lens[total]));
         total++;
     }
     CHECK_OK(armdb_sync(db));
-    data = file_path(store, 0, 1, "data");
+    data = t_file_path(store, 0, 1, "data");
     parse(data, 8, &d);
     CHECK(d.n == total);
     for (size_t i = 0; i < n; i++) {
@@ -496,7 +418,7 @@ static void case_page_rule(uint64_t seed)
         }
         CHECK(armdb_count(db) == total);
         CHECK_OK(armdb_close(db));
-        db = open_store(store, 0, 0, 0, 0, 0, 0);
+        db = t_open_store(store, 0, 0, 0, 0, 0, ARMDB_CREATE);
     }
     CHECK_OK(armdb_close(db));
     free(data);
@@ -522,8 +444,8 @@ static void case_barrier(uint64_t seed)
 
     g_part = "barrier rule";
     /* A small buffer (64 KiB) makes some rounds write full pages early. */
-    db = open_store(store, 8, 0, 1, 65536, 0, 0);
-    data = file_path(store, 0, 1, "data");
+    db = t_open_store(store, 8, 0, 1, 65536, 0, ARMDB_CREATE);
+    data = t_file_path(store, 0, 1, "data");
     lens = malloc(sizeof(*lens) * (size_t)rounds * 64);
     CHECK(lens != NULL);
     for (int r = 0; r < rounds; r++) {
@@ -534,7 +456,7 @@ static void case_barrier(uint64_t seed)
             unsigned char k[9];
             uint32_t l = (uint32_t)(t_rand(&rng) % (r % 3 == 0 ? 4000 : 200));
             key8(nent, k);
-            fill(seed ^ nent, val, l);
+            t_fill(seed ^ nent, val, l);
             CHECK_OK(armdb_put(db, k, 8, val, l));
             lens[nent++] = l;
         }
@@ -559,7 +481,7 @@ static void case_barrier(uint64_t seed)
             CHECK(d.e[i].vlen == lens[i]);
         }
         for (size_t i = first; i < nent; i++) {
-            fill(seed ^ i, val, lens[i]);
+            t_fill(seed ^ i, val, lens[i]);
             CHECK(memcmp(d.e[i].val, val, lens[i]) == 0);
         }
         /* The barrier wrote the partial last page, padded: whole pages. */
@@ -579,12 +501,12 @@ static void case_barrier(uint64_t seed)
         CHECK(d.end == prev_end && memcmp(prev, d.buf, (size_t)prev_end) == 0);
         dimg_free(&d);
     }
-    db = open_store(store, 0, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, ARMDB_CREATE);
     CHECK(armdb_count(db) == nent);
     for (size_t i = 0; i < nent; i++) {
         unsigned char k[9];
         key8(i, k);
-        fill(seed ^ i, val, lens[i]);
+        t_fill(seed ^ i, val, lens[i]);
         expect_value(db, k, 8, val, lens[i]);
     }
     CHECK_OK(armdb_close(db));
@@ -614,7 +536,7 @@ static void case_direct_backend(void)
     else
         close(fd);
 
-    db = open_store(a, 8, 0, 2, 0, 0, ARMDB_NO_DIRECT);
+    db = t_open_store(a, 8, 0, 2, 0, 0, ARMDB_NO_DIRECT | ARMDB_CREATE);
     st = stats(db);
     CHECK(st.direct_io == 0);
     CHECK(st.io_backend == ARMDB_IO_PWRITE || st.io_backend == ARMDB_IO_URING);
@@ -622,7 +544,7 @@ static void case_direct_backend(void)
     CHECK_OK(armdb_put(db, k, 8, "v", 1));
     CHECK_OK(armdb_close(db));
 
-    db = open_store(b, 8, 0, 2, 0, 0, 0);
+    db = t_open_store(b, 8, 0, 2, 0, 0, ARMDB_CREATE);
     st = stats(db);
     if (direct_ok)
         CHECK(st.direct_io == 1);
@@ -632,13 +554,13 @@ static void case_direct_backend(void)
     CHECK_OK(armdb_put(db, k, 8, "v", 1));
     CHECK_OK(armdb_close(db));
     /* The flag holds per open, not per store. */
-    db = open_store(b, 0, 0, 0, 0, 0, ARMDB_NO_DIRECT);
+    db = t_open_store(b, 0, 0, 0, 0, 0, ARMDB_NO_DIRECT | ARMDB_CREATE);
     st = stats(db);
     CHECK(st.direct_io == 0);
     expect_value(db, k, 8, "v", 1);
     CHECK_OK(armdb_close(db));
 
-    db = open_store(c, 8, 0, 2, 0, 0, ARMDB_NO_URING);
+    db = t_open_store(c, 8, 0, 2, 0, 0, ARMDB_NO_URING | ARMDB_CREATE);
     st = stats(db);
     CHECK(st.io_backend == ARMDB_IO_PWRITE);
     CHECK_OK(armdb_put(db, k, 8, "v", 1));
@@ -666,7 +588,7 @@ static void case_counters(uint64_t seed)
     const uint64_t emax = esize(8, 100), emin = 16 + 8 + 100; /* 128, 124 */
 
     g_part = "counters";
-    db = open_store(store, 8, 0, 2, 0, 0, 0);
+    db = t_open_store(store, 8, 0, 2, 0, 0, ARMDB_CREATE);
     s0 = stats(db);
     CHECK(s0.puts == 0 && s0.gets == 0 && s0.deletes == 0);
     CHECK(s0.keys == 0 && s0.live_bytes == 0 && s0.dead_bytes == 0);
@@ -676,7 +598,7 @@ static void case_counters(uint64_t seed)
 
     for (int i = 0; i < 10; i++) {
         key8((uint64_t)i, k);
-        fill(seed + (uint64_t)i, v, 100);
+        t_fill(seed + (uint64_t)i, v, 100);
         CHECK_OK(armdb_put(db, k, 8, v, 100));
     }
     s1 = stats(db);
@@ -690,7 +612,7 @@ static void case_counters(uint64_t seed)
     /* Overwrites: live stays (same sizes), dead grows by the old entries. */
     for (int i = 0; i < 3; i++) {
         key8((uint64_t)i, k);
-        fill(seed + 100 + (uint64_t)i, v, 100);
+        t_fill(seed + 100 + (uint64_t)i, v, 100);
         CHECK_OK(armdb_put(db, k, 8, v, 100));
     }
     s2 = stats(db);
@@ -721,7 +643,7 @@ static void case_counters(uint64_t seed)
 
     /* cas: a success is a put, a failure nothing. */
     key8(9, k);
-    fill(seed + 9, v, 100);
+    t_fill(seed + 9, v, 100);
     CHECK_OK(armdb_cas(db, k, 8, v, 100, "new", 3));
     CHECK_RC(armdb_cas(db, k, 8, v, 100, "newer", 5), ARMDB_CONFLICT);
     CHECK_RC(armdb_cas(db, k, 8, NULL, 0, "newer", 5), ARMDB_EXISTS);
@@ -751,13 +673,13 @@ static void case_counters(uint64_t seed)
     CHECK_OK(armdb_close(db));
 
     /* Index memory per key, 100,000 keys of 16 bytes, variable values. */
-    db = open_store(big, 16, 0, 4, 0, 0, 0);
+    db = t_open_store(big, 16, 0, 4, 0, 0, ARMDB_CREATE);
     for (uint64_t i = 0; i < 100000; i++) {
         unsigned char key[16], val[64];
         uint32_t l = (uint32_t)(t_rand(&rng) % 65);
         memcpy(key, &i, 8);
-        fill(i * 31 + 7, key + 8, 8);
-        fill(i, val, l);
+        t_fill(i * 31 + 7, key + 8, 8);
+        t_fill(i, val, l);
         CHECK_OK(armdb_put(db, key, 16, val, l));
     }
     s1 = stats(db);
@@ -786,7 +708,7 @@ static uint64_t max_gsn_on_disk(const char *store, unsigned shards, uint32_t kle
     for (unsigned s = 0; s < shards; s++) {
         unsigned n = list_ids(store, s, "data", ids, 512);
         for (unsigned i = 0; i < n; i++) {
-            char *p = file_path(store, s, ids[i], "data");
+            char *p = t_file_path(store, s, ids[i], "data");
             struct dimg d;
             parse(p, klen, &d);
             for (size_t j = 0; j < d.n; j++)
@@ -809,7 +731,7 @@ static uint64_t last_gsn_of(const char *store, const unsigned char *k)
     struct dimg d;
     uint64_t g;
     CHECK(n >= 1);
-    p = file_path(store, 0, ids[n - 1], "data");
+    p = t_file_path(store, 0, ids[n - 1], "data");
     parse(p, 8, &d);
     CHECK(d.n >= 1);
     CHECK(memcmp(d.e[d.n - 1].key, k, 8) == 0);
@@ -830,7 +752,7 @@ static void case_gsn(uint64_t seed)
     armdb *db;
 
     g_part = "gsn";
-    db = open_store(store, 8, 0, 2, 0, 0, 0);
+    db = t_open_store(store, 8, 0, 2, 0, 0, ARMDB_CREATE);
     last = stats(db).gsn;
     for (int i = 0; i < 200; i++) {
         int op = (int)(t_rand(&rng) % 4);
@@ -865,7 +787,7 @@ static void case_gsn(uint64_t seed)
 
     /* After a reopen, new writes are stamped past every GSN on disk. */
     CHECK(max_gsn_on_disk(store, 2, 8) == disk);
-    db = open_store(store, 0, 0, 0, 0, 0, 0);
+    db = t_open_store(store, 0, 0, 0, 0, 0, ARMDB_CREATE);
     st = stats(db);
     CHECK(st.gsn >= disk);
     key8(1000, k);
@@ -890,7 +812,7 @@ static void case_gsn(uint64_t seed)
         unsigned ids[8];
         uint64_t g;
 
-        db = open_store(planted, 8, 0, 1, 0, 0, 0);
+        db = t_open_store(planted, 8, 0, 1, 0, 0, ARMDB_CREATE);
         CHECK_OK(armdb_close(db));
         CHECK(list_ids(planted, 0, "data", ids, 8) == 0);
         memset(page, 0, sizeof(page));
@@ -900,7 +822,7 @@ static void case_gsn(uint64_t seed)
         memcpy(page + 16, k, 8);
         memcpy(page + 24, "planted", 6);
         put32(page, (uint32_t)XXH3_64bits(page + 4, 12 + 8 + 6));
-        p = file_path(planted, 0, 50, "data");
+        p = t_file_path(planted, 0, 50, "data");
         fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
         CHECK(fd >= 0);
         CHECK(write(fd, page, sizeof(page)) == (ssize_t)sizeof(page));
@@ -908,7 +830,7 @@ static void case_gsn(uint64_t seed)
         close(fd);
         free(p);
 
-        db = open_store(planted, 0, 0, 0, 0, 0, 0);
+        db = t_open_store(planted, 0, 0, 0, 0, 0, ARMDB_CREATE);
         st = stats(db);
         CHECK(st.gsn >= far);
         CHECK(armdb_count(db) == 1);
@@ -947,7 +869,7 @@ static void case_fixed(uint64_t seed)
     uint64_t n = 0;
 
     g_part = "fixed-length values";
-    db = open_store(store, 8, 8, 3, 0, 0, 0);
+    db = t_open_store(store, 8, 8, 3, 0, 0, ARMDB_CREATE);
     for (int i = 0; i < 3 * N; i++) {
         uint32_t idx = (uint32_t)(t_rand(&rng) % N);
         key8(idx, k);
@@ -959,7 +881,7 @@ static void case_fixed(uint64_t seed)
             live[idx] = 0;
             continue;
         }
-        fill(t_rand(&rng), vals[idx], 8);
+        t_fill(t_rand(&rng), vals[idx], 8);
         CHECK_OK(armdb_put(db, k, 8, vals[idx], 8));
         if (!live[idx])
             n++;
@@ -986,7 +908,7 @@ static void case_fixed(uint64_t seed)
             for (unsigned s = 0; s < 3; s++) {
                 unsigned nf = list_ids(store, s, "data", ids, 64);
                 for (unsigned f = 0; f < nf; f++) {
-                    char *p = file_path(store, s, ids[f], "data");
+                    char *p = t_file_path(store, s, ids[f], "data");
                     struct dimg d;
                     parse(p, 8, &d);
                     for (size_t j = 0; j < d.n; j++)
@@ -1002,7 +924,7 @@ static void case_fixed(uint64_t seed)
             o.flags = ARMDB_RDONLY;
             CHECK_OK(armdb_open(store, &o, &db));
         } else {
-            db = open_store(store, 0, 0, 0, 0, 0, 0);
+            db = t_open_store(store, 0, 0, 0, 0, 0, ARMDB_CREATE);
         }
     }
     CHECK_OK(armdb_close(db));
@@ -1040,7 +962,7 @@ static unsigned check_sizes(const char *store, unsigned shards, uint32_t klen, u
         unsigned n = list_ids(store, s, "data", ids, 512);
         CHECK(n >= 1);
         for (unsigned i = 0; i < n; i++) {
-            char *p = file_path(store, s, ids[i], "data");
+            char *p = t_file_path(store, s, ids[i], "data");
             struct dimg d;
             parse(p, klen, &d);
             if (!(open_active && i + 1 == n) && d.len > round_up_page(max_file)) {
@@ -1074,17 +996,17 @@ static void case_rotation(uint64_t seed)
     int waited = 0;
 
     g_part = "rotation";
-    db = open_store(store, 8, 0, SHARDS, 0, max_file, 0);
+    db = t_open_store(store, 8, 0, SHARDS, 0, max_file, ARMDB_CREATE);
     for (uint32_t i = 0; i < N; i++) {
         key8(i, k);
         lens[i] = 100 + (uint32_t)(t_rand(&rng) % 1900);
-        fill(seed * 3 + i, val, lens[i]);
+        t_fill(seed * 3 + i, val, lens[i]);
         CHECK_OK(armdb_put(db, k, 8, val, lens[i]));
         if (i == N / 2) {
             /* One value larger than a whole file: a file of its own. */
             key8(N, k);
             lens[N] = sizeof(val);
-            fill(seed * 3 + N, val, lens[N]);
+            t_fill(seed * 3 + N, val, lens[N]);
             CHECK_OK(armdb_put(db, k, 8, val, lens[N]));
         }
     }
@@ -1103,7 +1025,7 @@ static void case_rotation(uint64_t seed)
     CHECK(st.rotations == files - SHARDS);
     for (uint32_t i = 0; i <= N; i++) {
         key8(i, k);
-        fill(seed * 3 + i, val, lens[i]);
+        t_fill(seed * 3 + i, val, lens[i]);
         expect_value(db, k, 8, val, lens[i]);
     }
     CHECK_OK(armdb_close(db));
@@ -1111,13 +1033,13 @@ static void case_rotation(uint64_t seed)
     /* Closed: every file has its hint and keeps the size rule. */
     CHECK(hints_complete(store, SHARDS, 0));
     CHECK(check_sizes(store, SHARDS, 8, max_file, 0) == files);
-    db = open_store(store, 0, 0, 0, 0, max_file, 0);
+    db = t_open_store(store, 0, 0, 0, 0, max_file, ARMDB_CREATE);
     st = stats(db);
     CHECK(st.keys == N + 1);
     CHECK(st.hints_loaded == files && st.files_scanned == 0);
     for (uint32_t i = 0; i <= N; i++) {
         key8(i, k);
-        fill(seed * 3 + i, val, lens[i]);
+        t_fill(seed * 3 + i, val, lens[i]);
         expect_value(db, k, 8, val, lens[i]);
     }
     CHECK_OK(armdb_close(db));
