@@ -5,7 +5,7 @@
 BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
-DEPS     := cmake make gcc pkg-config libxxhash-dev
+DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev
 
 .PHONY: all deps build demo check check-asan check-tsan check-all fuzz crash bench-core clean
 

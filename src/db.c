@@ -368,6 +368,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     db->interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : DEFAULT_INTERVAL_MS;
     db->max_file = opts->max_file_size ? opts->max_file_size : DEFAULT_MAX_FILE;
     db->flags = opts->flags;
+    db->use_uring = !(opts->flags & ARMDB_NO_URING);
     db->vmax = db->value_len ? db->value_len : db->wbuf_size - WBUF_SLACK;
     if (!(opts->flags & ARMDB_NO_DIRECT)) {
         int probe = io_open(db->dirfd, "ARMDB", O_RDONLY | O_DIRECT, 0);
@@ -509,21 +510,59 @@ API int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void 
         return err_set(ARMDB_INVAL, "armdb_get_many: %zu keys, the batch is 1 to %d", n, ARMDB_BATCH_MAX);
     if (klen != db->key_len)
         return err_set(ARMDB_KEYLEN, "key of %zu bytes, store %s has key_len %u", klen, db->dir, db->key_len);
-    size_t used = 0;
+    struct pending_read *pend = malloc(n * sizeof *pend);
+    size_t *pidx = malloc(n * sizeof *pidx);
+    if (!pend || !pidx) {
+        free(pend);
+        free(pidx);
+        return err_set(-ENOMEM, "armdb_get_many on %s", db->dir);
+    }
+    /* Values in memory or the cache are copied now; the others wait for
+     * one batch of device reads. Room in out is kept in key order. */
+    size_t used = 0, npend = 0, pages = 0;
     bool small = false;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *key = (const unsigned char *)keys + i * klen;
         uint64_t h = key_hash(key, klen);
+        unsigned char *dst = out ? (unsigned char *)out + used : NULL;
         size_t vl = 0;
-        int rc = shard_get(shard_of(db, h), key, h, out ? (unsigned char *)out + used : NULL, cap - used, &vl);
-        rcs[i] = rc;
-        vlens[i] = vl;
+        int rc = shard_get_begin(shard_of(db, h), key, h, dst, cap - used, &vl, &pend[npend]);
         offs[i] = used;
-        if (rc == 0)
+        vlens[i] = vl;
+        rcs[i] = rc;
+        if (rc == 0 || rc == 1)
             used += vl;
-        else if (rc == ARMDB_BUFSMALL)
-            small = true;
+        if (rc == 1) {
+            pidx[npend] = i;
+            pages += pend[npend].npages;
+            npend++;
+        }
+        small |= rc == ARMDB_BUFSMALL;
     }
+    if (npend) {
+        struct io_read *rq = calloc(npend, sizeof *rq);
+        unsigned char *buf = aligned_alloc_zero(pages * PAGE);
+        if (!rq || !buf) {
+            for (size_t j = 0; j < npend; j++) {
+                rcs[pidx[j]] = err_set(-ENOMEM, "armdb_get_many on %s", db->dir);
+                dfile_unref(pend[j].f);
+            }
+        } else {
+            unsigned char *at = buf;
+            for (size_t j = 0; j < npend; j++) {
+                rq[j] = (struct io_read){.fd = pend[j].f->fd, .buf = at, .len = (size_t)pend[j].npages * PAGE,
+                                         .off = pend[j].first_page * PAGE};
+                at += rq[j].len;
+            }
+            uring_read_batch(rq, npend, db->use_uring);
+            for (size_t j = 0; j < npend; j++)
+                rcs[pidx[j]] = shard_get_finish(&pend[j], rq[j].buf, rq[j].res, (unsigned char *)out + offs[pidx[j]]);
+        }
+        free(rq);
+        free(buf);
+    }
+    free(pend);
+    free(pidx);
     return small ? ARMDB_BUFSMALL : 0;
 }
 

@@ -10,6 +10,7 @@
 #define ARMDB_INTERNAL_H
 
 #include "armdb.h"
+#include "fault.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -94,6 +95,22 @@ int io_renameat(int dirfd, const char *from, const char *to) MUST_CHECK;
 int io_ftruncate(int fd, uint64_t len) MUST_CHECK;
 int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t len) MUST_CHECK;
 int io_read_file(int dirfd, const char *name, unsigned char **buf, size_t *len) MUST_CHECK;
+/* The injected error for this call of an operation of kind op (enum
+ * fault_op), or 0; always 0 outside test builds. For I/O made elsewhere
+ * than the wrappers above (io_uring). */
+int io_fault(int op);
+
+/* ---- uring.c: batched reads ---- */
+struct io_read {
+    int fd;
+    void *buf; /* aligned */
+    size_t len;
+    uint64_t off;
+    ssize_t res; /* bytes read (short only at the end of the file), or -errno */
+};
+/* Do every read of rqs, through io_uring at once where the thread's ring
+ * works (and use_uring), else one pread after another. */
+void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring);
 
 /* ---- meta.c: the ARMDB file ---- */
 #define META_SIZE 88u
@@ -321,6 +338,24 @@ void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };
 
+/* A value of a get_many that must come from the device. */
+struct pending_read {
+    struct shard *sh;
+    struct dfile *f; /* referenced until shard_get_finish */
+    const void *key;
+    uint64_t gsn, eoff, esize;
+    uint32_t vlen;
+    uint64_t first_page;
+    uint32_t npages;
+};
+/* get_many, per key: 0 (value copied to dst), ARMDB_NOTFOUND,
+ * ARMDB_BUFSMALL (*vlen set), an error, or 1: *p says what to read. */
+int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, size_t cap, size_t *vlen,
+                    struct pending_read *p);
+/* get_many, once p's pages are in buf (res bytes, or -errno): verify,
+ * copy the value to dst, fill the cache, drop the file reference. */
+int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t res, void *dst);
+
 /* ---- db.c ---- */
 struct armdb {
     char *dir;
@@ -333,6 +368,7 @@ struct armdb {
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
     bool direct;       /* data files opened with O_DIRECT */
+    bool use_uring;    /* batched reads through io_uring (not ARMDB_NO_URING) */
     atomic_int failed; /* -errno of a failed fdatasync: the store is read-only */
     atomic_uint_fast64_t max_gsn;
     struct shard *shards;

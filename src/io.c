@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #ifdef ARMDB_FAULT_INJECTION
-#include "fault.h"
 
 struct fault {
     atomic_uint_fast64_t calls;
@@ -58,6 +57,8 @@ static int fault_hit(int op)
     }
     return 0;
 }
+int io_fault(int op) { return fault_hit(op); }
+
 #define FAULT(op)                                                                                  \
     do {                                                                                           \
         int fault_rc_ = fault_hit(op);                                                             \
@@ -65,6 +66,11 @@ static int fault_hit(int op)
             return fault_rc_;                                                                      \
     } while (0)
 #else
+int io_fault(int op)
+{
+    (void)op;
+    return 0;
+}
 #define FAULT(op) ((void)0)
 #endif
 

@@ -422,6 +422,79 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     return rc;
 }
 
+/* ---- get_many: memory and cache first, the device in one batch ---- */
+
+int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, size_t cap, size_t *vlen,
+                    struct pending_read *p)
+{
+    pthread_mutex_lock(&sh->mu);
+    sh->gets++;
+    int64_t r = index_find(&sh->ix, key, h);
+    if (r < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return ARMDB_NOTFOUND;
+    }
+    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r);
+    struct loc l;
+    const unsigned char *val;
+    int rc = rec_loc(sh, rec, &l);
+    *vlen = l.vlen;
+    if (rc == 0 && l.vlen > cap)
+        rc = ARMDB_BUFSMALL;
+    if (rc == 0)
+        rc = value_in_memory(sh, rec, &l, &val);
+    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
+        rc = read_entry(sh, &l, key, &val, true, true); /* straddles the buffer: rare */
+    if (rc == 1) {
+        /* All pages cached? Then no device read is needed. */
+        uint64_t a = round_down(l.eoff, PAGE);
+        uint32_t n = (uint32_t)((round_up(l.eoff + l.esize, PAGE) - a) / PAGE), i;
+        unsigned char *sc = scratch_get((size_t)n * PAGE);
+        if (!sc) {
+            pthread_mutex_unlock(&sh->mu);
+            return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l.f->id);
+        }
+        for (i = 0; i < n; i++)
+            if (!cache_get(sh->db->cache, cache_name(sh->no, l.f->id, a / PAGE + i), sc + (size_t)i * PAGE))
+                break;
+        if (i == n && entry_check(sh, sc + (l.eoff - a), &l, key) == 0) {
+            val = sc + (l.eoff - a) + ENTRY_HDR + sh->db->key_len;
+            rc = 0;
+        } else {
+            dfile_ref(l.f);
+            *p = (struct pending_read){.sh = sh, .f = l.f, .key = key, .gsn = l.gsn, .eoff = l.eoff,
+                                       .esize = l.esize, .vlen = l.vlen, .first_page = a / PAGE, .npages = n};
+        }
+    }
+    if (rc == 0 && l.vlen)
+        memcpy(dst, val, l.vlen);
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t res, void *dst)
+{
+    struct shard *sh = p->sh;
+    struct loc l = {.f = p->f, .gsn = p->gsn, .eoff = p->eoff, .esize = p->esize, .vlen = p->vlen};
+    uint64_t a = p->first_page * PAGE;
+    int rc;
+    if (res < 0)
+        rc = err_set((int)res, "read %s/%08u.data", sh->path, p->f->id);
+    else if (a + (uint64_t)res < p->eoff + p->esize)
+        rc = err_set(ARMDB_CORRUPT, "%s/%08u.data ends before the entry at offset %llu", sh->path, p->f->id,
+                     (unsigned long long)p->eoff);
+    else
+        rc = entry_check(sh, buf + (p->eoff - a), &l, p->key);
+    if (rc == 0) {
+        if (p->vlen)
+            memcpy(dst, buf + (p->eoff - a) + ENTRY_HDR + sh->db->key_len, p->vlen);
+        for (uint32_t i = 0; i < p->npages; i++)
+            cache_put(sh->db->cache, cache_name(sh->no, p->f->id, p->first_page + i), buf + (size_t)i * PAGE);
+    }
+    dfile_unref(p->f);
+    return rc;
+}
+
 /* ---- the public operations, per shard ---- */
 
 static void account_dead(struct shard *sh, const unsigned char *rec)

@@ -1,0 +1,148 @@
+/*
+ * uring.c - batched reads through io_uring.
+ *
+ * A batch of reads (a get_many that missed the cache) is submitted at once
+ * and reaped together, so N cold reads cost about one device round trip
+ * instead of N. Each thread has its own ring, made on first use and freed
+ * when the thread exits: rings are not safe to share, and any thread may
+ * call get_many. Where io_uring is unavailable (an old kernel, a seccomp
+ * filter: ENOSYS, EPERM) the thread falls back to pread for good; the store
+ * option ARMDB_NO_URING asks for that directly.
+ *
+ * liburing's helpers are static inline, so nothing of io_uring leaks into
+ * the public API.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+
+#define RING_DEPTH 256u
+
+struct ring {
+    struct io_uring ring;
+    int state; /* 0 not tried, 1 usable, -1 unavailable */
+};
+
+static pthread_key_t ring_key;
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+
+static void ring_destroy(void *v)
+{
+    struct ring *r = v;
+    if (r->state == 1)
+        io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+static void ring_key_init(void) { (void)pthread_key_create(&ring_key, ring_destroy); }
+
+static struct io_uring *thread_ring(void)
+{
+    pthread_once(&ring_once, ring_key_init);
+    struct ring *r = pthread_getspecific(ring_key);
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r || pthread_setspecific(ring_key, r) != 0) {
+            free(r);
+            return NULL;
+        }
+    }
+    if (r->state == 0)
+        r->state = io_uring_queue_init(RING_DEPTH, &r->ring, 0) == 0 ? 1 : -1;
+    return r->state == 1 ? &r->ring : NULL;
+}
+
+static void ring_disable(void)
+{
+    struct ring *r = pthread_getspecific(ring_key);
+    if (r && r->state == 1) {
+        io_uring_queue_exit(&r->ring);
+        r->state = -1;
+    }
+}
+
+/* Submit what is queued and reap `queued` completions. <0 only if nothing
+ * could be submitted. */
+static int uring_wait_wave(struct io_uring *ring, size_t queued)
+{
+    size_t submitted = 0;
+    while (submitted < queued) {
+        int rc = io_uring_submit(ring);
+        if (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY)
+            continue;
+        if (rc < 0 && submitted == 0)
+            return rc;
+        if (rc <= 0)
+            break;
+        submitted += (size_t)rc;
+    }
+    for (size_t got = 0; got < submitted;) {
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_wait_cqe(ring, &cqe);
+        if (rc == -EINTR)
+            continue;
+        assert(rc == 0); /* waiting on a live ring with work in flight */
+        struct io_read *rq = io_uring_cqe_get_data(cqe);
+        rq->res = cqe->res;
+        io_uring_cqe_seen(ring, cqe);
+        got++;
+    }
+    return 0;
+}
+
+static void read_sync(struct io_read *rq)
+{
+    rq->res = io_pread_full(rq->fd, rq->buf, rq->len, rq->off);
+}
+
+void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
+{
+    struct io_uring *ring = use_uring ? thread_ring() : NULL;
+    if (!ring) {
+        for (size_t i = 0; i < n; i++) {
+            int f = io_fault(FAULT_READ);
+            rqs[i].res = f ? f : 0;
+            if (!f)
+                read_sync(&rqs[i]);
+        }
+        return;
+    }
+    for (size_t done = 0; done < n;) {
+        size_t wave = n - done < RING_DEPTH ? n - done : RING_DEPTH;
+        size_t queued = 0;
+        for (size_t i = done; i < done + wave; i++) {
+            int f = io_fault(FAULT_READ);
+            if (f) {
+                rqs[i].res = f;
+                continue;
+            }
+            struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+            assert(sqe); /* the ring is empty between waves */
+            io_uring_prep_read(sqe, rqs[i].fd, rqs[i].buf, (unsigned)rqs[i].len, rqs[i].off);
+            io_uring_sqe_set_data(sqe, &rqs[i]);
+            rqs[i].res = 0;
+            queued++;
+        }
+        if (queued && uring_wait_wave(ring, queued) < 0) {
+            /* The ring failed before taking this wave: nothing of it is in
+             * the kernel's hands, so pread does it, and this thread stops
+             * using io_uring. */
+            ring_disable();
+            for (size_t i = done; i < done + wave; i++)
+                if (rqs[i].res == 0)
+                    read_sync(&rqs[i]);
+        }
+        done += wave;
+    }
+    /* io_uring may return a short read where pread would go on: finish
+     * those the simple way. */
+    for (size_t i = 0; i < n; i++) {
+        if (rqs[i].res >= 0 && (size_t)rqs[i].res < rqs[i].len) {
+            ssize_t more = io_pread_full(rqs[i].fd, (unsigned char *)rqs[i].buf + rqs[i].res,
+                                         rqs[i].len - (size_t)rqs[i].res, rqs[i].off + (uint64_t)rqs[i].res);
+            rqs[i].res = more < 0 ? more : rqs[i].res + more;
+        }
+    }
+}
