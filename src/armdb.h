@@ -146,7 +146,7 @@ enum armdb_flags {
     ARMDB_CREATE = 1u << 0,    /* create the store if it does not exist */
     ARMDB_RDONLY = 1u << 1,    /* no writes, no lock, view as of open */
     ARMDB_ORDERED = 1u << 2,   /* ordered index (not in this version) */
-    ARMDB_NO_URING = 1u << 3,  /* never use io_uring */
+    ARMDB_NO_URING = 1u << 3,  /* never use io_uring (also: env ARMDB_NO_URING=1) */
     ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
 };
 

@@ -368,7 +368,8 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     db->interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : DEFAULT_INTERVAL_MS;
     db->max_file = opts->max_file_size ? opts->max_file_size : DEFAULT_MAX_FILE;
     db->flags = opts->flags;
-    db->use_uring = !(opts->flags & ARMDB_NO_URING);
+    const char *no_uring = getenv("ARMDB_NO_URING");
+    db->use_uring = !(opts->flags & ARMDB_NO_URING) && !(no_uring && *no_uring && strcmp(no_uring, "0") != 0);
     db->vmax = db->value_len ? db->value_len : db->wbuf_size - WBUF_SLACK;
     if (!(opts->flags & ARMDB_NO_DIRECT)) {
         int probe = io_open(db->dirfd, "ARMDB", O_RDONLY | O_DIRECT, 0);
