@@ -155,7 +155,9 @@ static uint32_t find(struct cache_part *p, uint64_t name, uint64_t h)
     return s;
 }
 
-bool cache_get(struct cache *c, uint64_t name, void *dst)
+bool cache_get(struct cache *c, uint64_t name, void *dst) { return cache_get_part(c, name, dst, 0, PAGE); }
+
+bool cache_get_part(struct cache *c, uint64_t name, void *dst, uint32_t off, uint32_t len)
 {
     uint64_t h = name_hash(name);
     struct cache_part *p = part_of(c, h);
@@ -164,7 +166,7 @@ bool cache_get(struct cache *c, uint64_t name, void *dst)
     if (s != NO_SLOT) {
         if (p->slots[s].freq < 3)
             p->slots[s].freq++;
-        memcpy(dst, p->blocks + (size_t)s * PAGE, PAGE);
+        memcpy(dst, p->blocks + (size_t)s * PAGE + off, len);
         p->hits++;
     } else {
         p->misses++;

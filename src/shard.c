@@ -292,19 +292,23 @@ static int entry_check(struct shard *sh, const unsigned char *p, const struct lo
     return 0;
 }
 
-/* Fill sc with pages [first, first + n) of f: from the block cache where it
- * has them (unless bypass), the rest with one read of the device. Pages
+/* Fill sc with the bytes [from, to) of pages [first, first + n) of f: from
+ * the block cache where it has them (unless bypass), the rest with one read
+ * of the device (whole pages, so they can be cached). Pages
  * [*lo, *hi) came from the device; *got is how many bytes of them the file
  * had (the rest are zeroed). */
 static int read_pages(struct shard *sh, struct dfile *f, uint64_t first, uint32_t n, unsigned char *sc, bool bypass,
-                      uint32_t *lo, uint32_t *hi, size_t *got)
+                      uint64_t from, uint64_t to, uint32_t *lo, uint32_t *hi, size_t *got)
 {
     struct cache *c = sh->db->cache;
     *lo = n;
     *hi = 0;
     *got = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (!bypass && cache_get(c, cache_name(sh->no, f->id, first + i), sc + (size_t)i * PAGE))
+        /* From a cached page only the bytes of [from, to) are copied. */
+        uint64_t ps = (first + i) * PAGE, a = from > ps ? from : ps, b = to < ps + PAGE ? to : ps + PAGE;
+        if (!bypass && cache_get_part(c, cache_name(sh->no, f->id, first + i), sc + (a - first * PAGE),
+                                      (uint32_t)(a - ps), (uint32_t)(b - a)))
             continue;
         if (*lo == n)
             *lo = i;
@@ -344,7 +348,7 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
     for (int attempt = 0; attempt < 2; attempt++) {
         uint32_t lo, hi;
         size_t got;
-        rc = read_pages(sh, l->f, a / PAGE, ndisk, sc, attempt > 0, &lo, &hi, &got);
+        rc = read_pages(sh, l->f, a / PAGE, ndisk, sc, attempt > 0, l->eoff, disk_end, &lo, &hi, &got);
         if (rc < 0)
             return rc;
         uint64_t need = a + (uint64_t)hi * PAGE < disk_end ? a + (uint64_t)hi * PAGE : disk_end;
@@ -454,9 +458,13 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
             pthread_mutex_unlock(&sh->mu);
             return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l.f->id);
         }
-        for (i = 0; i < n; i++)
-            if (!cache_get(sh->db->cache, cache_name(sh->no, l.f->id, a / PAGE + i), sc + (size_t)i * PAGE))
+        for (i = 0; i < n; i++) {
+            uint64_t ps = a + (uint64_t)i * PAGE, from = l.eoff > ps ? l.eoff : ps;
+            uint64_t to = l.eoff + l.esize < ps + PAGE ? l.eoff + l.esize : ps + PAGE;
+            if (!cache_get_part(sh->db->cache, cache_name(sh->no, l.f->id, a / PAGE + i), sc + (from - a),
+                                (uint32_t)(from - ps), (uint32_t)(to - from)))
                 break;
+        }
         if (i == n && entry_check(sh, sc + (l.eoff - a), &l, key) == 0) {
             val = sc + (l.eoff - a) + ENTRY_HDR + sh->db->key_len;
             rc = 0;
