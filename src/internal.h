@@ -227,8 +227,8 @@ void cache_stats(struct cache *c, armdb_stat *st);
 /* ---- wbuf.c: the per-shard write buffer ---- */
 /*
  * The buffer is a window on the active file: buf[0] is file offset `base`
- * (page aligned) and `len` bytes are used; bytes past len are always zero,
- * so the partial last page can be written padded at any time. Everything
+ * (page aligned) and `len` bytes are used; the partial last page is
+ * zero-padded when it is written. Everything
  * below `base` has been written to the file; `flushed` is how far the file
  * holds the buffer's bytes (the partial page may have been written by a
  * barrier and still be in the buffer, which stays authoritative).

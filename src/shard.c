@@ -245,6 +245,7 @@ static int shard_append(struct shard *sh, const void *key, const void *val, uint
     }
     if (rc < 0)
         return err_set(rc, "write %s/%08u.data", sh->path, sh->active->id);
+    memset(wb->buf + wb->len, 0, gap);
     wb->len += gap;
     uint64_t off = wbuf_tail(wb);
     uint64_t gsn = gsn_next();

@@ -2,7 +2,9 @@
  * wbuf.c - the aligned write buffer of a shard's active file.
  *
  * Invariants (see struct wbuf): buf[0] is file offset `base`, a multiple of
- * PAGE; bytes past `len` are zero; everything below `base` is in the file.
+ * PAGE; everything below `base` is in the file. Bytes past `len` hold
+ * whatever was there: the tail page is zero-padded when it is written, and
+ * appends zero their own gaps and padding, so nothing is zeroed twice.
  * Only whole pages leave the buffer between barriers; a barrier writes the
  * partial last page zero-padded and keeps it, so the next barrier rewrites
  * that page with the same bytes followed by new ones. Writes are aligned in
@@ -31,7 +33,6 @@ void wbuf_free(struct wbuf *wb)
 
 void wbuf_reset(struct wbuf *wb)
 {
-    memset(wb->buf, 0, round_up(wb->len, PAGE));
     wb->len = 0;
     wb->base = 0;
     wb->flushed = 0;
@@ -60,7 +61,6 @@ int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written)
     }
     uint32_t rest = wb->len - full;
     memmove(wb->buf, wb->buf + full, rest);
-    memset(wb->buf + rest, 0, full);
     wb->base += full;
     wb->len = rest;
     if (wb->flushed < wb->base)
@@ -75,6 +75,7 @@ int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written)
         return 0;
     uint32_t from = (uint32_t)round_down(wb->flushed - wb->base, PAGE);
     uint32_t to = (uint32_t)round_up(wb->len, PAGE);
+    memset(wb->buf + wb->len, 0, to - wb->len);
     int rc = wbuf_write(wb, fd, from, to, written);
     if (rc == 0)
         wb->flushed = tail;
