@@ -200,7 +200,7 @@ typedef struct armdb_stat {
     uint64_t puts;             /* successful puts (cas included) */
     uint64_t gets;             /* get calls, found or not */
     uint64_t deletes;          /* successful deletes */
-    uint64_t bytes_written;    /* bytes written to data files */
+    uint64_t bytes_written;    /* bytes written (or handed to io_uring) to data files */
     uint64_t flushes;          /* write buffer flushes (full buffer) */
     uint64_t syncs;            /* fdatasync calls on data files */
     uint64_t rotations;        /* data files made immutable */

@@ -370,6 +370,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     db->flags = opts->flags;
     const char *no_uring = getenv("ARMDB_NO_URING");
     db->use_uring = !(opts->flags & ARMDB_NO_URING) && !(no_uring && *no_uring && strcmp(no_uring, "0") != 0);
+    atomic_init(&db->uring_writes, db->use_uring && !db->rdonly);
     db->vmax = db->value_len ? db->value_len : db->wbuf_size - WBUF_SLACK;
     if (!(opts->flags & ARMDB_NO_DIRECT)) {
         int probe = io_open(db->dirfd, "ARMDB", O_RDONLY | O_DIRECT, 0);
@@ -625,7 +626,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
     out->index_bytes_per_key = out->keys ? out->index_bytes / out->keys : 0;
     cache_stats(db->cache, out);
     out->gsn = atomic_load(&db->max_gsn);
-    out->io_backend = ARMDB_IO_PWRITE;
+    out->io_backend = atomic_load(&db->uring_writes) ? ARMDB_IO_URING : ARMDB_IO_PWRITE;
     out->direct_io = db->direct;
     out->read_only = db->rdonly || atomic_load(&db->failed) != 0;
     out->shards = db->nshards;

@@ -87,12 +87,8 @@ static void table_place(uint64_t *slots, uint32_t nslots, uint64_t s)
     slots[i] = s;
 }
 
-static int table_grow(struct index *ix)
+static int table_resize(struct index *ix, uint32_t n)
 {
-    uint64_t n64 = (uint64_t)ix->nslots + ix->nslots / 4;
-    if (n64 > MAX_SLOTS)
-        return ARMDB_FULL;
-    uint32_t n = (uint32_t)n64;
     uint64_t *slots = calloc(n, sizeof *slots);
     if (!slots)
         return -ENOMEM;
@@ -105,6 +101,14 @@ static int table_grow(struct index *ix)
     return 0;
 }
 
+static int table_grow(struct index *ix)
+{
+    uint64_t n64 = (uint64_t)ix->nslots + ix->nslots / 4;
+    if (n64 > MAX_SLOTS)
+        return ARMDB_FULL;
+    return table_resize(ix, (uint32_t)n64);
+}
+
 static int recs_grow(struct index *ix)
 {
     size_t want = ix->recs_map * 2;
@@ -114,6 +118,17 @@ static int recs_grow(struct index *ix)
     ix->recs = p;
     ix->recs_map = want;
     return 0;
+}
+
+int index_reserve(struct index *ix, uint64_t n)
+{
+    /* One rehash to the final size instead of dozens on the way there. */
+    uint64_t want = n * 100 / LOAD_PCT + 1;
+    if (want <= ix->nslots)
+        return 0;
+    if (want > MAX_SLOTS)
+        return ARMDB_FULL;
+    return table_resize(ix, (uint32_t)want);
 }
 
 int64_t index_insert(struct index *ix, const void *key, uint64_t hash)

@@ -172,6 +172,8 @@ int64_t index_find(const struct index *ix, const void *key, uint64_t hash);
 /* Add a record for key (known absent); returns its number or -errno/ARMDB_FULL. */
 int64_t index_insert(struct index *ix, const void *key, uint64_t hash) MUST_CHECK;
 void index_remove(struct index *ix, uint32_t rec, uint64_t hash);
+/* Make room for n keys in all, so loading them does not rehash. */
+int index_reserve(struct index *ix, uint64_t n) MUST_CHECK;
 size_t index_bytes(const struct index *ix);
 static inline unsigned char *index_rec(const struct index *ix, uint32_t rec)
 {
@@ -233,23 +235,50 @@ void cache_stats(struct cache *c, armdb_stat *st);
  * holds the buffer's bytes (the partial page may have been written by a
  * barrier and still be in the buffer, which stays authoritative).
  */
+struct io_uring;
 struct wbuf {
     unsigned char *buf;
     uint32_t cap;
     uint32_t len;
     uint64_t base;
     uint64_t flushed;
+    /* Double buffering, with a ring: full pages go to the file through
+     * io_uring while appends go on in the other buffer. */
+    struct io_uring *ring; /* NULL: pages are written with pwrite */
+    unsigned char *alt;    /* the other buffer */
+    unsigned char *fl_buf; /* pages on their way (fl_buf[0] is file offset fl_off) */
+    uint64_t fl_off;
+    uint32_t fl_len;
+    int fl_fd;
+    int fl_state; /* FL_NONE, FL_FLIGHT, or FL_FAILED (still to be written) */
+    /* Told of full pages as they leave the buffer (final from then on). */
+    void (*on_final)(void *ctx, uint64_t off, const unsigned char *pages, uint32_t len);
+    void *on_final_ctx;
 };
-int wbuf_init(struct wbuf *wb, uint32_t cap) MUST_CHECK;
+enum { FL_NONE, FL_FLIGHT, FL_FAILED };
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct io_uring *ring) MUST_CHECK;
 void wbuf_free(struct wbuf *wb);
 void wbuf_reset(struct wbuf *wb);
 static inline uint64_t wbuf_tail(const struct wbuf *wb) { return wb->base + wb->len; }
-/* Write the complete pages so that `need` more bytes fit. */
+/* The lowest file offset whose bytes are in memory and maybe not yet in
+ * the file: reads at or past it are served by wbuf_read. */
+static inline uint64_t wbuf_mem_base(const struct wbuf *wb) { return wb->fl_state ? wb->fl_off : wb->base; }
+/* Write out the complete pages so that `need` more bytes fit. */
 int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written) MUST_CHECK;
+/* Wait for the pages in flight (writing them again if that failed). */
+int wbuf_settle(struct wbuf *wb, uint64_t *written) MUST_CHECK;
 /* Write everything not yet in the file, the last page zero-padded. */
 int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written) MUST_CHECK;
-/* Copy file bytes [off, off+len) that are at or past base. */
+/* Copy file bytes [off, off+len), all at or past wbuf_mem_base. */
 void wbuf_read(const struct wbuf *wb, uint64_t off, void *dst, size_t len);
+
+/* uring.c: a ring for one shard's writes (NULL if io_uring is unavailable). */
+struct io_uring *uring_new(unsigned depth);
+void uring_free(struct io_uring *ring);
+/* Queue and submit one write; 0 or -errno (then nothing is in flight). */
+int uring_write(struct io_uring *ring, int fd, const void *buf, size_t len, uint64_t off) MUST_CHECK;
+/* Wait for the one write in flight: its result (bytes or -errno). */
+ssize_t uring_write_wait(struct io_uring *ring);
 
 /* ---- hint.c ---- */
 #define HINT_HDR 48u
@@ -308,6 +337,7 @@ struct shard {
     char *path; /* for messages */
     struct index ix;
     struct wbuf wb;
+    struct io_uring *ring; /* writes; NULL: pwrite */
     struct dfile **files; /* sorted by id; the last is active when `active` */
     uint32_t nfiles, files_cap;
     struct dfile *active;  /* NULL when none is open (read-only, or after a failed rotation) */
@@ -370,7 +400,8 @@ struct armdb {
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
     bool direct;       /* data files opened with O_DIRECT */
-    bool use_uring;    /* batched reads through io_uring (not ARMDB_NO_URING) */
+    bool use_uring;    /* io_uring wanted (not ARMDB_NO_URING) */
+    atomic_bool uring_writes; /* every shard writes through its ring */
     atomic_int failed; /* -errno of a failed fdatasync: the store is read-only */
     atomic_uint_fast64_t max_gsn;
     struct shard *shards;

@@ -336,6 +336,14 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     }
     struct apply_ctx c = {.sh = sh, .f = f};
     uint64_t data_len = 0;
+    /* Size the index for the hint's records up front (a hint of a file of
+     * new keys adds that many). */
+    struct stat hst;
+    if (fstatat(sh->dirfd, hint, &hst, 0) == 0 && hst.st_size > HINT_HDR + 8) {
+        uint64_t n = ((uint64_t)hst.st_size - HINT_HDR - 8) / (16 + db->key_len + db->value_len);
+        if ((rc = index_reserve(&sh->ix, sh->ix.used + n)) < 0)
+            return err_set(rc, "index of %s", sh->path);
+    }
     rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, &data_len, apply_entry, &c);
     if (rc < 0)
         return err_set(rc, "load hint of %s/%s", sh->path, name);

@@ -20,6 +20,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Pages that leave the write buffer full go into the block cache too:
+ * what was just written is what is read next, more often than not. */
+static void cache_written(void *ctx, uint64_t off, const unsigned char *pages, uint32_t len)
+{
+    struct shard *sh = ctx;
+    for (uint32_t i = 0; i < len; i += PAGE)
+        cache_put(sh->db->cache, cache_name(sh->no, sh->active->id, (off + i) / PAGE), pages + i);
+}
+
 int shard_init(struct shard *sh, armdb *db, uint32_t no)
 {
     memset(sh, 0, sizeof *sh);
@@ -45,8 +54,12 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
         return err_set(fd, "open shard directory %s", sh->path);
     sh->dirfd = fd;
     int rc = index_init(&sh->ix, db->key_len, db->value_len);
+    if (rc == 0 && !db->rdonly && db->use_uring && !(sh->ring = uring_new(4)))
+        atomic_store(&db->uring_writes, false); /* this shard uses pwrite */
     if (rc == 0 && !db->rdonly)
-        rc = wbuf_init(&sh->wb, db->wbuf_size);
+        rc = wbuf_init(&sh->wb, db->wbuf_size, sh->ring);
+    sh->wb.on_final = cache_written;
+    sh->wb.on_final_ctx = sh;
     return rc < 0 ? err_set(rc, "allocate shard %s", sh->path) : 0;
 }
 
@@ -57,6 +70,7 @@ void shard_free(struct shard *sh)
     free(sh->files);
     index_free(&sh->ix);
     wbuf_free(&sh->wb);
+    uring_free(sh->ring);
     if (sh->dirfd >= 0)
         close(sh->dirfd);
     free(sh->path);
@@ -340,7 +354,7 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
 {
     uint64_t a = round_down(l->eoff, PAGE);
     uint64_t end = l->eoff + l->esize;
-    uint64_t disk_end = with_buffer ? sh->wb.base : end;
+    uint64_t disk_end = with_buffer ? wbuf_mem_base(&sh->wb) : end;
     uint32_t ndisk = (uint32_t)((round_up(disk_end, PAGE) - a) / PAGE);
     unsigned char *sc = scratch_get((size_t)(round_up(end, PAGE) - a));
     if (!sc)
@@ -386,6 +400,15 @@ static int value_in_memory(struct shard *sh, const unsigned char *rec, const str
         *val = sh->wb.buf + (l->eoff - sh->wb.base) + ENTRY_HDR + klen;
         return 0;
     }
+    if (l->f == sh->active && l->eoff >= wbuf_mem_base(&sh->wb)) {
+        /* In (or across) the pages on their way to the file. */
+        unsigned char *sc = scratch_get((size_t)l->esize);
+        if (!sc)
+            return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
+        wbuf_read(&sh->wb, l->eoff, sc, (size_t)l->esize);
+        *val = sc + ENTRY_HDR + klen;
+        return 0;
+    }
     return 1;
 }
 
@@ -399,7 +422,7 @@ static int value_locked(struct shard *sh, const unsigned char *rec, const void *
     rc = value_in_memory(sh, rec, &l, val);
     if (rc <= 0)
         return rc;
-    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > sh->wb.base, true);
+    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb), true);
 }
 
 int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *key, void *dst, bool fill)
@@ -409,7 +432,7 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
     int rc = rec_loc(sh, rec, &l);
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
-    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
+    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb))
         rc = read_entry(sh, &l, key, &val, true, fill); /* straddles the buffer: rare */
     if (rc <= 0) {
         if (rc == 0 && l.vlen)
@@ -448,7 +471,7 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
         rc = ARMDB_BUFSMALL;
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
-    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > sh->wb.base)
+    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb))
         rc = read_entry(sh, &l, key, &val, true, true); /* straddles the buffer: rare */
     if (rc == 1) {
         /* All pages cached? Then no device read is needed. */

@@ -1,6 +1,9 @@
 /*
  * uring.c - batched reads through io_uring.
  *
+ * Shards write through a ring of their own (double buffering, see wbuf.c),
+ * used under the shard lock only.
+ *
  * A batch of reads (a get_many that missed the cache) is submitted at once
  * and reaped together, so N cold reads cost about one device round trip
  * instead of N. Each thread has its own ring, made on first use and freed
@@ -145,4 +148,54 @@ void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
             rqs[i].res = more < 0 ? more : rqs[i].res + more;
         }
     }
+}
+
+/* ---- one shard's writes ---- */
+
+struct io_uring *uring_new(unsigned depth)
+{
+    struct io_uring *ring = calloc(1, sizeof *ring);
+    if (ring && io_uring_queue_init(depth, ring, 0) != 0) {
+        free(ring);
+        ring = NULL;
+    }
+    return ring;
+}
+
+void uring_free(struct io_uring *ring)
+{
+    if (ring) {
+        io_uring_queue_exit(ring);
+        free(ring);
+    }
+}
+
+int uring_write(struct io_uring *ring, int fd, const void *buf, size_t len, uint64_t off)
+{
+    int f = io_fault(FAULT_WRITE);
+    if (f)
+        return f;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    assert(sqe); /* one write in flight at a time */
+    io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
+    for (;;) {
+        int rc = io_uring_submit(ring);
+        if (rc == 1)
+            return 0;
+        if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+            return rc < 0 ? rc : -EIO;
+    }
+}
+
+ssize_t uring_write_wait(struct io_uring *ring)
+{
+    struct io_uring_cqe *cqe;
+    int rc;
+    do
+        rc = io_uring_wait_cqe(ring, &cqe);
+    while (rc == -EINTR);
+    assert(rc == 0); /* a write is in flight on a live ring */
+    ssize_t res = cqe->res;
+    io_uring_cqe_seen(ring, cqe);
+    return res;
 }

@@ -9,30 +9,49 @@
  * partial last page zero-padded and keeps it, so the next barrier rewrites
  * that page with the same bytes followed by new ones. Writes are aligned in
  * offset, length and memory, as O_DIRECT demands.
+ *
+ * With a ring, a full buffer's pages are submitted and the buffers swap:
+ * appends go on in the other one while the pages are on their way. At most
+ * one write is in flight; it is settled (waited for) before the next one,
+ * before a barrier and before the buffer is reused. If it failed, its bytes
+ * stay in memory (reads are served from them) and are written again, with
+ * pwrite, at the next settle: an error reaches the caller of that call, and
+ * nothing acknowledged is dropped.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-int wbuf_init(struct wbuf *wb, uint32_t cap)
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct io_uring *ring)
 {
     memset(wb, 0, sizeof *wb);
     wb->buf = aligned_alloc_zero(cap);
-    if (!wb->buf)
+    if (ring)
+        wb->alt = aligned_alloc_zero(cap);
+    if (!wb->buf || (ring && !wb->alt)) {
+        free(wb->buf);
+        free(wb->alt);
         return -ENOMEM;
+    }
+    wb->ring = ring;
     wb->cap = cap;
     return 0;
 }
 
 void wbuf_free(struct wbuf *wb)
 {
+    /* The kernel may still be reading the buffer in flight. */
+    if (wb->fl_state == FL_FLIGHT)
+        (void)uring_write_wait(wb->ring);
     free(wb->buf);
-    wb->buf = NULL;
+    free(wb->alt);
+    wb->buf = wb->alt = NULL;
 }
 
 void wbuf_reset(struct wbuf *wb)
 {
+    assert(wb->fl_state == FL_NONE);
     wb->len = 0;
     wb->base = 0;
     wb->flushed = 0;
@@ -47,19 +66,56 @@ static int wbuf_write(struct wbuf *wb, int fd, uint32_t from, uint32_t to, uint6
     return rc;
 }
 
+int wbuf_settle(struct wbuf *wb, uint64_t *written)
+{
+    if (wb->fl_state == FL_FLIGHT) {
+        ssize_t res = uring_write_wait(wb->ring);
+        wb->fl_state = res == (ssize_t)wb->fl_len ? FL_NONE : FL_FAILED;
+    }
+    if (wb->fl_state == FL_FAILED) {
+        int rc = io_pwrite_full(wb->fl_fd, wb->fl_buf, wb->fl_len, wb->fl_off);
+        if (rc < 0)
+            return rc;
+        *written += wb->fl_len;
+        wb->fl_state = FL_NONE;
+    }
+    return 0;
+}
+
 int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written)
 {
     if (wb->len + (uint64_t)need <= wb->cap)
         return 0;
+    int rc = wbuf_settle(wb, written);
+    if (rc < 0)
+        return rc;
     uint32_t full = (uint32_t)round_down(wb->len, PAGE);
+    if (full && wb->on_final)
+        wb->on_final(wb->on_final_ctx, wb->base, wb->buf, full);
     /* Pages a barrier already wrote need not be written again. */
     uint32_t from = wb->flushed > wb->base ? (uint32_t)round_down(wb->flushed - wb->base, PAGE) : 0;
-    if (from < full) {
-        int rc = wbuf_write(wb, fd, from, full, written);
-        if (rc < 0)
-            return rc;
-    }
     uint32_t rest = wb->len - full;
+    if (from < full && wb->ring) {
+        wb->fl_buf = wb->buf + from;
+        wb->fl_off = wb->base + from;
+        wb->fl_len = full - from;
+        wb->fl_fd = fd;
+        /* A failed submission is written again at the next settle. */
+        wb->fl_state = uring_write(wb->ring, fd, wb->fl_buf, wb->fl_len, wb->fl_off) == 0 ? FL_FLIGHT : FL_FAILED;
+        if (wb->fl_state == FL_FLIGHT)
+            *written += wb->fl_len; /* counted when handed to the kernel */
+        memcpy(wb->alt, wb->buf + full, rest);
+        unsigned char *t = wb->buf;
+        wb->buf = wb->alt;
+        wb->alt = t;
+        wb->base += full;
+        wb->len = rest;
+        if (wb->flushed < wb->base)
+            wb->flushed = wb->base;
+        return wb->len + (uint64_t)need <= wb->cap ? 0 : -ENOBUFS;
+    }
+    if (from < full && (rc = wbuf_write(wb, fd, from, full, written)) < 0)
+        return rc;
     memmove(wb->buf, wb->buf + full, rest);
     wb->base += full;
     wb->len = rest;
@@ -70,13 +126,16 @@ int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written)
 
 int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written)
 {
+    int rc = wbuf_settle(wb, written);
+    if (rc < 0)
+        return rc;
     uint64_t tail = wbuf_tail(wb);
     if (wb->flushed >= tail)
         return 0;
     uint32_t from = (uint32_t)round_down(wb->flushed - wb->base, PAGE);
     uint32_t to = (uint32_t)round_up(wb->len, PAGE);
     memset(wb->buf + wb->len, 0, to - wb->len);
-    int rc = wbuf_write(wb, fd, from, to, written);
+    rc = wbuf_write(wb, fd, from, to, written);
     if (rc == 0)
         wb->flushed = tail;
     return rc;
@@ -84,6 +143,16 @@ int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written)
 
 void wbuf_read(const struct wbuf *wb, uint64_t off, void *dst, size_t len)
 {
-    assert(off >= wb->base && off + len <= wbuf_tail(wb));
-    memcpy(dst, wb->buf + (off - wb->base), len);
+    assert(off >= wbuf_mem_base(wb) && off + len <= wbuf_tail(wb));
+    unsigned char *d = dst;
+    if (off < wb->base) {
+        /* The bytes in flight end where the current buffer starts. */
+        size_t n = wb->base - off < len ? (size_t)(wb->base - off) : len;
+        memcpy(d, wb->fl_buf + (off - wb->fl_off), n);
+        d += n;
+        off += n;
+        len -= n;
+    }
+    if (len)
+        memcpy(d, wb->buf + (off - wb->base), len);
 }
