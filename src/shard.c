@@ -452,17 +452,26 @@ int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *ke
 
 /* ---- get_many: memory and cache first, the device in one batch ---- */
 
-int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, size_t cap, size_t *vlen,
-                    struct pending_read *p)
+/* Lock the shard and find key's record, counting the get; NULL, with the
+ * shard unlocked again, if there is none. */
+static const unsigned char *get_locked(struct shard *sh, const void *key, uint64_t h)
 {
     pthread_mutex_lock(&sh->mu);
     sh->gets++;
     int64_t r = index_find(&sh->ix, key, h);
     if (r < 0) {
         pthread_mutex_unlock(&sh->mu);
-        return ARMDB_NOTFOUND;
+        return NULL;
     }
-    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r);
+    return index_rec(&sh->ix, (uint32_t)r);
+}
+
+int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, size_t cap, size_t *vlen,
+                    struct pending_read *p)
+{
+    const unsigned char *rec = get_locked(sh, key, h);
+    if (!rec)
+        return ARMDB_NOTFOUND;
     struct loc l;
     const unsigned char *val;
     int rc = rec_loc(sh, rec, &l);
@@ -626,14 +635,9 @@ out:
 
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen)
 {
-    pthread_mutex_lock(&sh->mu);
-    sh->gets++;
-    int64_t r = index_find(&sh->ix, key, h);
-    if (r < 0) {
-        pthread_mutex_unlock(&sh->mu);
+    const unsigned char *rec = get_locked(sh, key, h);
+    if (!rec)
         return ARMDB_NOTFOUND;
-    }
-    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r);
     uint32_t vl = rec_u32(rec, REC_VLEN);
     *vlen = vl;
     if (vl > cap) {
