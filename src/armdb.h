@@ -20,7 +20,12 @@
  * the disk.
  *
  * Data files are written in 4096-byte pages through an aligned per-shard
- * write buffer, with O_DIRECT where the filesystem allows it. A data file
+ * write buffer, with O_DIRECT where the filesystem allows it. Full buffers
+ * go to the device through io_uring while appends go on in a second buffer
+ * (or with pwrite, where io_uring is unavailable or ARMDB_NO_URING is set).
+ * Reads are served from memory, from a block cache of pages (cache_size),
+ * or from the device; armdb_get_many reads a batch's misses with one
+ * io_uring submission. A data file
  * that reaches `max_file_size` is rotated: synced, made immutable and given a
  * hint file (the keys and value locations it holds), so reopening reads the
  * small hints instead of the data. Each open by a writer starts a fresh
