@@ -155,8 +155,6 @@ static uint32_t find(struct cache_part *p, uint64_t name, uint64_t h)
     return s;
 }
 
-bool cache_get(struct cache *c, uint64_t name, void *dst) { return cache_get_part(c, name, dst, 0, PAGE); }
-
 bool cache_get_part(struct cache *c, uint64_t name, void *dst, uint32_t off, uint32_t len)
 {
     uint64_t h = name_hash(name);

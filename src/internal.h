@@ -219,9 +219,7 @@ struct cache;
 int cache_init(struct cache **out, uint64_t bytes) MUST_CHECK;
 void cache_free(struct cache *c);
 uint64_t cache_name(uint32_t shard, uint32_t file, uint64_t page);
-/* Copy the block into dst (PAGE bytes) if cached. */
-bool cache_get(struct cache *c, uint64_t name, void *dst);
-/* Copy only bytes [off, off + len) of the block, to dst. */
+/* If the block is cached, copy its bytes [off, off + len) to dst. */
 bool cache_get_part(struct cache *c, uint64_t name, void *dst, uint32_t off, uint32_t len);
 void cache_put(struct cache *c, uint64_t name, const void *src);
 void cache_stats(struct cache *c, armdb_stat *st);

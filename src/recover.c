@@ -322,7 +322,9 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     uint64_t file_len = (uint64_t)st.st_size;
     char hint[32];
     dfile_name(hint, sizeof hint, id, "hint");
-    if (file_len == 0 && !db->rdonly && faccessat(sh->dirfd, hint, F_OK, 0) < 0 && errno == ENOENT) {
+    struct stat hst;
+    int hint_rc = fstatat(sh->dirfd, hint, &hst, 0) == 0 ? 0 : -errno;
+    if (file_len == 0 && !db->rdonly && hint_rc == -ENOENT) {
         /* Created but never written: nothing to keep. (An empty file with
          * a hint was sealed with data and then cut: its hint is loaded so
          * that its keys report the damage.) */
@@ -338,8 +340,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     uint64_t data_len = 0;
     /* Size the index for the hint's records up front (a hint of a file of
      * new keys adds that many). */
-    struct stat hst;
-    if (fstatat(sh->dirfd, hint, &hst, 0) == 0 && hst.st_size > HINT_HDR + 8) {
+    if (hint_rc == 0 && hst.st_size > HINT_HDR + 8) {
         uint64_t n = ((uint64_t)hst.st_size - HINT_HDR - 8) / (16 + db->key_len + db->value_len);
         if ((rc = index_reserve(&sh->ix, sh->ix.used + n)) < 0)
             return err_set(rc, "index of %s", sh->path);

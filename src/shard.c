@@ -153,6 +153,16 @@ static int sync_failed(struct shard *sh, struct dfile *f, int rc)
     return err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
 }
 
+/* The first half of a barrier: everything buffered into the file, the
+ * last page zero-padded. */
+static int shard_write_tail(struct shard *sh, struct dfile *f)
+{
+    uint64_t written = 0;
+    int rc = wbuf_write_tail(&sh->wb, f->fd, &written);
+    shard_account_write(sh, written);
+    return rc < 0 ? err_set(rc, "write %s/%08u.data", sh->path, f->id) : 0;
+}
+
 /* Make everything appended so far durable: write the tail, fdatasync
  * outside the lock, and let waiters share that one fdatasync. Called and
  * returns with mu held. */
@@ -168,11 +178,9 @@ static int shard_wait_durable(struct shard *sh, uint64_t upto)
         }
         struct dfile *f = sh->active;
         assert(f); /* with no active file everything was sealed durable */
-        uint64_t target = sh->pos, written = 0;
-        rc = wbuf_write_tail(&sh->wb, f->fd, &written);
-        shard_account_write(sh, written);
-        if (rc < 0)
-            return err_set(rc, "write %s/%08u.data", sh->path, f->id);
+        uint64_t target = sh->pos;
+        if ((rc = shard_write_tail(sh, f)) < 0)
+            return rc;
         sh->syncing = true;
         dfile_ref(f);
         pthread_mutex_unlock(&sh->mu);
@@ -198,11 +206,8 @@ static int shard_barrier_locked(struct shard *sh)
     if (rc || sh->durable >= sh->pos)
         return rc;
     struct dfile *f = sh->active;
-    uint64_t written = 0;
-    rc = wbuf_write_tail(&sh->wb, f->fd, &written);
-    shard_account_write(sh, written);
-    if (rc < 0)
-        return err_set(rc, "write %s/%08u.data", sh->path, f->id);
+    if ((rc = shard_write_tail(sh, f)) < 0)
+        return rc;
     rc = io_fdatasync(f->fd);
     sh->syncs++;
     if (rc < 0)
@@ -307,27 +312,39 @@ static int entry_check(struct shard *sh, const unsigned char *p, const struct lo
     return 0;
 }
 
-/* Fill sc with the bytes [from, to) of pages [first, first + n) of f: from
- * the block cache where it has them (unless bypass), the rest with one read
- * of the device (whole pages, so they can be cached). Pages
- * [*lo, *hi) came from the device; *got is how many bytes of them the file
- * had (the rest are zeroed). */
-static int read_pages(struct shard *sh, struct dfile *f, uint64_t first, uint32_t n, unsigned char *sc, bool bypass,
-                      uint64_t from, uint64_t to, uint32_t *lo, uint32_t *hi, size_t *got)
+/* Copy from the block cache the bytes [from, to) of pages [first, first + n)
+ * of f that it holds into sc (sc[0] is page `first`); [*lo, *hi) is the
+ * range of pages it did not have (*lo == n: it had them all). */
+static void cache_copy(struct shard *sh, struct dfile *f, uint64_t first, uint32_t n, unsigned char *sc, uint64_t from,
+                       uint64_t to, uint32_t *lo, uint32_t *hi)
 {
-    struct cache *c = sh->db->cache;
     *lo = n;
     *hi = 0;
-    *got = 0;
     for (uint32_t i = 0; i < n; i++) {
-        /* From a cached page only the bytes of [from, to) are copied. */
         uint64_t ps = (first + i) * PAGE, a = from > ps ? from : ps, b = to < ps + PAGE ? to : ps + PAGE;
-        if (!bypass && cache_get_part(c, cache_name(sh->no, f->id, first + i), sc + (a - first * PAGE),
-                                      (uint32_t)(a - ps), (uint32_t)(b - a)))
+        if (cache_get_part(sh->db->cache, cache_name(sh->no, f->id, first + i), sc + (a - first * PAGE),
+                           (uint32_t)(a - ps), (uint32_t)(b - a)))
             continue;
         if (*lo == n)
             *lo = i;
         *hi = i + 1;
+    }
+}
+
+/* Fill sc with the bytes [from, to) of pages [first, first + n) of f: from
+ * the block cache where it has them (unless bypass), the rest with one read
+ * of the device (whole pages, so they can be cached). Pages [*lo, *hi) came
+ * from the device; *got is how many bytes of them the file had (the rest
+ * are zeroed). */
+static int read_pages(struct shard *sh, struct dfile *f, uint64_t first, uint32_t n, unsigned char *sc, bool bypass,
+                      uint64_t from, uint64_t to, uint32_t *lo, uint32_t *hi, size_t *got)
+{
+    *got = 0;
+    if (bypass) {
+        *lo = 0;
+        *hi = n;
+    } else {
+        cache_copy(sh, f, first, n, sc, from, to, lo, hi);
     }
     if (*lo == n)
         return 0;
@@ -485,20 +502,14 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
     if (rc == 1) {
         /* All pages cached? Then no device read is needed. */
         uint64_t a = round_down(l.eoff, PAGE);
-        uint32_t n = (uint32_t)((round_up(l.eoff + l.esize, PAGE) - a) / PAGE), i;
+        uint32_t n = (uint32_t)((round_up(l.eoff + l.esize, PAGE) - a) / PAGE), lo, hi;
         unsigned char *sc = scratch_get((size_t)n * PAGE);
         if (!sc) {
             pthread_mutex_unlock(&sh->mu);
             return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l.f->id);
         }
-        for (i = 0; i < n; i++) {
-            uint64_t ps = a + (uint64_t)i * PAGE, from = l.eoff > ps ? l.eoff : ps;
-            uint64_t to = l.eoff + l.esize < ps + PAGE ? l.eoff + l.esize : ps + PAGE;
-            if (!cache_get_part(sh->db->cache, cache_name(sh->no, l.f->id, a / PAGE + i), sc + (from - a),
-                                (uint32_t)(from - ps), (uint32_t)(to - from)))
-                break;
-        }
-        if (i == n && entry_check(sh, sc + (l.eoff - a), &l, key) == 0) {
+        cache_copy(sh, l.f, a / PAGE, n, sc, l.eoff, l.eoff + l.esize, &lo, &hi);
+        if (lo == n && entry_check(sh, sc + (l.eoff - a), &l, key) == 0) {
             val = sc + (l.eoff - a) + ENTRY_HDR + sh->db->key_len;
             rc = 0;
         } else {
