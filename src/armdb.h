@@ -46,7 +46,12 @@
  *                        shards in turn), and what survives of each shard
  *                        is a prefix of its writes.
  *   ARMDB_SYNC_ALWAYS    before each put/delete/cas returns. Concurrent writers
- *                        of one shard share one fdatasync (group commit).
+ *                        of one shard share one barrier (group commit): its
+ *                        tail write and fdatasync go to the device in one
+ *                        io_uring submission (linked, so the fdatasync starts
+ *                        when the write is done; counted in
+ *                        armdb_stat.ring_syncs), and the writers keep
+ *                        appending while the device syncs.
  *   ARMDB_SYNC_NONE      only when armdb_sync() is called, on rotation and on
  *                        close (and pages reach the OS when the buffer fills).
  *
@@ -208,6 +213,7 @@ typedef struct armdb_stat {
     uint64_t bytes_written;    /* bytes written (or handed to io_uring) to data files */
     uint64_t flushes;          /* write buffer flushes (full buffer) */
     uint64_t syncs;            /* fdatasync calls on data files */
+    uint64_t ring_syncs;       /* of those, sent with their write in one io_uring submission */
     uint64_t rotations;        /* data files made immutable */
     uint64_t files;            /* data files in the store */
     uint64_t live_bytes;       /* bytes of entries the index points at */

@@ -610,6 +610,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
         out->bytes_written += sh->bytes_written;
         out->flushes += sh->flushes;
         out->syncs += sh->syncs;
+        out->ring_syncs += sh->ring_syncs;
         out->rotations += sh->rotations;
         out->files += sh->nfiles;
         for (uint32_t j = 0; j < sh->nfiles; j++) {

@@ -233,7 +233,7 @@ void cache_stats(struct cache *c, armdb_stat *st);
  * holds the buffer's bytes (the partial page may have been written by a
  * barrier and still be in the buffer, which stays authoritative).
  */
-struct io_uring;
+struct uring;
 struct wbuf {
     unsigned char *buf;
     uint32_t cap;
@@ -242,7 +242,7 @@ struct wbuf {
     uint64_t flushed;
     /* Double buffering, with a ring: full pages go to the file through
      * io_uring while appends go on in the other buffer. */
-    struct io_uring *ring; /* NULL: pages are written with pwrite */
+    struct uring *ring; /* NULL: pages are written with pwrite */
     unsigned char *alt;    /* the other buffer */
     unsigned char *fl_buf; /* pages on their way (fl_buf[0] is file offset fl_off) */
     uint64_t fl_off;
@@ -254,7 +254,7 @@ struct wbuf {
     void *on_final_ctx;
 };
 enum { FL_NONE, FL_FLIGHT, FL_FAILED };
-int wbuf_init(struct wbuf *wb, uint32_t cap, struct io_uring *ring) MUST_CHECK;
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring) MUST_CHECK;
 void wbuf_free(struct wbuf *wb);
 void wbuf_reset(struct wbuf *wb);
 static inline uint64_t wbuf_tail(const struct wbuf *wb) { return wb->base + wb->len; }
@@ -265,18 +265,29 @@ static inline uint64_t wbuf_mem_base(const struct wbuf *wb) { return wb->fl_stat
 int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written) MUST_CHECK;
 /* Wait for the pages in flight (writing them again if that failed). */
 int wbuf_settle(struct wbuf *wb, uint64_t *written) MUST_CHECK;
-/* Write everything not yet in the file, the last page zero-padded. */
-int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written) MUST_CHECK;
+/* Write everything not yet in the file, the last page zero-padded. With
+ * sring, the write and an fdatasync of fd go in one submission on it:
+ * returns 1 if that fdatasync is in flight (uring_sync_wait), 0 if the
+ * caller must fdatasync, or -errno. */
+int wbuf_write_tail(struct wbuf *wb, int fd, struct uring *sring, uint64_t *written) MUST_CHECK;
 /* Copy file bytes [off, off+len), all at or past wbuf_mem_base. */
 void wbuf_read(const struct wbuf *wb, uint64_t off, void *dst, size_t len);
 
-/* uring.c: a ring for one shard's writes (NULL if io_uring is unavailable). */
-struct io_uring *uring_new(unsigned depth);
-void uring_free(struct io_uring *ring);
+/* uring.c: a ring of one shard's (NULL if io_uring is unavailable). */
+struct uring *uring_new(unsigned depth);
+void uring_free(struct uring *u);
 /* Queue and submit one write; 0 or -errno (then nothing is in flight). */
-int uring_write(struct io_uring *ring, int fd, const void *buf, size_t len, uint64_t off) MUST_CHECK;
+int uring_write(struct uring *u, int fd, const void *buf, size_t len, uint64_t off) MUST_CHECK;
 /* Wait for the one write in flight: its result (bytes or -errno). */
-ssize_t uring_write_wait(struct io_uring *ring);
+ssize_t uring_write_wait(struct uring *u);
+/* A barrier in one submission: write buf (len bytes, none if 0) at off and
+ * fdatasync fd once the write is done. Returns when the write has: 0 (it
+ * is in the file; wait for the fdatasync with uring_sync_wait), -errno
+ * (nothing written, nothing in flight), or 1 if the ring could not do it
+ * (nothing in flight: write and fdatasync the plain way). */
+int uring_write_datasync(struct uring *u, int fd, const void *buf, size_t len, uint64_t off) MUST_CHECK;
+/* Wait for the fdatasync uring_write_datasync started: 0 or -errno. */
+int uring_sync_wait(struct uring *u) MUST_CHECK;
 
 /* ---- hint.c ---- */
 #define HINT_HDR 48u
@@ -335,7 +346,8 @@ struct shard {
     char *path; /* for messages */
     struct index ix;
     struct wbuf wb;
-    struct io_uring *ring; /* writes; NULL: pwrite */
+    struct uring *ring;      /* buffer writes; NULL: pwrite */
+    struct uring *sync_ring; /* barriers: tail write + fdatasync; NULL: syscalls */
     struct dfile **files; /* sorted by id; the last is active when `active` */
     uint32_t nfiles, files_cap;
     struct dfile *active;  /* NULL when none is open (read-only, or after a failed rotation) */
@@ -345,7 +357,7 @@ struct shard {
     bool syncing;      /* a barrier's fdatasync is in flight */
     uint64_t live_keys;
     /* counters, under mu */
-    uint64_t puts, gets, deletes, bytes_written, flushes, syncs, rotations;
+    uint64_t puts, gets, deletes, bytes_written, flushes, syncs, ring_syncs, rotations;
     uint64_t corrupt, hints_loaded, files_scanned, torn;
 };
 

@@ -54,8 +54,9 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
         return err_set(fd, "open shard directory %s", sh->path);
     sh->dirfd = fd;
     int rc = index_init(&sh->ix, db->key_len, db->value_len);
-    if (rc == 0 && !db->rdonly && db->use_uring && !(sh->ring = uring_new(4)))
-        atomic_store(&db->uring_writes, false); /* this shard uses pwrite */
+    if (rc == 0 && !db->rdonly && db->use_uring &&
+        (!(sh->ring = uring_new(4)) || !(sh->sync_ring = uring_new(4))))
+        atomic_store(&db->uring_writes, false); /* this shard uses pwrite (for some of its writes) */
     if (rc == 0 && !db->rdonly)
         rc = wbuf_init(&sh->wb, db->wbuf_size, sh->ring);
     sh->wb.on_final = cache_written;
@@ -71,6 +72,7 @@ void shard_free(struct shard *sh)
     index_free(&sh->ix);
     wbuf_free(&sh->wb);
     uring_free(sh->ring);
+    uring_free(sh->sync_ring);
     if (sh->dirfd >= 0)
         close(sh->dirfd);
     free(sh->path);
@@ -154,18 +156,29 @@ static int sync_failed(struct shard *sh, struct dfile *f, int rc)
 }
 
 /* The first half of a barrier: everything buffered into the file, the
- * last page zero-padded. */
-static int shard_write_tail(struct shard *sh, struct dfile *f)
+ * last page zero-padded, and the fdatasync started with it where the
+ * shard has a ring for barriers. *queued: it was. The ring is used by one
+ * barrier at a time: one that comes (under mu, for a rotation) while
+ * another waits for its fdatasync makes its own system calls. */
+static int barrier_start(struct shard *sh, struct dfile *f, bool *queued)
 {
     uint64_t written = 0;
-    int rc = wbuf_write_tail(&sh->wb, f->fd, &written);
+    int rc = wbuf_write_tail(&sh->wb, f->fd, sh->syncing ? NULL : sh->sync_ring, &written);
     shard_account_write(sh, written);
+    *queued = rc == 1;
     return rc < 0 ? err_set(rc, "write %s/%08u.data", sh->path, f->id) : 0;
 }
 
-/* Make everything appended so far durable: write the tail, fdatasync
- * outside the lock, and let waiters share that one fdatasync. Called and
- * returns with mu held. */
+/* The second half: the fdatasync done (queued) or done now. */
+static int barrier_finish(struct shard *sh, struct dfile *f, bool queued)
+{
+    return queued ? uring_sync_wait(sh->sync_ring) : io_fdatasync(f->fd);
+}
+
+/* Make everything appended so far durable: write the tail, wait for the
+ * fdatasync outside the lock, and let waiters share that one fdatasync
+ * (group commit: one write + fdatasync submission for all of them).
+ * Called and returns with mu held. */
 static int shard_wait_durable(struct shard *sh, uint64_t upto)
 {
     while (sh->durable < upto) {
@@ -179,16 +192,18 @@ static int shard_wait_durable(struct shard *sh, uint64_t upto)
         struct dfile *f = sh->active;
         assert(f); /* with no active file everything was sealed durable */
         uint64_t target = sh->pos;
-        if ((rc = shard_write_tail(sh, f)) < 0)
+        bool queued;
+        if ((rc = barrier_start(sh, f, &queued)) < 0)
             return rc;
         sh->syncing = true;
         dfile_ref(f);
         pthread_mutex_unlock(&sh->mu);
-        rc = io_fdatasync(f->fd);
+        rc = barrier_finish(sh, f, queued);
         pthread_mutex_lock(&sh->mu);
         dfile_unref(f);
         sh->syncing = false;
         sh->syncs++;
+        sh->ring_syncs += queued;
         pthread_cond_broadcast(&sh->sync_cv);
         if (rc < 0)
             return sync_failed(sh, f, rc);
@@ -206,10 +221,12 @@ static int shard_barrier_locked(struct shard *sh)
     if (rc || sh->durable >= sh->pos)
         return rc;
     struct dfile *f = sh->active;
-    if ((rc = shard_write_tail(sh, f)) < 0)
+    bool queued;
+    if ((rc = barrier_start(sh, f, &queued)) < 0)
         return rc;
-    rc = io_fdatasync(f->fd);
+    rc = barrier_finish(sh, f, queued);
     sh->syncs++;
+    sh->ring_syncs += queued;
     if (rc < 0)
         return sync_failed(sh, f, rc);
     sh->durable = sh->pos;

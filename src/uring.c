@@ -150,52 +150,151 @@ void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
     }
 }
 
-/* ---- one shard's writes ---- */
+/* ---- one shard's rings: buffer writes, and barriers ---- */
 
-struct io_uring *uring_new(unsigned depth)
+/* What a ring's user_data says a completion is. */
+enum { OP_WRITE = 1, OP_SYNC = 2 };
+
+struct uring {
+    struct io_uring ring;
+    /* A submission failed for good: what it queued is still in the ring,
+     * so nothing is submitted on it again (writes fall back to pwrite). */
+    bool broken;
+    bool sync_flight; /* a barrier's fdatasync is in flight */
+    int sync_res;     /* ... or its injected result, when it was not sent */
+};
+
+struct uring *uring_new(unsigned depth)
 {
-    struct io_uring *ring = calloc(1, sizeof *ring);
-    if (ring && io_uring_queue_init(depth, ring, 0) != 0) {
-        free(ring);
-        ring = NULL;
+    struct uring *u = calloc(1, sizeof *u);
+    if (u && io_uring_queue_init(depth, &u->ring, 0) != 0) {
+        free(u);
+        u = NULL;
     }
-    return ring;
+    return u;
 }
 
-void uring_free(struct io_uring *ring)
+void uring_free(struct uring *u)
 {
-    if (ring) {
-        io_uring_queue_exit(ring);
-        free(ring);
+    if (u) {
+        io_uring_queue_exit(&u->ring);
+        free(u);
     }
 }
 
-int uring_write(struct io_uring *ring, int fd, const void *buf, size_t len, uint64_t off)
+/* Submit everything queued: 0, or -errno (the ring is then broken). */
+static int uring_submit_all(struct uring *u, unsigned queued)
 {
-    int f = io_fault(FAULT_WRITE);
-    if (f)
-        return f;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-    assert(sqe); /* one write in flight at a time */
-    io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
-    for (;;) {
-        int rc = io_uring_submit(ring);
-        if (rc == 1)
-            return 0;
-        if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+    unsigned done = 0;
+    while (done < queued) {
+        int rc = io_uring_submit(&u->ring);
+        if (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY)
+            continue;
+        if (rc <= 0) {
+            u->broken = true;
             return rc < 0 ? rc : -EIO;
+        }
+        done += (unsigned)rc;
     }
+    return 0;
 }
 
-ssize_t uring_write_wait(struct io_uring *ring)
+/* Wait for the next completion: its result, and which operation it is. */
+static int uring_reap(struct uring *u, uint64_t *op)
 {
     struct io_uring_cqe *cqe;
     int rc;
     do
-        rc = io_uring_wait_cqe(ring, &cqe);
+        rc = io_uring_wait_cqe(&u->ring, &cqe);
     while (rc == -EINTR);
-    assert(rc == 0); /* a write is in flight on a live ring */
-    ssize_t res = cqe->res;
-    io_uring_cqe_seen(ring, cqe);
+    assert(rc == 0); /* called only with an operation in flight */
+    int res = cqe->res;
+    *op = io_uring_cqe_get_data64(cqe);
+    io_uring_cqe_seen(&u->ring, cqe);
+    return res;
+}
+
+int uring_write(struct uring *u, int fd, const void *buf, size_t len, uint64_t off)
+{
+    int f = io_fault(FAULT_WRITE);
+    if (f)
+        return f;
+    if (u->broken)
+        return -EIO;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    assert(sqe); /* one write in flight at a time */
+    io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
+    io_uring_sqe_set_data64(sqe, OP_WRITE);
+    return uring_submit_all(u, 1);
+}
+
+ssize_t uring_write_wait(struct uring *u)
+{
+    uint64_t op;
+    int res = uring_reap(u, &op);
+    assert(op == OP_WRITE);
+    return res;
+}
+
+int uring_write_datasync(struct uring *u, int fd, const void *buf, size_t len, uint64_t off)
+{
+    assert(!u->sync_flight && !u->sync_res);
+    int f = len ? io_fault(FAULT_WRITE) : 0;
+    if (f)
+        return f;
+    if (u->broken)
+        return 1;
+    struct io_uring_sqe *w = NULL;
+    unsigned queued = 0;
+    if (len) {
+        w = io_uring_get_sqe(&u->ring);
+        io_uring_prep_write(w, fd, buf, (unsigned)len, off);
+        io_uring_sqe_set_data64(w, OP_WRITE);
+        queued++;
+    }
+    /* An injected fdatasync failure is handed out by uring_sync_wait, as
+     * the real one would be. */
+    int fs = io_fault(FAULT_DATASYNC);
+    if (fs) {
+        u->sync_res = fs;
+    } else {
+        if (w)
+            w->flags |= IOSQE_IO_LINK; /* the fdatasync starts once the write is done */
+        struct io_uring_sqe *s = io_uring_get_sqe(&u->ring);
+        io_uring_prep_fsync(s, fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data64(s, OP_SYNC);
+        queued++;
+    }
+    if (uring_submit_all(u, queued) < 0) {
+        u->sync_res = 0;
+        return 1;
+    }
+    u->sync_flight = !fs;
+    if (!len)
+        return 0;
+    uint64_t op;
+    int res = uring_reap(u, &op);
+    assert(op == OP_WRITE); /* linked: the fdatasync completes after it */
+    if (res == (int)len)
+        return 0;
+    /* A failed or short write cancels the fdatasync linked to it. */
+    if (u->sync_flight) {
+        (void)uring_reap(u, &op);
+        u->sync_flight = false;
+    }
+    u->sync_res = 0;
+    return 1;
+}
+
+int uring_sync_wait(struct uring *u)
+{
+    int res = u->sync_res;
+    u->sync_res = 0;
+    if (u->sync_flight) {
+        uint64_t op;
+        res = uring_reap(u, &op);
+        assert(op == OP_SYNC);
+        u->sync_flight = false;
+    }
     return res;
 }

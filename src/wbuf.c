@@ -23,7 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int wbuf_init(struct wbuf *wb, uint32_t cap, struct io_uring *ring)
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring)
 {
     memset(wb, 0, sizeof *wb);
     wb->buf = aligned_alloc_zero(cap);
@@ -124,17 +124,30 @@ int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written)
     return wb->len + (uint64_t)need <= wb->cap ? 0 : -ENOBUFS;
 }
 
-int wbuf_write_tail(struct wbuf *wb, int fd, uint64_t *written)
+int wbuf_write_tail(struct wbuf *wb, int fd, struct uring *sring, uint64_t *written)
 {
     int rc = wbuf_settle(wb, written);
     if (rc < 0)
         return rc;
     uint64_t tail = wbuf_tail(wb);
-    if (wb->flushed >= tail)
+    uint32_t from = 0, to = 0;
+    if (wb->flushed < tail) {
+        from = (uint32_t)round_down(wb->flushed - wb->base, PAGE);
+        to = (uint32_t)round_up(wb->len, PAGE);
+        memset(wb->buf + wb->len, 0, to - wb->len);
+    }
+    if (sring) {
+        rc = uring_write_datasync(sring, fd, wb->buf + from, to - from, wb->base + from);
+        if (rc == 0) {
+            *written += to - from;
+            wb->flushed = tail;
+            return 1;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (from == to)
         return 0;
-    uint32_t from = (uint32_t)round_down(wb->flushed - wb->base, PAGE);
-    uint32_t to = (uint32_t)round_up(wb->len, PAGE);
-    memset(wb->buf + wb->len, 0, to - wb->len);
     rc = wbuf_write(wb, fd, from, to, written);
     if (rc == 0)
         wb->flushed = tail;
