@@ -1,0 +1,134 @@
+-- armdb.cdef: the one mirror of src/armdb.h for the FFI.
+--
+-- Nothing else: no helpers, no other library's declarations. When armdb.h
+-- changes, this file changes with it and ABI_VERSION follows
+-- ARMDB_ABI_VERSION; spec/01-abi_spec.lua compiles a program against the
+-- real header and checks every size, offset and enum value here.
+local ffi = require("ffi")
+
+local M = { ABI_VERSION = 2 }
+
+ffi.cdef([[
+enum armdb_rc {
+    ARMDB_OK = 0,
+    ARMDB_NOTFOUND = -30001,
+    ARMDB_BUFSMALL = -30002,
+    ARMDB_CORRUPT = -30003,
+    ARMDB_LOCKED = -30004,
+    ARMDB_BADKEY = -30005,
+    ARMDB_MISMATCH = -30006,
+    ARMDB_INVAL = -30007,
+    ARMDB_READONLY = -30008,
+    ARMDB_EXISTS = -30009,
+    ARMDB_KEYLEN = -30010,
+    ARMDB_TOOBIG = -30011,
+    ARMDB_CONFLICT = -30012,
+    ARMDB_FULL = -30013,
+};
+
+enum armdb_sync_mode {
+    ARMDB_SYNC_INTERVAL = 0,
+    ARMDB_SYNC_NONE = 1,
+    ARMDB_SYNC_ALWAYS = 2,
+};
+
+enum armdb_flags {
+    ARMDB_CREATE = 1,
+    ARMDB_RDONLY = 2,
+    ARMDB_ORDERED = 4,
+    ARMDB_NO_URING = 8,
+    ARMDB_NO_DIRECT = 16,
+};
+
+enum armdb_io_backend {
+    ARMDB_IO_PWRITE = 1,
+    ARMDB_IO_URING = 2,
+};
+
+enum armdb_iter_flags {
+    ARMDB_ITER_REVERSE = 1,
+    ARMDB_ITER_PREFIX = 2,
+};
+
+enum armdb_limits {
+    ARMDB_KEY_MAX = 512,
+    ARMDB_INLINE_MAX = 4096,
+    ARMDB_SHARDS_MAX = 256,
+    ARMDB_PAGE_SIZE = 4096,
+    ARMDB_BATCH_MAX = 1024,
+};
+
+typedef struct armdb armdb;
+typedef struct armdb_iter armdb_iter;
+
+typedef struct armdb_options {
+    uint32_t key_len;
+    uint32_t value_len;
+    uint32_t shards;
+    uint32_t write_buffer_size;
+    uint32_t sync_mode;
+    uint32_t sync_interval_ms;
+    uint32_t flags;
+    uint32_t reserved;
+    uint64_t max_file_size;
+    uint64_t cache_size;
+    double compaction_threshold;
+    const unsigned char *encryption_key;
+} armdb_options;
+
+typedef struct armdb_stat {
+    uint64_t keys;
+    uint64_t puts;
+    uint64_t gets;
+    uint64_t deletes;
+    uint64_t bytes_written;
+    uint64_t flushes;
+    uint64_t syncs;
+    uint64_t ring_syncs;
+    uint64_t rotations;
+    uint64_t files;
+    uint64_t live_bytes;
+    uint64_t dead_bytes;
+    uint64_t index_bytes;
+    uint64_t index_bytes_per_key;
+    uint64_t corrupt_entries;
+    uint64_t hints_loaded;
+    uint64_t files_scanned;
+    uint64_t torn_bytes;
+    uint64_t gsn;
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t cache_evictions;
+    uint64_t cache_bytes;
+    uint32_t io_backend;
+    uint32_t direct_io;
+    uint32_t read_only;
+    uint32_t shards;
+    uint32_t key_len;
+    uint32_t value_len;
+} armdb_stat;
+
+void armdb_options_init(armdb_options *opts);
+int armdb_open(const char *dir, const armdb_options *opts, armdb **out);
+int armdb_close(armdb *db);
+int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t vlen);
+int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void *out, size_t cap,
+                   size_t *offs, size_t *vlens, int *rcs);
+int armdb_delete(armdb *db, const void *key, size_t klen);
+int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, size_t elen,
+              const void *val, size_t vlen);
+int armdb_sync(armdb *db);
+uint64_t armdb_count(armdb *db);
+int armdb_stats(armdb *db, armdb_stat *out);
+const char *armdb_strerror(int rc);
+const char *armdb_errmsg(void);
+int armdb_abi_version(void);
+int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, size_t hilen,
+                    unsigned flags, armdb_iter **out);
+int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void **val,
+                    size_t *vlen);
+void armdb_iter_close(armdb_iter *it);
+]])
+
+return M

@@ -1,0 +1,380 @@
+-- armdb.store: the raw C store from Lua. String keys (exactly key_len
+-- bytes) and string values; no codecs.
+--
+-- The hot calls (get, put) allocate nothing but the returned string: the
+-- out-parameters and the value buffer are made once, at load, and the
+-- buffer grows (and stays grown) when C answers ARMDB_BUFSMALL with the
+-- size it needs. Handles are freed by ffi.gc if a store or an iterator is
+-- dropped unclosed; close() detaches the finalizer first, so closing twice
+-- is a no-op. Misuse (a wrong argument type, a closed store) raises at the
+-- caller's level; every failure of the C library returns nil, its message
+-- and its code; a missing key is a plain nil.
+local ffi = require("ffi")
+local lib = require("armdb.lib")
+
+local C = lib.C
+local ffi_string, ffi_gc, type, error, tonumber = ffi.string, ffi.gc, type, error, tonumber
+
+local NOTFOUND = C.ARMDB_NOTFOUND
+local BUFSMALL = C.ARMDB_BUFSMALL
+local EXISTS = C.ARMDB_EXISTS
+local CONFLICT = C.ARMDB_CONFLICT
+local BATCH_MAX = C.ARMDB_BATCH_MAX
+
+-- Made once: scratch for values, and the out-parameters of every call.
+local buf_cap = 16384
+local buf = ffi.new("unsigned char[?]", buf_cap)
+local vlen_out = ffi.new("size_t[1]")
+local db_out = ffi.new("armdb *[1]")
+local iter_out = ffi.new("armdb_iter *[1]")
+local it_key = ffi.new("const void *[1]")
+local it_klen = ffi.new("size_t[1]")
+local it_val = ffi.new("const void *[1]")
+local it_vlen = ffi.new("size_t[1]")
+local stat = ffi.new("armdb_stat")
+
+local function grow(need)
+    local cap = buf_cap
+    while cap < need do
+        cap = cap * 2
+    end
+    buf = ffi.new("unsigned char[?]", cap)
+    buf_cap = cap
+end
+
+-- The failure triple for rc: C's message about it where it has one (it
+-- names the file, field or pid involved), else the code's own text.
+local function fail(rc)
+    local text = ffi_string(C.armdb_strerror(rc))
+    local msg = ffi_string(C.armdb_errmsg())
+    if msg:sub(-#text) ~= text then
+        msg = text
+    end
+    return nil, msg, rc
+end
+
+-- ---- options ----
+
+local SYNC = { interval = C.ARMDB_SYNC_INTERVAL, none = C.ARMDB_SYNC_NONE, always = C.ARMDB_SYNC_ALWAYS }
+
+-- Option name -> how it is set: numbers go to the field of that name;
+-- booleans set a flag.
+local NUMBER_OPTS = {
+    key_len = true, value_len = true, shards = true, write_buffer_size = true,
+    sync_interval_ms = true, max_file_size = true, cache_size = true, compaction_threshold = true,
+}
+local FLAG_OPTS = {
+    create = C.ARMDB_CREATE, read_only = C.ARMDB_RDONLY, ordered = C.ARMDB_ORDERED,
+    no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT,
+}
+
+local function options(opts, level)
+    local o = ffi.new("armdb_options")
+    C.armdb_options_init(o)
+    local flags = C.ARMDB_CREATE
+    local key
+    for name, v in pairs(opts or {}) do
+        if NUMBER_OPTS[name] then
+            if type(v) ~= "number" or v < 0 or v ~= v then
+                error("armdb: option " .. name .. " must be a non-negative number, got " .. tostring(v), level)
+            end
+            o[name] = v
+        elseif FLAG_OPTS[name] then
+            if type(v) ~= "boolean" then
+                error("armdb: option " .. name .. " must be a boolean, got " .. tostring(v), level)
+            end
+            if v then
+                flags = bit.bor(flags, FLAG_OPTS[name])
+            else
+                flags = bit.band(flags, bit.bnot(FLAG_OPTS[name]))
+            end
+        elseif name == "sync" or name == "sync_mode" then
+            local mode = SYNC[v]
+            if mode == nil then
+                error("armdb: option " .. name .. ' must be "interval", "none" or "always", got ' .. tostring(v), level)
+            end
+            o.sync_mode = mode
+        elseif name == "encryption_key" then
+            if type(v) ~= "string" or #v ~= 32 then
+                error("armdb: option encryption_key must be a string of 32 bytes", level)
+            end
+            key = v
+        else
+            error("armdb: unknown option " .. tostring(name), level)
+        end
+    end
+    if opts and opts.read_only then
+        flags = bit.band(flags, bit.bnot(C.ARMDB_CREATE)) -- a reader never creates
+    end
+    o.flags = flags
+    if key then
+        o.encryption_key = key -- anchored below, alongside o, for the call
+    end
+    return o, key
+end
+
+-- ---- the store ----
+
+local Store = {}
+Store.__index = Store
+
+local function handle(self)
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", 3)
+    end
+    return h
+end
+
+local function check_key(k)
+    if type(k) ~= "string" then
+        error("armdb: key must be a string, got " .. type(k), 3)
+    end
+end
+
+local function check_value(v)
+    if type(v) ~= "string" then
+        error("armdb: value must be a string, got " .. type(v), 3)
+    end
+end
+
+local function open(dir, opts)
+    if type(dir) ~= "string" then
+        error("armdb.store: dir must be a string, got " .. type(dir), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb.store: opts must be a table, got " .. type(opts), 2)
+    end
+    local o, key = options(opts, 3)
+    local rc = C.armdb_open(dir, o, db_out)
+    local _ = key -- keep the key string alive through the call
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    local h = ffi_gc(db_out[0], C.armdb_close)
+    db_out[0] = nil
+    return setmetatable({ _h = h, dir = dir, _iters = setmetatable({}, { __mode = "k" }) }, Store)
+end
+
+function Store:put(k, v)
+    local h = handle(self)
+    check_key(k)
+    check_value(v)
+    local rc = C.armdb_put(h, k, #k, v, #v)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
+function Store:get(k)
+    local h = handle(self)
+    check_key(k)
+    local rc = C.armdb_get(h, k, #k, buf, buf_cap, vlen_out)
+    if rc == 0 then
+        return ffi_string(buf, vlen_out[0])
+    end
+    while rc == BUFSMALL do
+        grow(tonumber(vlen_out[0]))
+        rc = C.armdb_get(h, k, #k, buf, buf_cap, vlen_out)
+        if rc == 0 then
+            return ffi_string(buf, vlen_out[0])
+        end
+    end
+    if rc == NOTFOUND then
+        return nil
+    end
+    return fail(rc)
+end
+
+-- true if the key was deleted, false if it was not there.
+function Store:delete(k)
+    local h = handle(self)
+    check_key(k)
+    local rc = C.armdb_delete(h, k, #k)
+    if rc == 0 then
+        return true
+    end
+    if rc == NOTFOUND then
+        return false
+    end
+    return fail(rc)
+end
+
+-- Set k to new if its value is old (old == nil: if k is absent). true if
+-- it was set, false if the current value is another.
+function Store:cas(k, old, new)
+    local h = handle(self)
+    check_key(k)
+    if old ~= nil then
+        check_value(old)
+    end
+    check_value(new)
+    local rc = C.armdb_cas(h, k, #k, old, old and #old or 0, new, #new)
+    if rc == 0 then
+        return true
+    end
+    if rc == CONFLICT or rc == EXISTS or rc == NOTFOUND then
+        return false
+    end
+    return fail(rc)
+end
+
+-- Values of the keys of the array `keys`, as an array with nil for the
+-- missing ones (its length is given as the field n). Batches of up to
+-- ARMDB_BATCH_MAX keys cross into C at once.
+local many_offs = ffi.new("size_t[?]", BATCH_MAX)
+local many_vlens = ffi.new("size_t[?]", BATCH_MAX)
+local many_rcs = ffi.new("int[?]", BATCH_MAX)
+
+function Store:get_many(keys)
+    local h = handle(self)
+    if type(keys) ~= "table" then
+        error("armdb: keys must be an array of strings, got " .. type(keys), 2)
+    end
+    local n = #keys
+    local out = { n = n }
+    local klen
+    for i = 1, n do
+        local k = keys[i]
+        if type(k) ~= "string" then
+            error("armdb: keys[" .. i .. "] must be a string, got " .. type(k), 2)
+        end
+        klen = klen or #k
+        if #k ~= klen then
+            -- C would refuse the whole batch; say which key is off.
+            return nil, string.format("keys[%d] is %d bytes, keys[1] is %d", i, #k, klen), C.ARMDB_KEYLEN
+        end
+    end
+    for first = 1, n, BATCH_MAX do
+        local last = math.min(n, first + BATCH_MAX - 1)
+        local batch = table.concat(keys, "", first, last)
+        local cnt = last - first + 1
+        local rc = C.armdb_get_many(h, batch, klen, cnt, buf, buf_cap, many_offs, many_vlens, many_rcs)
+        if rc ~= 0 and rc ~= BUFSMALL then
+            return fail(rc)
+        end
+        for i = 0, cnt - 1 do
+            local r = many_rcs[i]
+            if r == 0 then
+                out[first + i] = ffi_string(buf + many_offs[i], many_vlens[i])
+            elseif r == BUFSMALL then
+                local v, err, code = self:get(keys[first + i])
+                if err then
+                    return nil, err, code
+                end
+                out[first + i] = v
+            elseif r ~= NOTFOUND then
+                return fail(r)
+            end
+        end
+    end
+    return out
+end
+
+function Store:sync()
+    local rc = C.armdb_sync(handle(self))
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
+function Store:count()
+    return tonumber(C.armdb_count(handle(self)))
+end
+
+local BACKENDS = { [C.ARMDB_IO_PWRITE] = "pwrite", [C.ARMDB_IO_URING] = "io_uring" }
+local STAT_U64 = {
+    "keys", "puts", "gets", "deletes", "bytes_written", "flushes", "syncs", "ring_syncs", "rotations",
+    "files", "live_bytes", "dead_bytes", "index_bytes", "index_bytes_per_key", "corrupt_entries",
+    "hints_loaded", "files_scanned", "torn_bytes", "gsn", "cache_hits", "cache_misses",
+    "cache_evictions", "cache_bytes",
+}
+
+-- The counters and state of armdb_stat as a table of numbers (io_backend
+-- as "io_uring" or "pwrite", the 0/1 fields as booleans).
+function Store:stats()
+    local rc = C.armdb_stats(handle(self), stat)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    local t = {}
+    for _, name in ipairs(STAT_U64) do
+        t[name] = tonumber(stat[name])
+    end
+    t.io_backend = BACKENDS[stat.io_backend] or tostring(stat.io_backend)
+    t.direct_io = stat.direct_io ~= 0
+    t.read_only = stat.read_only ~= 0
+    t.shards = stat.shards
+    t.key_len = stat.key_len
+    t.value_len = stat.value_len
+    return t
+end
+
+-- for k, v in s:pairs() do ... end: every live pair, in no particular
+-- order. A failure of the scan (a damaged entry) raises, since a for loop
+-- cannot return it; the iterator is closed at the end, on that error, or
+-- by the garbage collector if the loop is left early.
+function Store:pairs()
+    local h = handle(self)
+    local rc = C.armdb_iter_open(h, nil, 0, nil, 0, 0, iter_out)
+    if rc ~= 0 then
+        local _, msg = fail(rc)
+        error("armdb: scan of " .. self.dir .. ": " .. msg, 2)
+    end
+    local it = ffi_gc(iter_out[0], C.armdb_iter_close)
+    iter_out[0] = nil
+    local state = { it = it }
+    self._iters[state] = true
+    local store = self
+    return function()
+        local cur = state.it
+        if cur == nil then
+            return nil
+        end
+        local r = C.armdb_iter_next(cur, it_key, it_klen, it_val, it_vlen)
+        if r == 0 then
+            return ffi_string(it_key[0], it_klen[0]), ffi_string(it_val[0], it_vlen[0])
+        end
+        state.it = nil
+        store._iters[state] = nil
+        C.armdb_iter_close(ffi_gc(cur, nil))
+        if r ~= NOTFOUND then
+            local _, msg = fail(r)
+            error("armdb: scan of " .. store.dir .. ": " .. msg, 2)
+        end
+        return nil
+    end
+end
+
+-- Close the store (and any scan still open on it). true, or nil, message,
+-- code if the final barrier failed (the handle is released either way).
+function Store:close()
+    local h = self._h
+    if h == nil then
+        return true
+    end
+    for state in pairs(self._iters) do
+        if state.it ~= nil then
+            C.armdb_iter_close(ffi_gc(state.it, nil))
+            state.it = nil
+        end
+    end
+    self._h = nil
+    local rc = C.armdb_close(ffi_gc(h, nil))
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
+function Store:is_open()
+    return self._h ~= nil
+end
+
+Store.__tostring = function(self)
+    return "armdb.store(" .. self.dir .. (self._h and ")" or ", closed)")
+end
+
+return { open = open, Store = Store, fail = fail }
