@@ -5,9 +5,15 @@
 BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
-DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev
+# The library and the Lua runtime (luajit2 is OpenResty's LuaJIT: Debian's
+# nginx Lua module needs it, and it replaces the plain luajit package).
+DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjson
+# What the tests need besides: busted, luacheck, luarocks and LuaJIT's
+# headers for the rock, nginx with the Lua module for the OpenResty spec.
+CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
-.PHONY: all deps build demo check check-no-uring check-asan check-tsan check-all fuzz crash bench-core clean
+.PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
+	check-all fuzz crash bench-core clean
 
 all: build
 
@@ -23,20 +29,51 @@ deps:
 	  fi; \
 	fi
 
+check-deps:
+	@$(MAKE) --no-print-directory deps DEPS="$(CHECK_DEPS)"
+
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
+# The main job: a million session records through a typed collection.
 demo: build
-	rm -rf demo-data
-	./$(BUILD)/demo demo-data
+	luajit examples/quickstart.lua demo-data
 
-check: build
+# Everything: the C programs, the Lua specs, luacheck, and the rock.
+check: build check-deps
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	@$(MAKE) --no-print-directory check-lua lint rock
 
-# The same suite with io_uring turned off: the pread fallback must pass it too.
-check-no-uring: build
+# The busted specs (spec/NN-*_spec.lua) under LuaJIT, against the build tree.
+check-lua: build
+	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so busted
+
+lint:
+	luacheck -q lua bin/armdb spec examples bench
+
+# `luarocks make` into a scratch tree, offline, then a fresh luajit with
+# only that tree's paths loads armdb and round-trips a value.
+ROCK_TREE ?= $(BUILD)/rock-tree
+rock: build
+	rm -rf $(ROCK_TREE) build.luarocks
+	luarocks --lua-version 5.1 make rocks/armdb-scm-1.rockspec --tree $(ROCK_TREE) >$(BUILD)/rock.log 2>&1 \
+	  || { cat $(BUILD)/rock.log; exit 1; }
+	rm -rf build.luarocks
+	cd /tmp && env -u ARMDB_LIB LUA_PATH="$(CURDIR)/$(ROCK_TREE)/share/lua/5.1/?.lua;;" \
+	  LUA_CPATH="$(CURDIR)/$(ROCK_TREE)/lib/lua/5.1/?.so;;" luajit -e ' \
+	    local armdb = require("armdb"); \
+	    assert(armdb.library:find("$(ROCK_TREE)/lib/lua/5.1/libarmdb.so", 1, true), armdb.library); \
+	    local dir = os.tmpname(); os.remove(dir); \
+	    local s = assert(armdb.store(dir, { key_len = 4 })); \
+	    assert(s:put("rock", "round trip")); assert(s:close()); \
+	    s = assert(armdb.store(dir)); assert(s:get("rock") == "round trip"); s:close(); \
+	    os.execute("rm -rf " .. dir); print("rock: " .. armdb.library .. " loads and round-trips")'
+
+# The same suites with io_uring turned off: the pread fallback must pass them too.
+check-no-uring: build check-deps
 	ARMDB_NO_URING=1 ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	ARMDB_NO_URING=1 $(MAKE) --no-print-directory check-lua
 
 # The C suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 check-asan: deps
