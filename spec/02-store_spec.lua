@@ -4,6 +4,19 @@ local armdb = require("armdb")
 
 local codes = armdb.codes
 
+-- busted keeps one defer() per test: cleanups queue here instead, and
+-- run after each test, last first.
+local cleanups = {}
+local function defer(fn)
+    cleanups[#cleanups + 1] = fn
+end
+after_each(function()
+    for i = #cleanups, 1, -1 do
+        pcall(cleanups[i])
+        cleanups[i] = nil
+    end
+end)
+
 local function tmpdir()
     local dir = os.tmpname()
     os.remove(dir)
@@ -18,13 +31,13 @@ end
 -- A fresh store in a temp dir, closed and removed when the test ends.
 local function fresh(opts)
     local dir = tmpdir()
-    finally(function() rmtree(dir) end)
+    defer(function() rmtree(dir) end)
     local o = { key_len = 8, sync = "none" }
     for k, v in pairs(opts or {}) do
         o[k] = v
     end
     local s = assert(armdb.store(dir .. "/s", o))
-    finally(function() s:close() end)
+    defer(function() s:close() end)
     return s, dir .. "/s"
 end
 
@@ -41,7 +54,7 @@ describe("armdb.store()", function()
 
     it("returns nil, message, code for a store it cannot open", function()
         local dir = tmpdir()
-        finally(function() rmtree(dir) end)
+        defer(function() rmtree(dir) end)
         local s, msg, code = armdb.store(dir .. "/none", { create = false, key_len = 8 })
         assert.is_nil(s)
         assert.are.equal(-2, code) -- -ENOENT
@@ -74,7 +87,7 @@ describe("armdb.store()", function()
         assert(s:put("key00001", "v"))
         assert(s:sync())
         local r = assert(armdb.store(path, { read_only = true }))
-        finally(function() r:close() end)
+        defer(function() r:close() end)
         assert.are.equal("v", r:get("key00001"))
         local ok, msg, code = r:put("key00002", "w")
         assert.is_nil(ok)
@@ -318,7 +331,7 @@ describe("store:close()", function()
 
     it("lets a dropped store be collected and its lock taken again", function()
         local dir = tmpdir()
-        finally(function() rmtree(dir) end)
+        defer(function() rmtree(dir) end)
         local s = assert(armdb.store(dir .. "/s", { key_len = 8, sync = "none" }))
         assert(s:put("key00001", "v"))
         s = nil -- luacheck: ignore 311

@@ -349,7 +349,7 @@ describe("armdb on a raw store", function()
         local tmp = tmpdir()
         local dir = tmp .. "/s"
         make_store(dir, { abcd = "12345", efgh = "678" })
-        assert.same({ "entries 2\nbytes 16\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
+        assert.same({ "entries 2\nbytes 16\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
             { run(tmp, { "verify", dir }) })
     end)
 
@@ -357,7 +357,8 @@ describe("armdb on a raw store", function()
         local tmp = tmpdir()
         local dir = tmp .. "/s"
         local payload = string.rep("Z", 300)
-        make_store(dir, { abcd = payload }, { shards = 1 })
+        -- Three entries, the middle one damaged: the scan reads past it.
+        make_store(dir, { aaaa = "first", abcd = payload, zzzz = "last" }, { shards = 1 })
         local data = dir .. "/000/00000001.data"
         local bytes = read_file(data)
         local at = assert(bytes:find(payload, 1, true))
@@ -370,6 +371,8 @@ describe("armdb on a raw store", function()
         assert.equal("armdb: damage found in " .. dir .. "\n", err)
         assert.truthy(out:find("\ndamaged\n$"))
         assert.falsy(out:find("\nok\n", 1, true))
+        assert.truthy(out:find("^entries 3\nbytes 17\ndamaged_entries 1\n"))
+        assert.truthy(out:find("\nfirst_damage entry at .*00000001%.data offset %d+: stored data is damaged\n"))
     end)
 
     it("run gives the script the opened store and its arguments, and closes the store", function()
@@ -422,7 +425,7 @@ describe("armdb progress bar", function()
         local text = read_file(tmp .. "/tty")
         assert.truthy(text:find("\rverify [" .. string.rep("#", 30) .. "] 100% 2", 1, true))
         assert.truthy(text:find("entries 2", 1, true))
-        assert.same({ "entries 2\nbytes 10\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
+        assert.same({ "entries 2\nbytes 10\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
             { run(tmp, { "verify", dir }) })
     end)
 end)
@@ -475,8 +478,9 @@ end
 s:close()
 ]])
         local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        finally(function()
+        finally(function() -- replaces tmpdir()'s: busted keeps one finally per test
             write_file(stop, "")
+            sh("sleep 0.2; rm -rf " .. q(tmp))
         end)
         sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
             .. q(stop) .. " >/dev/null 2>&1 &)")
@@ -547,8 +551,8 @@ describe("armdb on a database", function()
         local tmp = tmpdir()
         local dir = tmp .. "/db"
         make_db(dir)
-        assert.same({ "[scores] entries 0\n[scores] bytes 0\n[scores] corrupt_entries 0\n[scores] torn_bytes 0\n"
-            .. "[scores] ok\n[users] entries 2\n[users] bytes 44\n[users] corrupt_entries 0\n"
+        assert.same({ "[scores] entries 0\n[scores] bytes 0\n[scores] damaged_entries 0\n[scores] corrupt_entries 0\n[scores] torn_bytes 0\n"
+            .. "[scores] ok\n[users] entries 2\n[users] bytes 44\n[users] damaged_entries 0\n[users] corrupt_entries 0\n"
             .. "[users] torn_bytes 0\n[users] ok\n", "", 0 }, { run(tmp, { "verify", dir }) })
         local out, err, code = run(tmp, { "stats", "--json", dir })
         assert.same({ "", 0 }, { err, code })
@@ -669,8 +673,9 @@ end
 db:close()
 ]])
         local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        finally(function()
+        finally(function() -- replaces tmpdir()'s: busted keeps one finally per test
             write_file(stop, "")
+            sh("sleep 0.2; rm -rf " .. q(tmp))
         end)
         sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
             .. q(stop) .. " >/dev/null 2>&1 &)")

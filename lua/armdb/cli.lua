@@ -144,12 +144,13 @@ Opens for writing.]] },
     { name = "verify", args = "DIR", summary = "read every entry and check its checksum",
       text = [[
 Opens DIR read-only and reads every live entry (the full scan checks each
-entry's checksum), then reports the entries and bytes read, and the damage
-counted at open: corrupt_entries (entries of immutable files that failed their
-checksum) and torn_bytes (bytes cut from torn tails). A database is verified
+entry's checksum, and goes on past a damaged one), then reports the entries
+read, their bytes, the damaged entries among them, and the damage counted at
+open: corrupt_entries (entries of immutable files that failed their checksum)
+and torn_bytes (bytes cut from torn tails). A database is verified
 collection by collection. Output, one NAME VALUE line each: entries, bytes,
-corrupt_entries, torn_bytes, then scan_error MESSAGE if the scan met a damaged
-entry (the scan stops there: entries counts those read before it), and "ok"
+damaged_entries, corrupt_entries, torn_bytes, then first_damage MESSAGE if
+an entry was damaged, scan_error MESSAGE if the scan itself failed, and "ok"
 or "damaged" (prefixed by "[NAME] " for each collection of a database).
 Exit status 0 if all is clean; 1 if damage was found, with the line
 "armdb: damage found in DIR" on stderr. A progress bar goes to stderr when it
@@ -1131,11 +1132,16 @@ function cmds.verify(opts, pos)
         local s = open_store(c.dir, true)
         local st = s:stats()
         local bar = progress("verify", st.keys)
-        local n, bytes = 0, 0
+        local n, bytes, bad_entries, first_bad = 0, 0, 0, nil
         local ok, err = pcall(function()
-            for k, v in s:pairs() do
+            for k, v, msg in s:pairs({ errors = true }) do
                 n = n + 1
-                bytes = bytes + #k + #v
+                if v then
+                    bytes = bytes + #k + #v
+                else
+                    bad_entries = bad_entries + 1
+                    first_bad = first_bad or msg
+                end
                 if bar then
                     bar:step(n)
                 end
@@ -1146,12 +1152,16 @@ function cmds.verify(opts, pos)
         end
         s:close()
         local prefix = c.label and ("[" .. c.label .. "] ") or ""
-        out:write(string.format("%sentries %d\n%sbytes %d\n%scorrupt_entries %d\n%storn_bytes %d\n", prefix, n,
-            prefix, bytes, prefix, st.corrupt_entries, prefix, st.torn_bytes))
+        out:write(string.format("%sentries %d\n%sbytes %d\n%sdamaged_entries %d\n%scorrupt_entries %d\n"
+            .. "%storn_bytes %d\n", prefix, n, prefix, bytes, prefix, bad_entries, prefix, st.corrupt_entries,
+            prefix, st.torn_bytes))
+        if first_bad then
+            out:write(prefix, "first_damage ", first_bad, "\n")
+        end
         if not ok then
             out:write(prefix, "scan_error ", clean_err(err), "\n")
         end
-        local bad = not ok or st.corrupt_entries > 0 or st.torn_bytes > 0
+        local bad = not ok or bad_entries > 0 or st.corrupt_entries > 0 or st.torn_bytes > 0
         out:write(prefix, bad and "damaged\n" or "ok\n")
         damaged = damaged or bad
     end

@@ -313,11 +313,17 @@ function Store:stats()
 end
 
 -- for k, v in s:pairs() do ... end: every live pair, in no particular
--- order. A failure of the scan (a damaged entry) raises, since a for loop
--- cannot return it; the iterator is closed at the end, on that error, or
--- by the garbage collector if the loop is left early.
-function Store:pairs()
+-- order. A damaged entry raises, since a for loop cannot return it, unless
+-- opts.errors is true: then it comes as k, nil, message, code and the
+-- scan goes on (what `armdb verify` counts). The iterator is closed at the
+-- end, on that error, with the store, or by the garbage collector if the
+-- loop is left early.
+function Store:pairs(opts)
     local h = handle(self)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb: pairs options must be a table, got " .. type(opts), 2)
+    end
+    local keep_going = opts ~= nil and opts.errors == true
     local rc = C.armdb_iter_open(h, nil, 0, nil, 0, 0, iter_out)
     if rc ~= 0 then
         local _, msg = fail(rc)
@@ -333,9 +339,15 @@ function Store:pairs()
         if cur == nil then
             return nil
         end
+        it_key[0] = nil -- set by C only for an entry it reached
         local r = C.armdb_iter_next(cur, it_key, it_klen, it_val, it_vlen)
         if r == 0 then
             return ffi_string(it_key[0], it_klen[0]), ffi_string(it_val[0], it_vlen[0])
+        end
+        if keep_going and r ~= NOTFOUND and it_key[0] ~= nil then
+            -- The iterator has moved past the entry it could not read.
+            local _, msg, code = fail(r)
+            return ffi_string(it_key[0], it_klen[0]), nil, msg, code
         end
         state.it = nil
         store._iters[state] = nil

@@ -1,0 +1,242 @@
+-- armdb.collection: a named, typed collection: one armdb store (the
+-- directory DB/<name>/) seen through a key codec and a value codec.
+--
+-- Results are the raw store's, with decoded keys and values: put/delete/
+-- cas return booleans, get returns the value or nil, failures return nil,
+-- message, code. Misuse raises at the caller's level: a key or value the
+-- codec refuses, a wrong argument type, a closed collection. Stored bytes
+-- that do not decode (a damaged value, a value written through the raw
+-- store) are reported as nil, message, armdb.codes.CORRUPT by get and
+-- get_many, and raised by pairs (a for loop cannot return them).
+--
+-- Nothing is allocated on get/put beyond the codec's work and the store's
+-- returned string.
+local lib = require("armdb.lib")
+local codecs = require("armdb.codecs")
+
+local C = lib.C
+local type, error, getmetatable = type, error, getmetatable
+local show = codecs.show
+
+local CORRUPT = C.ARMDB_CORRUPT
+local CONFLICT = C.ARMDB_CONFLICT
+local INVAL = C.ARMDB_INVAL
+local UPDATE_TRIES = 100
+
+local Collection = {}
+Collection.__index = Collection
+
+-- The store, or a raise at the caller of the method that asked.
+local function store_of(self)
+    local s = self._store
+    if s == nil then
+        error("armdb: collection " .. self.name .. " is closed", 3)
+    end
+    return s
+end
+
+local function corrupt(self, k, why)
+    return nil, "collection " .. self.name .. ": value of key " .. show(k) .. " " .. why, CORRUPT
+end
+
+-- Decode raw value bytes v of key k: value, or nil, message, CORRUPT.
+local function decode(self, k, v)
+    local d, why = self._vc.decode(v)
+    if d == nil then
+        return corrupt(self, k, why or "decodes to nil")
+    end
+    return d
+end
+
+local function check_value(self, v)
+    if v == nil then
+        error("armdb: collection " .. self.name .. ": value is nil (use delete to remove a key)", 3)
+    end
+end
+
+function Collection.new(name, spec, kc, vc, store)
+    return setmetatable({ name = name, spec = spec, _kc = kc, _vc = vc, _store = store }, Collection)
+end
+
+-- put(k, v) -> true | nil, msg, code
+function Collection:put(k, v)
+    local s = store_of(self)
+    local kb = self._kc.encode(k, 2)
+    check_value(self, v)
+    local vb = self._vc.encode(v, 2)
+    return s:put(kb, vb)
+end
+
+-- get(k) -> value | nil (absent) | nil, msg, code
+function Collection:get(k)
+    local s = store_of(self)
+    local kb = self._kc.encode(k, 2)
+    local v, msg, code = s:get(kb)
+    if v == nil then
+        if msg == nil then
+            return nil -- absent: a plain nil
+        end
+        return nil, msg, code
+    end
+    return decode(self, k, v)
+end
+
+-- delete(k) -> true (deleted) | false (absent) | nil, msg, code
+function Collection:delete(k)
+    local s = store_of(self)
+    local kb = self._kc.encode(k, 2)
+    return s:delete(kb)
+end
+
+-- cas(k, old, new) -> true (set) | false (the current value is not old;
+-- old == nil: k is present) | nil, msg, code. Values are compared as
+-- encoded bytes (see armdb.codecs about tables).
+function Collection:cas(k, old, new)
+    local s = store_of(self)
+    local kb = self._kc.encode(k, 2)
+    local ob
+    if old ~= nil then
+        ob = self._vc.encode(old, 2)
+    end
+    check_value(self, new)
+    local nb = self._vc.encode(new, 2)
+    return s:cas(kb, ob, nb)
+end
+
+-- update(k, fn): new = fn(current value or nil); new == nil writes
+-- nothing. The write is a compare-and-set against the bytes read, so a
+-- concurrent writer makes it read and call fn again (fn must be free of
+-- side effects it cannot repeat), at most UPDATE_TRIES times.
+-- -> true, new (written) | false (fn returned nil) | nil, msg, code
+function Collection:update(k, fn)
+    local s = store_of(self)
+    if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn)
+        and getmetatable(fn).__call) then
+        error("armdb: collection " .. self.name .. ": update needs a function, got " .. type(fn), 2)
+    end
+    local kb = self._kc.encode(k, 2)
+    local vc = self._vc
+    for _ = 1, UPDATE_TRIES do
+        local raw, msg, code = s:get(kb)
+        if raw == nil and msg ~= nil then
+            return nil, msg, code
+        end
+        local cur
+        if raw ~= nil then
+            cur, msg, code = decode(self, k, raw)
+            if cur == nil then
+                return nil, msg, code
+            end
+        end
+        local new = fn(cur)
+        if new == nil then
+            return false
+        end
+        if self._store == nil then -- fn closed the database
+            error("armdb: collection " .. self.name .. " is closed", 2)
+        end
+        local ok
+        ok, msg, code = s:cas(kb, raw, vc.encode(new, 2))
+        if ok then
+            return true, new
+        elseif ok == nil then
+            return nil, msg, code
+        end
+    end
+    return nil, "update of " .. show(k) .. " in collection " .. self.name .. ": gave up after "
+        .. UPDATE_TRIES .. " conflicts", CONFLICT
+end
+
+function Collection:count()
+    return store_of(self):count()
+end
+
+-- for k, v in coll:pairs() do ... end: every pair, decoded, in no order.
+function Collection:pairs()
+    local s = store_of(self)
+    local nxt = s:pairs()
+    local kdec, vdec, name = self._kc.decode, self._vc.decode, self.name
+    return function()
+        local kb, vb = nxt()
+        if kb == nil then
+            return nil
+        end
+        local k = kdec(kb)
+        local v, why = vdec(vb)
+        if v == nil then
+            error("armdb: scan of collection " .. name .. ": value of key " .. show(k) .. " "
+                .. (why or "decodes to nil"), 2)
+        end
+        return k, v
+    end
+end
+
+-- get_many(keys) -> array of values (nil holes, field n) | nil, msg, code
+function Collection:get_many(keys)
+    local s = store_of(self)
+    if type(keys) ~= "table" then
+        error("armdb: collection " .. self.name .. ": get_many needs an array of keys, got "
+            .. type(keys), 2)
+    end
+    local n = #keys
+    local enc = self._kc.encode
+    local kbs = {}
+    for i = 1, n do
+        kbs[i] = enc(keys[i], 2)
+    end
+    local out, msg, code = s:get_many(kbs)
+    if out == nil then
+        return nil, msg, code
+    end
+    for i = 1, n do
+        local v = out[i]
+        if v ~= nil then
+            local d
+            d, msg, code = decode(self, keys[i], v)
+            if d == nil then
+                return nil, msg, code
+            end
+            out[i] = d
+        end
+    end
+    return out
+end
+
+-- The store's stats, with the collection's name and codecs.
+function Collection:stats()
+    local t, msg, code = store_of(self):stats()
+    if t == nil then
+        return nil, msg, code
+    end
+    t.name = self.name
+    t.key = self.spec.key
+    t.value = self.spec.value
+    return t
+end
+
+-- Ordered collections (range and prefix scans) come with ordered stores.
+function Collection:range()
+    store_of(self)
+    return nil, "collection " .. self.name .. " is not ordered", INVAL
+end
+
+function Collection:prefix()
+    store_of(self)
+    return nil, "collection " .. self.name .. " is not ordered", INVAL
+end
+
+-- Called by db:close(): close the store; later calls raise.
+function Collection:_close()
+    local s = self._store
+    if s == nil then
+        return true
+    end
+    self._store = nil
+    return s:close()
+end
+
+Collection.__tostring = function(self)
+    return "armdb.collection(" .. self.name .. (self._store and ")" or ", closed)")
+end
+
+return Collection

@@ -1,0 +1,519 @@
+-- armdb.db: a database, a directory of named, typed collections.
+--
+--   DIR/CATALOG   JSON, the collections and their codecs:
+--                 {"format":1,"collections":{"users":{"key":"u64","value":"json",
+--                  "key_len":8,"value_len":0}}}
+--   DIR/<name>/   one ordinary armdb store per collection
+--
+-- The CATALOG is replaced atomically (CATALOG.tmp, fsync, rename, fsync of
+-- DIR) under a short flock on DIR, re-read inside that lock, so that two
+-- processes adding collections at once both land. It is read once at open
+-- and again when a collection is asked for that this handle has not seen.
+-- Bytes read from it are checked field by field: a damaged CATALOG is
+-- nil, "CATALOG of DIR: ...", CORRUPT, never a raise.
+--
+-- Collections are opened on first use and cached; each holds its store's
+-- writer lock, so a second handle (or process) asking for a collection
+-- already open for writing gets the store's LOCKED failure. A read-only
+-- database (opts.read_only) takes no lock and works beside a writer.
+local lib = require("armdb.lib")
+local codecs = require("armdb.codecs")
+local fs = require("armdb.fs")
+local store = require("armdb.store")
+local Collection = require("armdb.collection")
+
+local C = lib.C
+local type, error, pairs, tostring = type, error, pairs, tostring
+
+local CORRUPT = C.ARMDB_CORRUPT
+local MISMATCH = C.ARMDB_MISMATCH
+local INVAL = C.ARMDB_INVAL
+local NOTFOUND = C.ARMDB_NOTFOUND
+local READONLY = C.ARMDB_READONLY
+local FORMAT = 1
+local NAME_MAX = 64
+local INLINE_MAX = C.ARMDB_INLINE_MAX
+
+local cjson = require("cjson").new()
+local quote = cjson.encode -- JSON string literal of a Lua string
+
+local M = {}
+
+-- ---- options ----
+
+-- The store options a database passes on to every collection's store.
+local OPTS = {
+    shards = "number", write_buffer_size = "number", sync_interval_ms = "number",
+    max_file_size = "number", cache_size = "number", compaction_threshold = "number",
+    create = "boolean", read_only = "boolean", no_uring = "boolean", no_direct = "boolean",
+    sync = "string", sync_mode = "string", encryption_key = "string",
+}
+local SYNC = { interval = true, none = true, always = true }
+
+-- A checked copy of opts (raises at the caller of open on misuse, so the
+-- store never raises later at a confusing place).
+local function check_opts(opts)
+    local out = {}
+    for name, v in pairs(opts or {}) do
+        local want = OPTS[name]
+        if name == "key_len" or name == "value_len" then
+            error("armdb.open: option " .. name .. " is set per collection, by its codec", 3)
+        elseif name == "ordered" then
+            error("armdb.open: option ordered is set per collection, in its spec", 3)
+        elseif want == nil then
+            error("armdb.open: unknown option " .. tostring(name), 3)
+        elseif type(v) ~= want then
+            error("armdb.open: option " .. name .. " must be a " .. want .. ", got " .. type(v), 3)
+        elseif want == "number" and (v < 0 or v ~= v) then
+            error("armdb.open: option " .. name .. " must be a non-negative number, got " .. tostring(v), 3)
+        elseif (name == "sync" or name == "sync_mode") and not SYNC[v] then
+            error("armdb.open: option " .. name .. ' must be "interval", "none" or "always", got '
+                .. codecs.show(v), 3)
+        elseif name == "encryption_key" and #v ~= 32 then
+            error("armdb.open: option encryption_key must be a string of 32 bytes", 3)
+        end
+        out[name] = v
+    end
+    return out
+end
+
+-- ---- names ----
+
+local function check_name(name, level)
+    if type(name) ~= "string" then
+        error("armdb: collection name must be a string, got " .. type(name), level + 1)
+    end
+    if #name == 0 or #name > NAME_MAX or name == "." or name == ".."
+        or not name:find("^[A-Za-z0-9_][A-Za-z0-9_.-]*$") then
+        error("armdb: collection name " .. codecs.show(name) .. " is not valid (1.." .. NAME_MAX
+            .. " bytes of A-Z a-z 0-9 _ . -, not starting with . or -)", level + 1)
+    end
+end
+
+-- ---- the catalog ----
+
+local function valid_name(name)
+    return type(name) == "string" and #name >= 1 and #name <= NAME_MAX
+        and name:find("^[A-Za-z0-9_][A-Za-z0-9_.-]*$") ~= nil
+end
+
+local function is_len(v, lo, hi)
+    return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
+end
+
+-- Check one entry read from disk: nil if good, else what is wrong.
+local function entry_problem(name, e)
+    if not valid_name(name) then
+        return "collection name " .. codecs.show(name) .. " is not valid"
+    end
+    local where = "collection " .. name .. ": "
+    if type(e) ~= "table" then
+        return where .. "entry is not an object"
+    end
+    if type(e.key) ~= "string" then
+        return where .. "key is not a string"
+    end
+    local ok, kc = pcall(codecs.key, e.key)
+    if not ok then
+        return where .. "unknown key codec " .. codecs.show(e.key)
+    end
+    if e.key_len ~= kc.len then
+        return where .. "key_len is " .. tostring(e.key_len) .. ", codec " .. e.key .. " has " .. kc.len
+    end
+    if type(e.value) ~= "string" or e.value == "" then
+        return where .. "value is not a codec name"
+    end
+    if not is_len(e.value_len, 0, INLINE_MAX) then
+        return where .. "value_len " .. tostring(e.value_len) .. " is not 0.." .. INLINE_MAX
+    end
+    local vc = ({ raw = true, number = true, json = true, lua = true })[e.value] and codecs.value(e.value)
+    if vc and vc.len ~= e.value_len then
+        return where .. "value_len is " .. e.value_len .. ", codec " .. e.value .. " has " .. vc.len
+    end
+    return nil
+end
+
+local function parse_catalog(dir, text)
+    local ok, cat = pcall(cjson.decode, text)
+    local why
+    if not ok then
+        why = "not JSON: " .. tostring(cat)
+    elseif type(cat) ~= "table" then
+        why = "not a JSON object"
+    elseif cat.format ~= FORMAT then
+        why = "format is " .. codecs.show(cat.format) .. ", this armdb reads format " .. FORMAT
+    elseif type(cat.collections) ~= "table" then
+        why = "collections is not an object"
+    else
+        for name, e in pairs(cat.collections) do
+            why = entry_problem(name, e)
+            if why then
+                break
+            end
+        end
+    end
+    if why then
+        return nil, "CATALOG of " .. dir .. ": " .. why, CORRUPT
+    end
+    local colls = {}
+    for name, e in pairs(cat.collections) do
+        colls[name] = { key = e.key, value = e.value, key_len = e.key_len, value_len = e.value_len }
+    end
+    return { format = FORMAT, collections = colls }
+end
+
+-- The catalog of dir; false if there is none; nil, msg, code on failure.
+local function read_catalog(dir)
+    local path = dir .. "/CATALOG"
+    local f, msg, errno = io.open(path, "rb")
+    if f == nil then
+        if errno == fs.ENOENT then
+            return false
+        end
+        return nil, "CATALOG of " .. dir .. ": " .. tostring(msg), -(errno or 5)
+    end
+    local text = f:read("*a")
+    f:close()
+    if text == nil then
+        return nil, "CATALOG of " .. dir .. ": read failed", -5
+    end
+    return parse_catalog(dir, text)
+end
+
+-- Sorted names of a collections table.
+local function names_of(colls)
+    local names = {}
+    for name in pairs(colls) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    return names
+end
+
+-- The catalog as JSON, collections in name order, one per line.
+local function catalog_json(cat)
+    local parts = {}
+    for _, name in ipairs(names_of(cat.collections)) do
+        local e = cat.collections[name]
+        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d}',
+            quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len)
+    end
+    if #parts == 0 then
+        return '{"format":' .. FORMAT .. ',"collections":{}}\n'
+    end
+    return '{"format":' .. FORMAT .. ',"collections":{\n' .. table.concat(parts, ",\n") .. "\n}}\n"
+end
+
+-- Under the catalog lock: re-read the catalog, let change(cat) edit it
+-- (it returns true to write it, false to leave it, or nil, msg, code),
+-- write it if asked. Returns the catalog as now on disk, or nil, msg, code.
+local function catalog_update(dir, change)
+    return fs.with_lock(dir, function()
+        local cat, msg, code = read_catalog(dir)
+        if cat == nil then
+            return nil, msg, code
+        end
+        if cat == false then
+            cat = { format = FORMAT, collections = {} }
+        end
+        local write
+        write, msg, code = change(cat)
+        if write == nil then
+            return nil, msg, code
+        end
+        if write then
+            local ok
+            ok, msg, code = fs.replace(dir, "CATALOG", catalog_json(cat))
+            if not ok then
+                return nil, "CATALOG of " .. dir .. ": " .. msg, code
+            end
+        end
+        return cat
+    end)
+end
+
+-- nil if entry e (of the catalog) agrees with codecs kc, vc; else the
+-- MISMATCH message.
+local function contradiction(name, e, kc, vc)
+    local function differ(what, have, have_len, want, want_len)
+        if have ~= want then
+            return "collection " .. name .. ": " .. what .. " is " .. have .. " in the catalog, the spec asks for "
+                .. want
+        end
+        if have_len ~= want_len then
+            return "collection " .. name .. ": " .. what .. " is " .. have .. " of " .. have_len
+                .. " bytes in the catalog, the spec asks for " .. want .. " of " .. want_len .. " bytes"
+        end
+    end
+    return differ("key", e.key, e.key_len, kc.name, kc.len)
+        or differ("value", e.value, e.value_len, vc.name, vc.len)
+end
+
+-- ---- the database ----
+
+local Db = {}
+Db.__index = Db
+
+local function check_open(self)
+    if self._closed then
+        error("armdb: database " .. self.dir .. " is closed", 3)
+    end
+end
+
+function M.open(dir, opts)
+    if type(dir) ~= "string" or dir == "" then
+        error("armdb.open: dir must be a non-empty string, got " .. codecs.show(dir), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb.open: opts must be a table, got " .. type(opts), 2)
+    end
+    local sopts = check_opts(opts)
+    if #dir > 1 then
+        dir = dir:gsub("/+$", "")
+    end
+    local read_only = sopts.read_only == true
+    local create = sopts.create ~= false and not read_only
+    if create then
+        local ok, msg, code = fs.mkdir(dir)
+        if ok == nil then
+            return nil, msg, code
+        end
+    end
+    local cat, msg, code = read_catalog(dir)
+    if cat == nil then
+        return nil, msg, code
+    end
+    if cat == false then
+        if not create then
+            return nil, "no database at " .. dir .. " (no CATALOG)", -fs.ENOENT
+        end
+        cat, msg, code = catalog_update(dir, function(c)
+            return next(c.collections) == nil -- still new: write the empty catalog
+        end)
+        if cat == nil then
+            return nil, msg, code
+        end
+    end
+    return setmetatable({
+        dir = dir,
+        read_only = read_only,
+        _create = create,
+        _opts = sopts,
+        _catalog = cat,
+        _colls = {},
+        _closed = false,
+    }, Db)
+end
+
+-- Re-read the catalog (it may have grown in another process).
+local function refresh(self)
+    local cat, msg, code = read_catalog(self.dir)
+    if cat == nil then
+        return nil, msg, code
+    end
+    if cat then
+        self._catalog = cat
+    end
+    return true
+end
+
+local SPEC_FIELDS = { key = true, value = true, ordered = true }
+
+-- db:collection(name, spec) -> coll | nil, msg, code
+function Db:collection(name, spec)
+    check_open(self)
+    check_name(name, 2)
+    local kc, vc
+    if spec ~= nil then
+        if type(spec) ~= "table" then
+            error("armdb: collection " .. name .. ": spec must be a table, got " .. type(spec), 2)
+        end
+        for field in pairs(spec) do
+            if not SPEC_FIELDS[field] then
+                error("armdb: collection " .. name .. ": unknown spec field " .. tostring(field), 2)
+            end
+        end
+        if spec.key == nil or spec.value == nil then
+            error("armdb: collection " .. name .. ": spec needs a key and a value codec", 2)
+        end
+        kc = codecs.key(spec.key, 2)
+        vc = codecs.value(spec.value, 2)
+        if spec.ordered then
+            return nil, "collection " .. name .. ": ordered collections are not available yet", INVAL
+        end
+    end
+
+    local coll = self._colls[name]
+    if coll then
+        if spec then
+            local why = contradiction(name, coll.spec, kc, vc)
+            if why then
+                return nil, why, MISMATCH
+            end
+        end
+        return coll
+    end
+
+    local entry = self._catalog.collections[name]
+    if entry == nil then
+        local ok, msg, code = refresh(self)
+        if not ok then
+            return nil, msg, code
+        end
+        entry = self._catalog.collections[name]
+    end
+    if entry and spec then
+        local why = contradiction(name, entry, kc, vc)
+        if why then
+            return nil, why, MISMATCH
+        end
+    elseif entry then
+        kc = codecs.key(entry.key)
+        local ok, c = pcall(codecs.value, entry.value)
+        if not ok then
+            return nil, "collection " .. name .. ": value codec " .. entry.value .. " of the catalog is not"
+                .. " known here (" .. tostring(c):gsub("^armdb: ", "") .. "); declare it or pass the spec", INVAL
+        end
+        vc = c
+        if vc.len ~= entry.value_len then
+            return nil, "collection " .. name .. ": value is " .. entry.value .. " of " .. entry.value_len
+                .. " bytes in the catalog, here it has " .. vc.len .. " bytes", MISMATCH
+        end
+    elseif spec == nil then
+        return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
+            .. "; give its spec to create it", NOTFOUND
+    elseif self.read_only then
+        return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
+            .. ", and the database is read-only", READONLY
+    elseif not self._create then
+        return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
+            .. ", and opts.create is false", NOTFOUND
+    else
+        local want = { key = kc.name, value = vc.name, key_len = kc.len, value_len = vc.len }
+        local why
+        local cat, msg, code = catalog_update(self.dir, function(c)
+            local e = c.collections[name]
+            if e then -- another handle added it meanwhile
+                why = contradiction(name, e, kc, vc)
+                return false
+            end
+            c.collections[name] = want
+            return true
+        end)
+        if cat == nil then
+            return nil, msg, code
+        end
+        self._catalog = cat
+        if why then
+            return nil, why, MISMATCH
+        end
+        entry = cat.collections[name]
+    end
+
+    local sopts = {}
+    for k, v in pairs(self._opts) do
+        sopts[k] = v
+    end
+    sopts.key_len = entry.key_len
+    sopts.value_len = entry.value_len
+    local s, msg, code = store.open(self.dir .. "/" .. name, sopts)
+    if s == nil then
+        return nil, msg, code
+    end
+    coll = Collection.new(name, { key = entry.key, value = entry.value, key_len = entry.key_len,
+        value_len = entry.value_len }, kc, vc, s)
+    self._colls[name] = coll
+    return coll
+end
+
+-- Names of the collections in the catalog (as now on disk), sorted; or
+-- nil, msg, code if the catalog cannot be read.
+function Db:collections()
+    check_open(self)
+    local ok, msg, code = refresh(self)
+    if not ok then
+        return nil, msg, code
+    end
+    return names_of(self._catalog.collections)
+end
+
+-- Sync every open collection. true, or the first failure (all are tried).
+function Db:sync()
+    check_open(self)
+    local first
+    for _, name in ipairs(names_of(self._colls)) do
+        local ok, msg, code = self._colls[name]._store:sync()
+        if not ok and first == nil then
+            first = { msg, code }
+        end
+    end
+    if first then
+        return nil, first[1], first[2]
+    end
+    return true
+end
+
+-- Fields of the store stats that are settings or ratios, not counters.
+local NOT_SUMMED = { shards = true, key_len = true, value_len = true, index_bytes_per_key = true, gsn = true }
+
+-- { collections = { name = store stats }, totals = sums of the counters
+-- (gsn: the largest) over the collections open in this handle,
+-- catalog = number of collections in the catalog }
+function Db:stats()
+    check_open(self)
+    local per, totals = {}, { collections = 0, gsn = 0 }
+    for name, coll in pairs(self._colls) do
+        local t, msg, code = coll:stats()
+        if t == nil then
+            return nil, msg, code
+        end
+        per[name] = t
+        totals.collections = totals.collections + 1
+        for k, v in pairs(t) do
+            if type(v) == "number" and not NOT_SUMMED[k] then
+                totals[k] = (totals[k] or 0) + v
+            end
+        end
+        if t.gsn > totals.gsn then
+            totals.gsn = t.gsn
+        end
+    end
+    local n = 0
+    for _ in pairs(self._catalog.collections) do
+        n = n + 1
+    end
+    return { dir = self.dir, read_only = self.read_only, collections = per, totals = totals, catalog = n }
+end
+
+-- Close every collection (their objects raise from then on). Idempotent:
+-- true, or the first failure (every store is closed either way).
+function Db:close()
+    if self._closed then
+        return true
+    end
+    self._closed = true
+    local first
+    for _, name in ipairs(names_of(self._colls)) do
+        local ok, msg, code = self._colls[name]:_close()
+        if not ok and first == nil then
+            first = { msg, code }
+        end
+    end
+    self._colls = {}
+    if first then
+        return nil, first[1], first[2]
+    end
+    return true
+end
+
+function Db:is_open()
+    return not self._closed
+end
+
+Db.__tostring = function(self)
+    return "armdb.db(" .. self.dir .. (self._closed and ", closed)" or ")")
+end
+
+M.Db = Db
+M.check_name = check_name
+return M
