@@ -554,7 +554,8 @@ describe("armdb on a database", function()
         assert.same({ "[scores] entries 0\n[scores] bytes 0\n[scores] damaged_entries 0\n"
             .. "[scores] corrupt_entries 0\n[scores] torn_bytes 0\n[scores] ok\n"
             .. "[users] entries 2\n[users] bytes 44\n[users] damaged_entries 0\n"
-            .. "[users] corrupt_entries 0\n[users] torn_bytes 0\n[users] ok\n", "", 0 }, { run(tmp, { "verify", dir }) })
+            .. "[users] corrupt_entries 0\n[users] torn_bytes 0\n[users] ok\n", "", 0 },
+            { run(tmp, { "verify", dir }) })
         local out, err, code = run(tmp, { "stats", "--json", dir })
         assert.same({ "", 0 }, { err, code })
         local st = require("cjson").decode(out)
