@@ -50,7 +50,7 @@ check-lua: build
 	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so busted
 
 lint:
-	luacheck -q lua spec examples bench
+	luacheck -q lua spec examples examples/openresty/serve bench
 
 # `luarocks make` into a scratch tree, offline, then a fresh luajit with
 # only that tree's paths loads armdb and round-trips a value.

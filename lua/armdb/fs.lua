@@ -43,7 +43,7 @@ end
 -- Create directory `path` (its parent must exist). true if it was
 -- created, false if it was there already.
 function M.mkdir(path)
-    if C.mkdir(path, 511) == 0 then -- 0777, less the umask
+    if C.mkdir(path, 493) == 0 then -- 0755, as the C library makes its directories
         return true
     end
     if ffi.errno() == EEXIST then
@@ -99,7 +99,7 @@ end
 function M.replace(dir, name, data)
     local path = dir .. "/" .. name
     local tmp = path .. ".tmp"
-    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC + O_CLOEXEC, ffi.cast("int", 438)) -- 0666
+    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC + O_CLOEXEC, ffi.cast("int", 420)) -- 0644
     if fd < 0 then
         return fail("create " .. tmp)
     end

@@ -1,0 +1,520 @@
+-- examples/openresty under a real nginx: the serve launcher, the rendered
+-- nginx.conf and the kv.lua handlers, driven over HTTP on 127.0.0.1 with
+-- one worker. Skipped (pending, with the reason) where nginx or its Lua
+-- module is missing. Every nginx started is stopped (QUIT) in finally().
+--
+-- The HTTP client is curl where installed, else luasocket; set
+-- ARMDB_SPEC_HTTP=socket to use luasocket even with curl present.
+local ffi = require("ffi")
+local cjson = require("cjson")
+
+local function sh_quote(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function capture(cmd)
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+local function write_file(path, data)
+    local f = assert(io.open(path, "wb"))
+    f:write(data)
+    f:close()
+end
+
+local function exists(path)
+    return read_file(path) ~= nil
+end
+
+-- The checkout: this file is spec/07-openresty_spec.lua in it.
+local ROOT = (function()
+    local src = debug.getinfo(1, "S").source:sub(2)
+    local dir = src:match("^(.*)/spec/[^/]*$") or "."
+    return capture("cd " .. sh_quote(dir) .. " && pwd -P")
+end)()
+local SERVE = ROOT .. "/examples/openresty/serve"
+
+-- ---- what the host has (the same lookups as serve) ----
+
+local function find_nginx()
+    local nginx = os.getenv("NGINX")
+    if nginx and nginx ~= "" then
+        return exists(nginx) and nginx or nil
+    end
+    nginx = capture("command -v nginx 2>/dev/null")
+    if nginx ~= "" then
+        return nginx
+    end
+    if exists("/usr/sbin/nginx") then
+        return "/usr/sbin/nginx"
+    end
+    return nil
+end
+
+local function skip_reason()
+    if not find_nginx() then
+        return "nginx is not installed (Debian package nginx), or NGINX names no file"
+    end
+    local modules = os.getenv("NGINX_MODULES")
+    if not modules or modules == "" then
+        modules = "/usr/lib/nginx/modules"
+    end
+    if not exists(modules .. "/ngx_http_lua_module.so") then
+        return "nginx's Lua module is not installed (Debian package libnginx-mod-http-lua)"
+    end
+    return nil
+end
+
+-- ---- sockets and processes through the FFI ----
+
+-- Each declaration on its own, so that one another spec already made is
+-- not an error here.
+for _, decl in ipairs({
+    "int kill(int pid, int sig);",
+    "int poll(void *fds, unsigned long nfds, int timeout);",
+    "int socket(int domain, int type, int protocol);",
+    "int bind(int fd, const void *addr, uint32_t len);",
+    "int getsockname(int fd, void *addr, uint32_t *len);",
+    "int close(int fd);",
+    "uint16_t htons(uint16_t v);",
+    "uint16_t ntohs(uint16_t v);",
+    "struct armdb_spec07_sockaddr_in { uint16_t family; uint16_t port; uint8_t addr[4]; uint8_t zero[8]; };",
+}) do
+    pcall(ffi.cdef, decl)
+end
+local C = ffi.C
+
+local function sleep_ms(ms)
+    C.poll(nil, 0, ms)
+end
+
+-- A port nobody listens on now: bind 127.0.0.1:0 and ask which port the
+-- kernel gave (closed again before nginx binds it: see start()).
+local function free_port()
+    local fd = C.socket(2, 1, 0) -- AF_INET, SOCK_STREAM
+    assert(fd >= 0, "socket() failed")
+    local sa = ffi.new("struct armdb_spec07_sockaddr_in")
+    sa.family = 2
+    sa.addr[0] = 127
+    sa.addr[3] = 1
+    local len = ffi.new("uint32_t[1]", ffi.sizeof(sa))
+    local ok = C.bind(fd, sa, ffi.sizeof(sa)) == 0 and C.getsockname(fd, sa, len) == 0
+    C.close(fd)
+    assert(ok, "cannot bind 127.0.0.1:0")
+    return C.ntohs(sa.port)
+end
+
+-- A process that is gone or a zombie (a daemon's master is not our child:
+-- whoever adopted it may reap it late).
+local function running(pid)
+    local stat = read_file("/proc/" .. pid .. "/stat")
+    if stat == nil then
+        return C.kill(pid, 0) == 0
+    end
+    return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- ---- the HTTP client ----
+
+local function use_curl()
+    if os.getenv("ARMDB_SPEC_HTTP") == "socket" then
+        return false
+    end
+    return capture("command -v curl 2>/dev/null") ~= ""
+end
+
+local have_socket, socket = pcall(require, "socket")
+local CURL = use_curl()
+
+local function parse_headers(text)
+    local headers = {}
+    for name, value in text:gmatch("([%w-]+):[ \t]*([^\r\n]*)") do
+        headers[name:lower()] = value
+    end
+    return headers
+end
+
+-- method, "/path" (sent as is), body or nil -> status, body, headers
+-- (names lowercased).
+local function http(server, method, path, body)
+    if CURL then
+        local dir = server.dir
+        local cmd = { "curl -s -S -g --path-as-is -H 'Expect:' -X", method, "-o", sh_quote(dir .. "/resp.body"), "-D",
+            sh_quote(dir .. "/resp.headers"), "-w '%{http_code}'" }
+        if body then
+            write_file(dir .. "/req.body", body)
+            cmd[#cmd + 1] = "--data-binary @" .. sh_quote(dir .. "/req.body")
+        end
+        cmd[#cmd + 1] = sh_quote("http://127.0.0.1:" .. server.port .. path)
+        os.remove(dir .. "/resp.body")
+        local status = tonumber(capture(table.concat(cmd, " ")))
+        assert(status and status > 0, "curl got no answer for " .. method .. " " .. path)
+        return status, read_file(dir .. "/resp.body") or "", parse_headers(read_file(dir .. "/resp.headers") or "")
+    end
+    local conn = assert(socket.tcp())
+    conn:settimeout(10)
+    assert(conn:connect("127.0.0.1", server.port))
+    local req = { method .. " " .. path .. " HTTP/1.0", "Host: 127.0.0.1", "Connection: close" }
+    if body then
+        req[#req + 1] = "Content-Length: " .. #body
+    end
+    assert(conn:send(table.concat(req, "\r\n") .. "\r\n\r\n" .. (body or "")))
+    local resp, err, partial = conn:receive("*a")
+    conn:close()
+    resp = resp or partial
+    assert(resp and resp ~= "", "no answer for " .. method .. " " .. path .. ": " .. tostring(err))
+    local head, rest = resp:match("^(.-\r\n)\r\n(.*)$")
+    return tonumber(head:match("^HTTP/%d%.%d (%d%d%d)")), rest, parse_headers(head)
+end
+
+-- {status, body} of a request, to compare both at once.
+local function req(server, method, path, body)
+    local status, resp = http(server, method, path, body)
+    return { status, resp }
+end
+
+-- ---- the server ----
+
+-- [env] serve ADDR DATA_DIR [WORKERS] -> exit status, stdout, stderr.
+local function run_serve(addr, data_dir, workers, env)
+    local errfile = os.tmpname()
+    local cmd = (env and env .. " " or "") .. sh_quote(SERVE) .. " " .. sh_quote(addr) .. " " .. sh_quote(data_dir)
+        .. (workers and " " .. workers or "") .. " 2>" .. sh_quote(errfile) .. "; echo \"exit=$?\""
+    local out = capture(cmd)
+    local err = read_file(errfile) or ""
+    os.remove(errfile)
+    local status = tonumber(out:match("exit=(%d+)$"))
+    return status, (out:gsub("\n?exit=%d+$", "")), err
+end
+
+local function stop(server)
+    local pid = server.pid
+    if not pid then
+        return
+    end
+    server.pid = nil
+    C.kill(pid, 3) -- SIGQUIT: graceful; the worker closes the database
+    for _ = 1, 200 do
+        if not running(pid) then
+            return
+        end
+        sleep_ms(25)
+    end
+    C.kill(pid, 9)
+    error("nginx " .. pid .. " did not stop within 5 s of QUIT")
+end
+
+-- Start serve on a free port (another try if someone took the port in
+-- between); server.pid is the master's.
+local function start(server)
+    local status, out, err
+    for _ = 1, 3 do
+        server.port = server.port or free_port()
+        status, out, err = run_serve("127.0.0.1:" .. server.port, server.data, "1")
+        if status == 0 or not err:find("Address already in use", 1, true) then
+            break
+        end
+        server.port = nil
+    end
+    assert(status == 0, "serve failed (" .. tostring(status) .. "):\n" .. err)
+    server.pid = tonumber(out)
+    assert(server.pid and running(server.pid), "serve printed no live pid: " .. out)
+    return server
+end
+
+-- busted keeps one finally() per test (a second call replaces the
+-- first), so a test's clean-ups go on one list, run last-in first-out.
+local cleanups
+
+local function on_exit(fn)
+    if not cleanups then
+        local list = {}
+        cleanups = list
+        finally(function()
+            cleanups = nil
+            local first_err
+            for i = #list, 1, -1 do
+                local ok, err = pcall(list[i])
+                first_err = first_err or (not ok and err)
+            end
+            assert(not first_err, first_err)
+        end)
+    end
+    cleanups[#cleanups + 1] = fn
+end
+
+-- A fresh temp directory, removed when the test ends.
+local function tmpdir()
+    local dir = capture("mktemp -d")
+    assert(dir ~= "", "mktemp -d failed")
+    on_exit(function()
+        os.execute("rm -rf " .. sh_quote(dir))
+    end)
+    return dir
+end
+
+-- A server on a fresh DATA_DIR, stopped (QUIT) when the test ends, before
+-- its directory is removed.
+local function new_server()
+    local dir = tmpdir()
+    local server = { dir = dir, data = dir .. "/data" }
+    on_exit(function()
+        stop(server)
+    end)
+    return start(server)
+end
+
+local function error_log(server)
+    return read_file(server.data .. "/nginx/logs/error.log") or ""
+end
+
+local function all_bytes()
+    local t = {}
+    for i = 0, 255 do
+        t[#t + 1] = string.char(i)
+    end
+    return table.concat(t) .. "\0\r\n\r\n\0"
+end
+
+local function random_bytes(n)
+    local t = {}
+    for i = 1, n do
+        t[i] = string.char(math.random(0, 255))
+    end
+    return table.concat(t)
+end
+
+local reason = skip_reason() or (not CURL and not have_socket and "neither curl nor luasocket is installed")
+
+describe("examples/openresty", function()
+    if reason then
+        pending(reason)
+        return
+    end
+
+    it("serves PUT, GET and DELETE of /kv/{key} and GET /stats", function()
+        local s = new_server()
+
+        local status, body = http(s, "GET", "/kv/alpha")
+        assert.are.same({ 404, "not found\n" }, { status, body })
+
+        status, body = http(s, "PUT", "/kv/alpha", "one")
+        assert.are.same({ 204, "" }, { status, body })
+        local headers
+        status, body, headers = http(s, "GET", "/kv/alpha")
+        assert.are.same({ 200, "one" }, { status, body })
+        assert.are.equal("application/octet-stream", headers["content-type"])
+
+        status = http(s, "PUT", "/kv/alpha", "two")
+        assert.are.equal(204, status)
+        status, body = http(s, "GET", "/kv/alpha")
+        assert.are.same({ 200, "two" }, { status, body })
+
+        -- Keys are percent-decoded, "+" is a plus, and one key has one
+        -- value whichever way it was spelt.
+        assert.are.equal(204, (http(s, "PUT", "/kv/a+b%2Fc%20d", "spaced")))
+        assert.are.same({ 200, "spaced" }, req(s, "GET", "/kv/a%2Bb/c%20d"))
+        assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/a%20b%2Fc%20d"))
+
+        status, body = http(s, "DELETE", "/kv/alpha")
+        assert.are.same({ 204, "" }, { status, body })
+        assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/alpha"))
+        assert.are.same({ 404, "not found\n" }, req(s, "DELETE", "/kv/alpha"))
+
+        status, body, headers = http(s, "GET", "/stats")
+        assert.are.equal(200, status)
+        assert.are.equal("application/json", headers["content-type"])
+        local stats = cjson.decode(body)
+        assert.are.equal(1, stats.keys) -- "a+b/c d"; alpha is deleted
+        assert.are.equal(64, stats.key_len) -- string(64)
+        assert.are.equal(0, stats.value_len) -- raw: variable length
+        assert.is_false(stats.read_only)
+        assert.is_true(stats.puts >= 3)
+        assert.is_true(stats.deletes >= 1)
+
+        -- nginx's daemon() clears the umask; the worker restores serve's
+        -- (this process's 022 or stricter), so nothing is world-writable.
+        for _, path in ipairs({ s.data .. "/db", s.data .. "/db/CATALOG", s.data .. "/db/kv" }) do
+            local mode = tonumber(capture("stat -c %a " .. sh_quote(path)), 8)
+            assert(mode, "no " .. path)
+            assert.are.equal(0, bit.band(mode, tonumber("002", 8)), path .. " is world-writable")
+        end
+
+        status, body, headers = http(s, "POST", "/kv/alpha", "x")
+        assert.are.same({ 405, "method not allowed: use GET, PUT or DELETE\n" }, { status, body })
+        assert.are.equal("GET, PUT, DELETE", headers["allow"])
+        assert.are.same({ 404, "no such resource: use /kv/{key} or /stats\n" }, req(s, "GET", "/elsewhere"))
+    end)
+
+    it("answers 400 for an empty or too long key and 413 for a too large value, with a line of text", function()
+        local s = new_server()
+        local k64 = string.rep("k", 64)
+
+        assert.are.equal(204, (http(s, "PUT", "/kv/" .. k64, "at the limit")))
+        assert.are.same({ 200, "at the limit" }, req(s, "GET", "/kv/" .. k64))
+        assert.are.same({ 400, "key is 65 bytes, at most 64 are allowed\n" },
+            req(s, "PUT", "/kv/" .. k64 .. "k", "v"))
+        assert.are.same({ 400, "key is 65 bytes, at most 64 are allowed\n" }, req(s, "GET", "/kv/" .. k64 .. "k"))
+        assert.are.same({ 400, "empty key: use /kv/{key}\n" }, req(s, "GET", "/kv/"))
+
+        -- Over nginx's client_max_body_size (1m): refused before kv.lua runs.
+        assert.are.same({ 413, "value too large: a request body may be at most 1m"
+                .. " (client_max_body_size in nginx.conf)\n" },
+            req(s, "PUT", "/kv/big", string.rep("x", 1024 * 1024 + 1)))
+        -- Under it but over the store's limit (write_buffer_size - 8 KiB
+        -- with the default 1 MiB buffer): armdb says so.
+        local limit = 1024 * 1024 - 8192
+        local status, body = http(s, "PUT", "/kv/big", string.rep("x", limit + 1))
+        assert.are.equal(413, status)
+        assert.matches("value of " .. (limit + 1) .. " bytes is over the maximum of " .. limit, body, 1, true)
+        assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/big"))
+        assert.are.equal(204, (http(s, "PUT", "/kv/big", string.rep("y", limit))))
+        status, body = http(s, "GET", "/kv/big")
+        assert.are.equal(200, status)
+        assert.are.equal(string.rep("y", limit), body)
+    end)
+
+    it("keeps binary, empty and large values across a stop (QUIT) and a start on the same DATA_DIR", function()
+        local s = new_server()
+        local binary = all_bytes()
+        local large = random_bytes(100 * 1024) -- over client_body_buffer_size: a temp file
+
+        assert.are.equal(204, (http(s, "PUT", "/kv/binary", binary)))
+        assert.are.equal(204, (http(s, "PUT", "/kv/empty", "")))
+        assert.are.equal(204, (http(s, "PUT", "/kv/large", large)))
+        assert.are.equal(204, (http(s, "PUT", "/kv/gone", "soon deleted")))
+        assert.are.equal(204, (http(s, "DELETE", "/kv/gone")))
+        assert.matches("a client request body is buffered to a temporary file", error_log(s), 1, true)
+        assert.are.same({ 200, binary }, req(s, "GET", "/kv/binary"))
+        assert.are.same({ 200, "" }, req(s, "GET", "/kv/empty"))
+        assert.are.same({ 200, large }, req(s, "GET", "/kv/large"))
+
+        local old_pid = s.pid
+        stop(s)
+        assert.is_false(running(old_pid))
+        assert.is_nil(read_file(s.data .. "/nginx/logs/nginx.pid")) -- the master removed it on exit
+
+        start(s)
+        assert.are_not.equal(old_pid, s.pid)
+        assert.are.same({ 200, binary }, req(s, "GET", "/kv/binary"))
+        assert.are.same({ 200, "" }, req(s, "GET", "/kv/empty"))
+        assert.are.same({ 200, large }, req(s, "GET", "/kv/large"))
+        assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/gone"))
+        assert.are.equal(3, cjson.decode((select(2, http(s, "GET", "/stats")))).keys)
+    end)
+
+    it("answers 500 with armdb's message, and logs it, when a stored value is damaged", function()
+        local s = new_server()
+        local marker = "DAMAGE-ME-" .. random_bytes(8):gsub("%W", "x")
+        assert.are.equal(204, (http(s, "PUT", "/kv/bad", marker)))
+        assert.are.equal(204, (http(s, "PUT", "/kv/good", "intact")))
+        stop(s)
+
+        -- Flip one bit of the value in whichever data file holds it.
+        local damaged = 0
+        local files = capture("find " .. sh_quote(s.data .. "/db") .. " -name '*.data'")
+        for path in files:gmatch("[^\n]+") do
+            local data = read_file(path)
+            local at = data:find(marker, 1, true)
+            if at then
+                write_file(path, data:sub(1, at - 1) .. string.char(bit.bxor(data:byte(at), 1)) .. data:sub(at + 1))
+                damaged = damaged + 1
+            end
+        end
+        assert.are.equal(1, damaged)
+
+        start(s)
+        local status, body = http(s, "GET", "/kv/bad")
+        assert.are.equal(500, status)
+        assert.matches("^armdb: get bad: ", body)
+        assert.matches("stored data is damaged (code " .. require("armdb").codes.CORRUPT .. ")\n", body, 1, true)
+        assert.matches("[error]", error_log(s), 1, true)
+        assert.matches((body:gsub("\n$", "")), error_log(s), 1, true)
+        assert.are.same({ 200, "intact" }, req(s, "GET", "/kv/good"))
+    end)
+
+    it("hands the store to the new worker on a reload (HUP)", function()
+        local s = new_server()
+        assert.are.equal(204, (http(s, "PUT", "/kv/k", "before reload")))
+        local function workers()
+            return (capture("ps -o pid= --ppid " .. s.pid):gsub("^%s+", ""):gsub("%s+", " "))
+        end
+        local old = workers()
+        assert.matches("^%d+$", old)
+        C.kill(s.pid, 1) -- SIGHUP
+        -- Done when the old worker is gone and the new one (the only
+        -- worker, so the one answering) has the store open: until the old
+        -- one exits, the new one answers 503.
+        local status, body, now
+        for _ = 1, 200 do
+            now = workers()
+            if now:match("^%d+$") and now ~= old then
+                status, body = http(s, "GET", "/kv/k")
+                if status == 200 then
+                    break
+                end
+            end
+            sleep_ms(25)
+        end
+        assert.matches("^%d+$", now)
+        assert.are_not.equal(old, now)
+        assert.are.same({ 200, "before reload" }, { status, body })
+        assert.are.equal(204, (http(s, "PUT", "/kv/k", "after reload")))
+        assert.are.same({ 200, "after reload" }, req(s, "GET", "/kv/k"))
+    end)
+
+    it("refuses WORKERS other than 1 and says why, in the usage text too", function()
+        local dir = tmpdir()
+        local status, out, err = run_serve("127.0.0.1:" .. free_port(), dir .. "/data", "2")
+        assert.are.equal(1, status)
+        assert.are.equal("", out)
+        assert.matches("serve: WORKERS is 2, but must be 1: a store has one writer process", err, 1, true)
+        assert.is_nil(read_file(dir .. "/data/nginx/conf/nginx.conf"))
+
+        local p = io.popen(sh_quote(SERVE) .. " 2>&1; echo \"exit=$?\"")
+        local usage = p:read("*a")
+        p:close()
+        assert.matches("usage: serve ADDR DATA_DIR [WORKERS]", usage, 1, true)
+        assert.matches("must be 1: a store has one writer process", usage, 1, true)
+        assert.matches("exit=2\n$", usage)
+    end)
+
+    it("answers 503 with the reason when libarmdb cannot be loaded, and serve exits 1 saying so", function()
+        local dir = tmpdir()
+        local status, out, err = run_serve("127.0.0.1:" .. free_port(), dir .. "/data", "1",
+            "ARMDB_LIB=/nonexistent/libarmdb.so SERVE_TIMEOUT=1")
+        assert.are.equal(1, status)
+        assert.are.equal("", out)
+        assert.matches("GET /stats answered 503: armdb: database not open: armdb: cannot load libarmdb;"
+            .. " tried /nonexistent/libarmdb.so", err, 1, true)
+        assert.matches("nginx stopped", err, 1, true)
+        assert.matches("[error]", read_file(dir .. "/data/nginx/logs/error.log"), 1, true)
+        assert.is_nil(read_file(dir .. "/data/nginx/logs/nginx.pid")) -- it was stopped
+    end)
+
+    it("exits 1 with the error log's tail when the address is taken", function()
+        local s = new_server()
+        local dir = tmpdir()
+        local status, out, err = run_serve("127.0.0.1:" .. s.port, dir .. "/data", "1")
+        assert.are.equal(1, status)
+        assert.are.equal("", out)
+        assert.matches("did not start", err, 1, true)
+        assert.matches("Address already in use", err, 1, true)
+        assert.is_nil(read_file(dir .. "/data/nginx/logs/nginx.pid"))
+        -- The first server is untouched.
+        assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/none"))
+    end)
+end)
