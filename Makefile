@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjs
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench-core clean
+	check-all fuzz crash bench-core bench-lua clean
 
 all: build
 
@@ -111,6 +111,11 @@ crash: build
 # bench/README.md). Prints a table; the figures go to bench/results/.
 # liburing and libsodium are linked only where installed and only if the
 # static library uses them.
+# Lua against C: the cost of a get and a put through the binding and
+# through the C API, in one run (bench/README.md).
+bench-lua: build
+	luajit bench/lua_ops.lua $(BENCH_LUA_ARGS)
+
 bench-core: build
 	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) liblmdb-dev libleveldb-dev"
 	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
