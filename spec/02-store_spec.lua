@@ -4,34 +4,12 @@ local armdb = require("armdb")
 
 local codes = armdb.codes
 
--- busted keeps one defer() per test: cleanups queue here instead, and
--- run after each test, last first.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-end
-after_each(function()
-    for i = #cleanups, 1, -1 do
-        pcall(cleanups[i])
-        cleanups[i] = nil
-    end
-end)
-
-local function tmpdir()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
-    return dir
-end
-
-local function rmtree(dir)
-    os.execute("rm -rf '" .. dir .. "'")
-end
+local helpers = require("helpers")
+local defer, tmpdir = helpers.defer, helpers.tmpdir
 
 -- A fresh store in a temp dir, closed and removed when the test ends.
 local function fresh(opts)
     local dir = tmpdir()
-    defer(function() rmtree(dir) end)
     local o = { key_len = 8, sync = "none" }
     for k, v in pairs(opts or {}) do
         o[k] = v
@@ -54,7 +32,6 @@ describe("armdb.store()", function()
 
     it("returns nil, message, code for a store it cannot open", function()
         local dir = tmpdir()
-        defer(function() rmtree(dir) end)
         local s, msg, code = armdb.store(dir .. "/none", { create = false, key_len = 8 })
         assert.is_nil(s)
         assert.are.equal(-2, code) -- -ENOENT
@@ -331,7 +308,6 @@ describe("store:close()", function()
 
     it("lets a dropped store be collected and its lock taken again", function()
         local dir = tmpdir()
-        defer(function() rmtree(dir) end)
         local s = assert(armdb.store(dir .. "/s", { key_len = 8, sync = "none" }))
         assert(s:put("key00001", "v"))
         s = nil -- luacheck: ignore 311

@@ -12,55 +12,13 @@ struct armdb_spec04_pt { double x, y; };
 struct armdb_spec04_big { double x, y, z; };
 ]])
 
--- busted keeps one finally() per test (a second call replaces the first),
--- so cleanups are queued here and run together, last first.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-    finally(function()
-        local first
-        for i = #cleanups, 1, -1 do
-            local f = cleanups[i]
-            cleanups[i] = nil
-            local ok, err = pcall(f)
-            if not ok and first == nil then
-                first = err
-            end
-        end
-        if first then
-            error(first, 0)
-        end
-    end)
-end
-
-local function tmpdir()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
-    return dir
-end
-
-local function rmtree(dir)
-    os.execute("rm -rf '" .. dir .. "'")
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write(path, s)
-    local f = assert(io.open(path, "wb"))
-    f:write(s)
-    f:close()
-end
+local helpers = require("helpers")
+local defer, tmpdir = helpers.defer, helpers.tmpdir
+local read, write = helpers.read_file, helpers.write_file
 
 -- A fresh database directory (removed when the test ends) and a db on it.
 local function fresh(opts)
     local dir = tmpdir() .. "/db"
-    defer(function() rmtree(dir:match("^(.*)/db$")) end)
     local o = { sync = "none" }
     for k, v in pairs(opts or {}) do
         o[k] = v
@@ -117,7 +75,6 @@ describe("armdb.open()", function()
 
     it("returns nil, message, code where there is no database", function()
         local dir = tmpdir()
-        defer(function() rmtree(dir) end)
         local db, msg, code = armdb.open(dir .. "/none", { create = false })
         assert.is_nil(db)
         assert.are.equal("no database at " .. dir .. "/none (no CATALOG)", msg)

@@ -382,33 +382,8 @@ end
 
 -- ---- under busted ----
 
--- busted keeps one finally() per test (a second call replaces the first),
--- so cleanups are queued here and run together, last first.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-    finally(function()
-        local first
-        for i = #cleanups, 1, -1 do
-            local f = cleanups[i]
-            cleanups[i] = nil
-            local ok, err = pcall(f)
-            if not ok and first == nil then
-                first = err
-            end
-        end
-        if first then
-            error(first, 0)
-        end
-    end)
-end
-
-local function tmpdir()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
-    return dir
-end
+local helpers = require("helpers")
+local defer, tmpdir = helpers.defer, helpers.tmpdir
 
 local SELF = debug.getinfo(1, "S").source:sub(2)
 
@@ -429,7 +404,6 @@ end
 
 local function run(seed)
     local top = tmpdir()
-    defer(function() os.execute("rm -rf '" .. top .. "'") end)
     local st = new_state(seed, top .. "/db")
     defer(function() if st.db then st.db:close() end end)
     open_db(st, true)
@@ -468,7 +442,6 @@ describe("collections against a table model", function()
     it("catches a database that disagrees with the model", function()
         -- the checker itself: a value changed behind the model's back is found
         local top = tmpdir()
-        defer(function() os.execute("rm -rf '" .. top .. "'") end)
         local st = new_state(7, top .. "/db")
         open_db(st, true)
         defer(function() close_db(st) end)

@@ -2,63 +2,18 @@
 -- its stdout, stderr and exit status checked exactly.
 local armdb = require("armdb")
 
--- The repository root, from this file's own path (busted runs from it).
-local ROOT = (function()
-    local src = debug.getinfo(1, "S").source:sub(2)
-    local dir = src:match("^(.*)/spec/[^/]*$") or "."
-    if dir:sub(1, 1) ~= "/" then
-        local p = io.popen("pwd")
-        local cwd = p:read("*l")
-        p:close()
-        dir = dir == "." and cwd or cwd .. "/" .. dir
-    end
-    return dir
-end)()
+local helpers = require("helpers")
+local ROOT, q, read_file, write_file, exists = helpers.ROOT, helpers.q, helpers.read_file, helpers.write_file,
+    helpers.exists
+local tmpdir, defer = helpers.tmpdir, helpers.defer
 local ARMDB = ROOT .. "/bin/armdb"
 local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-
-local function q(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write_file(path, s)
-    local f = assert(io.open(path, "wb"))
-    f:write(s)
-    f:close()
-end
-
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-    end
-    return f ~= nil
-end
 
 local function sh(cmd)
     local p = io.popen(cmd .. "; echo $?")
     local text = p:read("*a")
     p:close()
     return tonumber(text:match("(%d+)%s*$"))
-end
-
--- A fresh temp directory, removed when the test ends.
-local function tmpdir()
-    local p = io.popen("mktemp -d")
-    local dir = p:read("*l")
-    p:close()
-    assert(dir and dir ~= "", "mktemp -d failed")
-    finally(function()
-        sh("rm -rf " .. q(dir))
-    end)
-    return dir
 end
 
 -- Run `armdb ARGS...` (stdin from the string `input`, if given): its
@@ -478,9 +433,9 @@ end
 s:close()
 ]])
         local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        finally(function() -- replaces tmpdir()'s: busted keeps one finally per test
+        defer(function()
             write_file(stop, "")
-            sh("sleep 0.2; rm -rf " .. q(tmp))
+            sh("sleep 0.2")
         end)
         sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
             .. q(stop) .. " >/dev/null 2>&1 &)")
@@ -675,9 +630,9 @@ end
 db:close()
 ]])
         local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        finally(function() -- replaces tmpdir()'s: busted keeps one finally per test
+        defer(function()
             write_file(stop, "")
-            sh("sleep 0.2; rm -rf " .. q(tmp))
+            sh("sleep 0.2")
         end)
         sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
             .. q(stop) .. " >/dev/null 2>&1 &)")

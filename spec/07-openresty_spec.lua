@@ -8,9 +8,8 @@
 local ffi = require("ffi")
 local cjson = require("cjson")
 
-local function sh_quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local helpers = require("helpers")
+local sh_quote, write_file, ROOT = helpers.q, helpers.write_file, helpers.ROOT
 
 local function capture(cmd)
     local p = io.popen(cmd)
@@ -29,22 +28,10 @@ local function read_file(path)
     return s
 end
 
-local function write_file(path, data)
-    local f = assert(io.open(path, "wb"))
-    f:write(data)
-    f:close()
-end
-
 local function exists(path)
     return read_file(path) ~= nil
 end
 
--- The checkout: this file is spec/07-openresty_spec.lua in it.
-local ROOT = (function()
-    local src = debug.getinfo(1, "S").source:sub(2)
-    local dir = src:match("^(.*)/spec/[^/]*$") or "."
-    return capture("cd " .. sh_quote(dir) .. " && pwd -P")
-end)()
 local SERVE = ROOT .. "/examples/openresty/serve"
 
 -- ---- what the host has (the same lookups as serve) ----
@@ -235,36 +222,7 @@ local function start(server)
     return server
 end
 
--- busted keeps one finally() per test (a second call replaces the
--- first), so a test's clean-ups go on one list, run last-in first-out.
-local cleanups
-
-local function on_exit(fn)
-    if not cleanups then
-        local list = {}
-        cleanups = list
-        finally(function()
-            cleanups = nil
-            local first_err
-            for i = #list, 1, -1 do
-                local ok, err = pcall(list[i])
-                first_err = first_err or (not ok and err)
-            end
-            assert(not first_err, first_err)
-        end)
-    end
-    cleanups[#cleanups + 1] = fn
-end
-
--- A fresh temp directory, removed when the test ends.
-local function tmpdir()
-    local dir = capture("mktemp -d")
-    assert(dir ~= "", "mktemp -d failed")
-    on_exit(function()
-        os.execute("rm -rf " .. sh_quote(dir))
-    end)
-    return dir
-end
+local on_exit, tmpdir = helpers.defer, helpers.tmpdir
 
 -- A server on a fresh DATA_DIR, stopped (QUIT) when the test ends, before
 -- its directory is removed.
