@@ -404,20 +404,14 @@ describe("armdb bad directories", function()
     end)
 end)
 
-describe("armdb beside a writer process", function()
-    it("reads a store another process holds for writing; a write names the holder's pid", function()
-        local tmp = tmpdir()
-        local dir = tmp .. "/s"
-        make_store(dir, { abcd = "before" })
-        local helper = tmp .. "/writer.lua"
-        write_file(helper, [[
-local armdb = require("armdb")
-local ffi = require("ffi")
-ffi.cdef("int getpid(void);")
-local dir, ready, stop = ...
-local s = assert(armdb.store(dir))
-assert(s:put("efgh", "from the writer"))
-assert(s:sync())
+-- Start a child luajit that runs `open` (Lua with `armdb` and `dir` in
+-- scope, holding DIR for writing), reports its pid, and waits until the
+-- test ends (or a file is written at the path returned second), then runs
+-- `close`. Returns the child's pid, as text, and that path.
+local function start_writer(tmp, dir, open, close)
+    local script = tmp .. "/writer.lua"
+    write_file(script, 'local armdb = require("armdb")\nlocal ffi = require("ffi")\n'
+        .. 'ffi.cdef("int getpid(void);")\nlocal dir, ready, stop = ...\n' .. open .. [[
 local f = assert(io.open(ready .. ".tmp", "w"))
 f:write(ffi.C.getpid())
 f:close()
@@ -430,23 +424,34 @@ for _ = 1, 400 do
     end
     os.execute("sleep 0.05")
 end
-s:close()
-]])
-        local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        defer(function()
-            write_file(stop, "")
-            sh("sleep 0.2")
-        end)
-        sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
-            .. q(stop) .. " >/dev/null 2>&1 &)")
-        for _ = 1, 200 do
-            if exists(ready) then
-                break
-            end
-            sh("sleep 0.05")
+]] .. close .. "\n")
+    local ready, stop = tmp .. "/ready", tmp .. "/stop"
+    defer(function()
+        write_file(stop, "")
+        sh("sleep 0.2")
+    end)
+    sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(script) .. " " .. q(dir) .. " " .. q(ready) .. " "
+        .. q(stop) .. " >/dev/null 2>&1 &)")
+    for _ = 1, 200 do
+        if exists(ready) then
+            break
         end
-        assert.is_true(exists(ready), "the writer did not start")
-        local pid = read_file(ready)
+        sh("sleep 0.05")
+    end
+    assert.is_true(exists(ready), "the writer did not start")
+    return read_file(ready), stop
+end
+
+describe("armdb beside a writer process", function()
+    it("reads a store another process holds for writing; a write names the holder's pid", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        make_store(dir, { abcd = "before" })
+        local pid, stop = start_writer(tmp, dir, [[
+local s = assert(armdb.store(dir))
+assert(s:put("efgh", "from the writer"))
+assert(s:sync())
+]], "s:close()")
 
         assert.same({ "before\n", "", 0 }, { run(tmp, { "get", dir, "abcd" }) })
         assert.same({ "from the writer\n", "", 0 }, { run(tmp, { "get", dir, "efgh" }) })
@@ -605,45 +610,12 @@ describe("armdb on a database", function()
     it_db("writes to a collection another process holds name the holder; reads work", function()
         local tmp = tmpdir()
         local dir = tmp .. "/db"
-        local helper = tmp .. "/writer.lua"
-        write_file(helper, [[
-local armdb = require("armdb")
-local ffi = require("ffi")
-ffi.cdef("int getpid(void);")
-local dir, ready, stop = ...
+        local pid, stop = start_writer(tmp, dir, [[
 local db = assert(armdb.open(dir))
 local users = assert(db:collection("users", { key = "u64", value = "json" }))
 assert(users:put(1, { name = "ann" }))
 assert(db:sync())
-local f = assert(io.open(ready .. ".tmp", "w"))
-f:write(ffi.C.getpid())
-f:close()
-os.rename(ready .. ".tmp", ready)
-for _ = 1, 400 do
-    local g = io.open(stop, "r")
-    if g then
-        g:close()
-        break
-    end
-    os.execute("sleep 0.05")
-end
-db:close()
-]])
-        local ready, stop = tmp .. "/ready", tmp .. "/stop"
-        defer(function()
-            write_file(stop, "")
-            sh("sleep 0.2")
-        end)
-        sh("(LUA_PATH=" .. q(LUA_PATH) .. " luajit " .. q(helper) .. " " .. q(dir) .. " " .. q(ready) .. " "
-            .. q(stop) .. " >/dev/null 2>&1 &)")
-        for _ = 1, 200 do
-            if exists(ready) then
-                break
-            end
-            sh("sleep 0.05")
-        end
-        assert.is_true(exists(ready), "the writer did not start")
-        local pid = read_file(ready)
+]], "db:close()")
         assert.same({ '{"name":"ann"}\n', "", 0 }, { run(tmp, { "get", dir .. "/users", "1" }) })
         assert.same({ "", "armdb: store " .. dir .. "/users is locked by pid " .. pid
             .. ": store is locked by another writer process\n", 1 },
