@@ -936,18 +936,22 @@ function cmds.dump(opts, pos)
     return 0
 end
 
+-- The bytes of the hex text in obj[name] (present), or nil, reason.
+local function hex_field(obj, name)
+    if type(obj[name]) ~= "string" then
+        return nil, name .. " is not a string"
+    end
+    return from_hex(obj[name], name)
+end
+
 -- A decoded dump line -> key, value for DIR, or nil, reason.
 local function load_pair(t, obj, key_len, json)
     if type(obj) ~= "table" then
         return nil, "not a JSON object"
     end
-    local k, v
+    local k, v, err
     if obj.key_hex ~= nil then
-        if type(obj.key_hex) ~= "string" then
-            return nil, "key_hex is not a string"
-        end
-        local err
-        k, err = from_hex(obj.key_hex, "key_hex")
+        k, err = hex_field(obj, "key_hex")
         if not k then
             return nil, err
         end
@@ -957,11 +961,7 @@ local function load_pair(t, obj, key_len, json)
         return nil, 'no "key" or "key_hex"'
     end
     if obj.value_hex ~= nil then
-        if type(obj.value_hex) ~= "string" then
-            return nil, "value_hex is not a string"
-        end
-        local err
-        v, err = from_hex(obj.value_hex, "value_hex")
+        v, err = hex_field(obj, "value_hex")
         if not v then
             return nil, err
         end
