@@ -10,6 +10,12 @@
 --           function, 2 = its caller, as for error()).
 --   decode(s) -> value, or nil, why (bytes that came from disk are never
 --           trusted: a bad length or bad JSON is reported, not raised)
+--   encode_p(v, level) -> pointer, length: the same bytes as encode, where
+--           the codec can give them without making a Lua string (a buffer
+--           of its own, valid until its next call, or the argument itself)
+--   decode_p(pointer, length) -> as decode, from bytes in memory
+-- The collections call the _p forms on get and put: at a million live
+-- keys, making (interning) a short Lua string costs more than the C call.
 --
 -- Key codecs are order-preserving where the contract says so: for u32, u64,
 -- i64 and string(N), the byte order of the encodings is the order of the
@@ -27,7 +33,7 @@ local bit = require("bit")
 
 local type, error, tostring, tonumber, pcall = type, error, tostring, tonumber, pcall
 local floor, huge = math.floor, math.huge
-local byte, char, format, sub = string.byte, string.char, string.format, string.sub
+local byte, format, sub = string.byte, string.format, string.sub
 local band, rshift, bxor = bit.band, bit.rshift, bit.bxor
 local ffi_string, ffi_istype, ffi_new, ffi_copy, ffi_cast, ffi_fill =
     ffi.string, ffi.istype, ffi.new, ffi.copy, ffi.cast, ffi.fill
@@ -76,11 +82,34 @@ local function bad(name, v, why, level)
     error("armdb: codec " .. name .. ": " .. show(v) .. " " .. why, (level or 1) + 2)
 end
 
+-- Fill in what a codec does not do itself: encode from encode_p (or
+-- encode_p from encode), decode_p from decode.
+local function complete(c)
+    local encode, encode_p, decode = c.encode, c.encode_p, c.decode
+    if encode_p and not encode then
+        c.encode = function(v, level)
+            local p, n = encode_p(v, (level or 1) + 1)
+            return ffi_string(p, n)
+        end
+    elseif encode and not encode_p then
+        c.encode_p = function(v, level)
+            local str = encode(v, (level or 1) + 1)
+            return str, #str
+        end
+    end
+    if not c.decode_p then
+        c.decode_p = function(p, n)
+            return decode(ffi_string(p, n))
+        end
+    end
+    return c
+end
+
 -- ---- key codecs ----
 
 local function bytes_codec(n)
     local name = "bytes(" .. n .. ")"
-    return {
+    return complete({
         name = name,
         len = n,
         encode = function(v, level)
@@ -95,7 +124,7 @@ local function bytes_codec(n)
         decode = function(s)
             return s
         end,
-    }
+    })
 end
 
 -- Up to n bytes, padded with zero bytes: zero is the smallest byte, so a
@@ -106,10 +135,10 @@ local pad_buf = ffi_new("uint8_t[?]", KEY_MAX)
 
 local function string_codec(n)
     local name = "string(" .. n .. ")"
-    return {
+    return complete({
         name = name,
         len = n,
-        encode = function(v, level)
+        encode_p = function(v, level)
             if type(v) ~= "string" then
                 bad(name, v, "is not a string", level)
             end
@@ -121,11 +150,11 @@ local function string_codec(n)
                 bad(name, v, "ends in a zero byte (it could not round-trip)", level)
             end
             if l == n then
-                return v
+                return v, n
             end
             ffi_copy(pad_buf, v, l)
             ffi_fill(pad_buf + l, n - l)
-            return ffi_string(pad_buf, n)
+            return pad_buf, n
         end,
         decode = function(s)
             local l = #s
@@ -134,18 +163,19 @@ local function string_codec(n)
             end
             return sub(s, 1, l)
         end,
-    }
+    })
 end
 
-local function be32(x)
-    return char(band(rshift(x, 24), 255), band(rshift(x, 16), 255), band(rshift(x, 8), 255), band(x, 255))
+-- x (0..2^32-1) as 4 big-endian bytes at b[o].
+local function put_be32(b, o, x)
+    b[o] = band(rshift(x, 24), 255)
+    b[o + 1] = band(rshift(x, 16), 255)
+    b[o + 2] = band(rshift(x, 8), 255)
+    b[o + 3] = band(x, 255)
 end
 
--- 8 big-endian bytes of hi * 2^32 + lo (hi, lo: 0..2^32-1), one string.
-local function be64(hi, lo)
-    return char(band(rshift(hi, 24), 255), band(rshift(hi, 16), 255), band(rshift(hi, 8), 255), band(hi, 255),
-        band(rshift(lo, 24), 255), band(rshift(lo, 16), 255), band(rshift(lo, 8), 255), band(lo, 255))
-end
+-- Each integer codec encodes into a buffer of its own.
+local u32_buf, u64_buf, i64_buf = ffi_new("uint8_t[4]"), ffi_new("uint8_t[8]"), ffi_new("uint8_t[8]")
 
 -- `level` as for encode; one frame deeper.
 local function int_check(name, v, level)
@@ -154,10 +184,10 @@ local function int_check(name, v, level)
     end
 end
 
-local u32 = {
+local u32 = complete({
     name = "u32",
     len = 4,
-    encode = function(v, level)
+    encode_p = function(v, level)
         level = level or 1
         if type(v) ~= "number" then
             bad("u32", v, "is not an integer", level)
@@ -166,13 +196,14 @@ local u32 = {
         if v < 0 or v >= TWO32 then
             bad("u32", v, "is out of range 0..2^32-1", level)
         end
-        return be32(v)
+        put_be32(u32_buf, 0, v)
+        return u32_buf, 4
     end,
     decode = function(s)
         local b1, b2, b3, b4 = byte(s, 1, 4)
         return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
     end,
-}
+})
 
 -- 64-bit integers travel as two 32-bit halves (hi, lo), both numbers.
 local function split64(x) -- x: uint64_t cdata
@@ -184,10 +215,10 @@ local function u32_pair(s)
     return ((b1 * 256 + b2) * 256 + b3) * 256 + b4, ((b5 * 256 + b6) * 256 + b7) * 256 + b8
 end
 
-local u64 = {
+local u64 = complete({
     name = "u64",
     len = 8,
-    encode = function(v, level)
+    encode_p = function(v, level)
         level = level or 1
         local hi, lo
         if type(v) == "number" then
@@ -210,7 +241,9 @@ local u64 = {
         else
             bad("u64", v, "is not an integer", level)
         end
-        return be64(hi, lo)
+        put_be32(u64_buf, 0, hi)
+        put_be32(u64_buf, 4, lo)
+        return u64_buf, 8
     end,
     decode = function(s)
         local hi, lo = u32_pair(s)
@@ -219,14 +252,14 @@ local u64 = {
         end
         return ffi_cast(u64_t, hi) * TWO32 + lo
     end,
-}
+})
 
 -- Signed: the sign bit is flipped, so that -2^63 encodes as all zeros and
 -- byte order is value order.
-local i64 = {
+local i64 = complete({
     name = "i64",
     len = 8,
-    encode = function(v, level)
+    encode_p = function(v, level)
         level = level or 1
         local hi, lo
         if type(v) == "number" then
@@ -245,7 +278,9 @@ local i64 = {
         else
             bad("i64", v, "is not an integer", level)
         end
-        return be64(hi, lo)
+        put_be32(i64_buf, 0, hi)
+        put_be32(i64_buf, 4, lo)
+        return i64_buf, 8
     end,
     decode = function(s)
         local hi, lo = u32_pair(s)
@@ -255,7 +290,7 @@ local i64 = {
         end
         return ffi_cast(i64_t, hi) * TWO32 + lo
     end,
-}
+})
 
 -- uuid: canonical text, any case in, lowercase out. Parsed and printed
 -- byte by byte through scratch buffers made once (gsub costs a closure
@@ -272,10 +307,10 @@ local uuid_text = ffi_new("char[36]")
 local DASH = 45 -- "-"
 local IS_DASH = { [9] = true, [14] = true, [19] = true, [24] = true }
 
-local uuid = {
+local uuid = complete({
     name = "uuid",
     len = 16,
-    encode = function(v, level)
+    encode_p = function(v, level)
         if type(v) ~= "string" or #v ~= 36 then
             bad("uuid", v, "is not a uuid (8-4-4-4-12 hex digits)", level)
         end
@@ -295,7 +330,7 @@ local uuid = {
                 i, j = i + 2, j + 1
             end
         end
-        return ffi_string(uuid_bin, 16)
+        return uuid_bin, 16
     end,
     decode = function(s)
         local o = 0
@@ -311,7 +346,7 @@ local uuid = {
         end
         return ffi_string(uuid_text, 36)
     end,
-}
+})
 
 local KEYS = { u32 = u32, u64 = u64, i64 = i64, uuid = uuid }
 local sized_cache = {}
@@ -343,7 +378,7 @@ end
 
 -- ---- value codecs ----
 
-local raw = {
+local raw = complete({
     name = "raw",
     len = 0,
     encode = function(v, level)
@@ -355,47 +390,56 @@ local raw = {
     decode = function(s)
         return s
     end,
-}
+})
 
 -- 8-byte IEEE double, little-endian on disk whatever the host.
 local dbl = ffi_new("union { double d; uint8_t b[8]; }")
 local big_endian = ffi.abi("be")
 
-local function swap8(s)
-    return s:reverse()
+local number_buf = ffi_new("uint8_t[8]")
+
+local function number_decode_p(p, n)
+    if n ~= 8 then
+        return nil, "is " .. n .. " bytes, not 8"
+    end
+    local b = ffi_cast("const uint8_t *", p)
+    if big_endian then
+        for i = 0, 7 do
+            dbl.b[i] = b[7 - i]
+        end
+    else
+        ffi_copy(dbl.b, b, 8)
+    end
+    return dbl.d
 end
 
-local number = {
+local number = complete({
     name = "number",
     len = 8,
-    encode = function(v, level)
+    encode_p = function(v, level)
         if type(v) ~= "number" then
             bad("number", v, "is not a number", level)
         end
         dbl.d = v
-        local s = ffi_string(dbl.b, 8)
-        if big_endian then
-            s = swap8(s)
+        if not big_endian then
+            return dbl.b, 8
         end
-        return s
+        for i = 0, 7 do
+            number_buf[i] = dbl.b[7 - i]
+        end
+        return number_buf, 8
     end,
+    decode_p = number_decode_p,
     decode = function(s)
-        if #s ~= 8 then
-            return nil, "is " .. #s .. " bytes, not 8"
-        end
-        if big_endian then
-            s = swap8(s)
-        end
-        ffi_copy(dbl.b, s, 8)
-        return dbl.d
+        return number_decode_p(s, #s)
     end,
-}
+})
 
 local cjson = require("cjson").new()
 cjson.encode_number_precision(14) -- the most this lua-cjson keeps
 local json_encode, json_decode = cjson.encode, cjson.decode
 
-local json = {
+local json = complete({
     name = "json",
     len = 0,
     encode = function(v, level)
@@ -412,7 +456,7 @@ local json = {
         end
         return v
     end,
-}
+})
 
 local sbuf = require("string.buffer")
 local enc_buf = sbuf.new()
@@ -424,7 +468,7 @@ local function buf_encode(v)
     return enc_buf:tostring()
 end
 
-local lua = {
+local lua = complete({
     name = "lua",
     len = 0,
     encode = function(v, level)
@@ -442,17 +486,25 @@ local lua = {
         end
         return v
     end,
-}
+})
 
 -- An FFI type of fixed size, kept inline: encode takes a cdata of the type
 -- (or a table to initialize one), decode returns a fresh cdata.
 local function ffi_codec(name, ct)
     local size = ffi.sizeof(ct)
-    return {
+    local function decode_p(p, n)
+        if n ~= size then
+            return nil, "is " .. n .. " bytes, not " .. size
+        end
+        local out = ffi_new(ct)
+        ffi_copy(out, p, size)
+        return out
+    end
+    return complete({
         name = name,
         len = size,
         ctype = ct,
-        encode = function(v, level)
+        encode_p = function(v, level)
             if type(v) == "table" then
                 local ok, c = pcall(ffi_new, ct, v)
                 if not ok then
@@ -462,17 +514,13 @@ local function ffi_codec(name, ct)
             elseif not ffi_istype(ct, v) then
                 bad(name, v, "is not a cdata<" .. name .. "> (or a table to initialize one)", level)
             end
-            return ffi_string(v, size)
+            return v, size
         end,
+        decode_p = decode_p,
         decode = function(s)
-            if #s ~= size then
-                return nil, "is " .. #s .. " bytes, not " .. size
-            end
-            local out = ffi_new(ct)
-            ffi_copy(out, s, size)
-            return out
+            return decode_p(s, #s)
         end,
-    }
+    })
 end
 
 local VALUES = { raw = raw, number = number, json = json, lua = lua }

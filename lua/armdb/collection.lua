@@ -9,8 +9,10 @@
 -- store) are reported as nil, message, armdb.codes.CORRUPT by get and
 -- get_many, and raised by pairs (a for loop cannot return them).
 --
--- Nothing is allocated on get/put beyond the codec's work and the store's
--- returned string.
+-- get and put cross into C with pointer and length: codecs of fixed
+-- length (integers, uuid, string(N), number, FFI types) encode into
+-- buffers of their own and decode from the store's, so no Lua string is
+-- made for their keys and values.
 local lib = require("armdb.lib")
 local codecs = require("armdb.codecs")
 
@@ -61,24 +63,28 @@ end
 -- put(k, v) -> true | nil, msg, code
 function Collection:put(k, v)
     local s = store_of(self)
-    local kb = self._kc.encode(k, 2)
     check_value(self, v)
-    local vb = self._vc.encode(v, 2)
-    return s:put(kb, vb)
+    local vp, vl = self._vc.encode_p(v, 2)
+    local kp, kl = self._kc.encode_p(k, 2)
+    return s:_put_p(kp, kl, vp, vl)
 end
 
 -- get(k) -> value | nil (absent) | nil, msg, code
 function Collection:get(k)
     local s = store_of(self)
-    local kb = self._kc.encode(k, 2)
-    local v, msg, code = s:get(kb)
-    if v == nil then
-        if msg == nil then
+    local kp, kl = self._kc.encode_p(k, 2)
+    local p, n, code = s:_get_p(kp, kl)
+    if p == nil then
+        if n == nil then
             return nil -- absent: a plain nil
         end
-        return nil, msg, code
+        return nil, n, code
     end
-    return decode(self, k, v)
+    local d, why = self._vc.decode_p(p, n)
+    if d == nil then
+        return corrupt(self, k, why or "decodes to nil")
+    end
+    return d
 end
 
 -- delete(k) -> true (deleted) | false (absent) | nil, msg, code

@@ -187,6 +187,35 @@ function Store:get(k)
     return fail(rc)
 end
 
+-- For the collections: put and get on pointer + length (cdata, or a Lua
+-- string), so that codecs with buffers of their own make no Lua string.
+-- _get_p returns a pointer into the shared value buffer and the length
+-- (valid until the next get on any store), nil if absent, or nil,
+-- message, code. Arguments are the caller's to get right.
+function Store:_put_p(kp, kl, vp, vl)
+    local rc = C.armdb_put(handle(self), kp, kl, vp, vl)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
+function Store:_get_p(kp, kl)
+    local h = handle(self)
+    local rc = C.armdb_get(h, kp, kl, buf, buf_cap, vlen_out)
+    while rc == BUFSMALL do
+        grow(tonumber(vlen_out[0]))
+        rc = C.armdb_get(h, kp, kl, buf, buf_cap, vlen_out)
+    end
+    if rc == 0 then
+        return buf, tonumber(vlen_out[0])
+    end
+    if rc == NOTFOUND then
+        return nil
+    end
+    return fail(rc)
+end
+
 -- true if the key was deleted, false if it was not there.
 function Store:delete(k)
     local h = handle(self)
