@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjs
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench-core bench-lua clean
+	check-all fuzz crash bench bench-core bench-lua clean
 
 all: build
 
@@ -111,6 +111,18 @@ crash: build
 # bench/README.md). Prints a table; the figures go to bench/results/.
 # liburing and libsodium are linked only where installed and only if the
 # static library uses them.
+# The whole suite (bench/README.md): the device's ceiling (fio), armdb
+# against LMDB, RocksDB and LevelDB, Lua in nginx against ngx.shared.DICT,
+# the binding against C, then a summary with charts. BENCH_KEYS=10M for
+# the large run; BENCH_REPS, BENCH_ONLY, TMPDIR as bench/suite.sh says.
+BENCH_DEPS := liblmdb-dev libleveldb-dev librocksdb-dev fio wrk gnuplot-nox nginx libnginx-mod-http-lua
+bench: build
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) $(BENCH_DEPS)"
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/engines.c $(BUILD)/libarmdb.a -llmdb -lleveldb -lrocksdb -Wl,--as-needed \
+	  $$(pkg-config --libs liburing) -lxxhash -lpthread -o $(BUILD)/bench-engines
+	bench/suite.sh
+
 # Lua against C: the cost of a get and a put through the binding and
 # through the C API, in one run (bench/README.md).
 bench-lua: build
