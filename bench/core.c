@@ -51,6 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "bench-core"
+#include "common.h"
+
 enum {
     KEY_LEN = 16,
     VAL_LEN = 100,
@@ -64,54 +67,13 @@ enum {
 
 /* ---- failures ---- */
 
-static char g_tmp[PATH_MAX]; /* the run's temp directory, removed at exit */
-
-static void die(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "bench-core: %s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-#define DIE(...) die(__FILE__, __LINE__, __VA_ARGS__)
-#define ARMDB_OK(call)                                                                                       \
-    do {                                                                                                     \
-        int rc_ = (call);                                                                                    \
-        if (rc_ != 0)                                                                                        \
-            DIE("%s: %s (%s)", #call, armdb_strerror(rc_), armdb_errmsg());                                  \
-    } while (0)
-#define MDB_OK(call)                                                                                         \
-    do {                                                                                                     \
-        int rc_ = (call);                                                                                    \
-        if (rc_ != 0)                                                                                        \
-            DIE("%s: %s", #call, mdb_strerror(rc_));                                                         \
-    } while (0)
 #define LDB_OK(err)                                                                                          \
     do {                                                                                                     \
         if (err)                                                                                             \
             DIE("leveldb: %s", err);                                                                         \
     } while (0)
 
-/* ---- clock, randomness, data set ---- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+/* ---- the data set ---- */
 
 static size_t g_nkeys, g_sync_keys, g_cold_keys;
 static int g_reps;
@@ -145,106 +107,6 @@ static void make_data(void)
         uint64_t r = splitmix64(&s);
         memcpy(g_pool + i, &r, 8);
     }
-}
-
-/* A random permutation of 0..n-1; the same seed gives every engine the same order. */
-static uint32_t *shuffled(size_t n, uint64_t seed)
-{
-    uint32_t *o = malloc(n * sizeof *o);
-    if (!o)
-        DIE("out of memory");
-    for (size_t i = 0; i < n; i++)
-        o[i] = (uint32_t)i;
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)(splitmix64(&seed) % (i + 1));
-        uint32_t t = o[i];
-        o[i] = o[j];
-        o[j] = t;
-    }
-    return o;
-}
-
-/* ---- files ---- */
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    if (access(dir, F_OK) == 0 && nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        DIE("cannot remove %s: %s", dir, strerror(errno));
-}
-
-static uint64_t g_du;
-static int du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)path, (void)ftw;
-    if (flag == FTW_F)
-        g_du += (uint64_t)st->st_blocks * 512;
-    return 0;
-}
-
-/* Bytes allocated on disk under dir (sparse files count what they use). */
-static uint64_t disk_usage(const char *dir)
-{
-    g_du = 0;
-    if (nftw(dir, du_one, 16, FTW_PHYS) != 0)
-        DIE("cannot walk %s", dir);
-    return g_du;
-}
-
-/* A fresh, empty directory for one store. */
-static const char *store_dir(const char *name)
-{
-    static char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", g_tmp, name);
-    rm_tree(path);
-    if (mkdir(path, 0755) != 0)
-        DIE("mkdir %s: %s", path, strerror(errno));
-    return path;
-}
-
-/* ---- dropping cached pages ---- */
-
-enum drop_method { DROP_ALL, DROP_FADVISE };
-static enum drop_method g_drop;
-
-static int fadv_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)ftw;
-    if (flag != FTW_F)
-        return 0;
-    int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        close(fd);
-    }
-    return 0;
-}
-
-static bool drop_all_caches(void)
-{
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, "3", 1) == 1;
-    close(fd);
-    return ok;
-}
-
-/* Evict the store's pages from the OS page cache before a cold test: the
- * whole page cache (and dentries, inodes) when we may, else each of the
- * store's files with POSIX_FADV_DONTNEED, which needs no privilege. */
-static void drop_caches(const char *dir)
-{
-    if (g_drop == DROP_ALL && drop_all_caches())
-        return;
-    sync();
-    nftw(dir, fadv_one, 16, FTW_PHYS);
 }
 
 /* ---- results ---- */
@@ -315,8 +177,8 @@ struct row_def {
 
 static const struct row_def g_def[R_COUNT] = {
     [R_FILL_ARMDB] = {"fill.armdb.none", S_FILL, "armdb  sync=none, hot-pass cache", OPS, 'A'},
-    [R_FILL_ARMDB_INTERVAL] = {"fill.armdb.interval", S_FILL, "armdb  defaults: sync=interval, 64 MiB cache", OPS,
-                               ' '},
+    [R_FILL_ARMDB_INTERVAL] = {"fill.armdb.interval", S_FILL, "armdb  defaults: sync=interval, 64 MiB cache",
+                               OPS, ' '},
     [R_FILL_LMDB] = {"fill.lmdb.txn_per_put", S_FILL, "LMDB   one txn per put", OPS, 'P'},
     [R_FILL_LMDB_BATCH] = {"fill.lmdb.txn_per_1000", S_FILL, "LMDB   txns of 1000 puts (batched)", OPS, 'p'},
     [R_FILL_LEVELDB] = {"fill.leveldb", S_FILL, "LevelDB sync=false", OPS, 'P'},
@@ -372,12 +234,6 @@ static void record(enum row r, double v)
 {
     if (g_nruns[r] < MAX_REPS)
         g_runs[r][g_nruns[r]++] = v;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 struct summary {
@@ -447,7 +303,6 @@ static double ratio_of(enum row r, enum row *vs)
 
 /* The block device under the temp dir, as /proc/diskstats names it by
  * major:minor; 0:0 when there is none (tmpfs, overlay, btrfs subvolume). */
-static unsigned g_dev_major, g_dev_minor;
 
 struct io_count {
     uint64_t reads, sectors;
@@ -862,90 +717,6 @@ static void bench_leveldb(const uint32_t *order, const uint32_t *order2)
     record_io(R_COLD_IO_LEVELDB, R_COLD_KIB_LEVELDB, io, g_cold_keys);
     ldb_stop(&l);
     rm_tree(dir);
-}
-
-/* ---- the machine ---- */
-
-struct machine {
-    char cpu[256], kernel[256], fs[64], fsdev[800];
-    long cores, readahead_kb; /* of the temp dir's block device; -1 unknown */
-    uint64_t mem;
-    double load_before[3], load_after[3];
-};
-
-static struct machine g_m;
-
-static void strip(char *s)
-{
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = 0;
-}
-
-static void machine_probe(void)
-{
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[1024];
-    snprintf(g_m.cpu, sizeof g_m.cpu, "unknown");
-    while (f && fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (c && strncmp(line, "model name", 10) == 0) {
-            snprintf(g_m.cpu, sizeof g_m.cpu, "%s", c + 2);
-            strip(g_m.cpu);
-            break;
-        }
-    }
-    if (f)
-        fclose(f);
-    g_m.cores = sysconf(_SC_NPROCESSORS_ONLN);
-    struct sysinfo si;
-    if (sysinfo(&si) == 0)
-        g_m.mem = (uint64_t)si.totalram * si.mem_unit;
-    struct utsname u;
-    if (uname(&u) == 0)
-        snprintf(g_m.kernel, sizeof g_m.kernel, "%s %s %s", u.sysname, u.release, u.machine);
-
-    /* The filesystem of the temp dir: the longest mount point that holds it. */
-    char real[PATH_MAX];
-    snprintf(g_m.fs, sizeof g_m.fs, "unknown");
-    if (!realpath(g_tmp, real))
-        snprintf(real, sizeof real, "%s", g_tmp);
-    f = fopen("/proc/self/mounts", "r");
-    size_t best = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        char dev[256], mnt[512], type[64];
-        if (sscanf(line, "%255s %511s %63s", dev, mnt, type) != 3)
-            continue;
-        size_t ml = strlen(mnt);
-        bool under = strncmp(real, mnt, ml) == 0 && (real[ml] == '/' || real[ml] == 0 || ml == 1);
-        if (under && ml >= best) {
-            best = ml;
-            snprintf(g_m.fs, sizeof g_m.fs, "%s", type);
-            snprintf(g_m.fsdev, sizeof g_m.fsdev, "%s on %s", dev, mnt);
-        }
-    }
-    if (f)
-        fclose(f);
-    struct stat st;
-    if (stat(g_tmp, &st) == 0) {
-        g_dev_major = major(st.st_dev);
-        g_dev_minor = minor(st.st_dev);
-    }
-    /* A partition has no queue of its own: its disk's is one level up. */
-    g_m.readahead_kb = -1;
-    static const char *const ra[2] = {"/sys/dev/block/%u:%u/queue/read_ahead_kb",
-                                      "/sys/dev/block/%u:%u/../queue/read_ahead_kb"};
-    for (int i = 0; i < 2 && g_m.readahead_kb < 0; i++) {
-        char path[128];
-        snprintf(path, sizeof path, ra[i], g_dev_major, g_dev_minor);
-        f = fopen(path, "r");
-        if (f && fscanf(f, "%ld", &g_m.readahead_kb) != 1)
-            g_m.readahead_kb = -1;
-        if (f)
-            fclose(f);
-    }
-    if (getloadavg(g_m.load_before, 3) != 3)
-        memset(g_m.load_before, 0, sizeof g_m.load_before);
 }
 
 /* ---- output ---- */

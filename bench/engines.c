@@ -49,6 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "bench-engines"
+#include "common.h"
+
 enum {
     KEY_LEN = 16,
     POOL_SIZE = 1 << 20, /* values are windows into this random pool */
@@ -68,32 +71,6 @@ static const size_t g_batches[2] = {32, 256};
 
 /* ---- failures ---- */
 
-static char g_tmp[PATH_MAX]; /* the run's temp directory, removed at exit */
-
-static void die(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "bench-engines: %s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-#define DIE(...) die(__FILE__, __LINE__, __VA_ARGS__)
-#define ARMDB_OK(call)                                                                                       \
-    do {                                                                                                     \
-        int rc_ = (call);                                                                                    \
-        if (rc_ != 0)                                                                                        \
-            DIE("%s: %s (%s)", #call, armdb_strerror(rc_), armdb_errmsg());                                  \
-    } while (0)
-#define MDB_OK(call)                                                                                         \
-    do {                                                                                                     \
-        int rc_ = (call);                                                                                    \
-        if (rc_ != 0)                                                                                        \
-            DIE("%s: %s", #call, mdb_strerror(rc_));                                                         \
-    } while (0)
 #define ERR_OK(what, err)                                                                                    \
     do {                                                                                                     \
         if (err)                                                                                             \
@@ -110,13 +87,6 @@ static void *xmalloc(size_t n)
 
 /* ---- clock, randomness, data set ---- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static double g_t0; /* start of the run, for the progress lines */
 
 /* A progress line on stderr, stamped with the seconds since the start. */
@@ -128,14 +98,6 @@ static void progress(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 static size_t g_nkeys, g_sync_keys, g_cold_keys;
@@ -177,21 +139,6 @@ static void make_data(void)
     }
 }
 
-/* A random permutation of 0..n-1; the same seed gives every engine the same order. */
-static uint32_t *shuffled(size_t n, uint64_t seed)
-{
-    uint32_t *o = xmalloc(n * sizeof *o);
-    for (size_t i = 0; i < n; i++)
-        o[i] = (uint32_t)i;
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)(splitmix64(&seed) % (i + 1));
-        uint32_t t = o[i];
-        o[i] = o[j];
-        o[j] = t;
-    }
-    return o;
-}
-
 static int cmp_key_idx(const void *a, const void *b)
 {
     return memcmp(key_of(*(const uint32_t *)a), key_of(*(const uint32_t *)b), KEY_LEN);
@@ -216,89 +163,6 @@ static uint32_t *mix_ops(size_t n, uint64_t seed)
         o[i] = (uint32_t)((r >> 8) % g_nkeys) | ((r & 0xff) % 100 < MIX_WRITE_PCT ? 0x80000000u : 0);
     }
     return o;
-}
-
-/* ---- files ---- */
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    if (access(dir, F_OK) == 0 && nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        DIE("cannot remove %s: %s", dir, strerror(errno));
-}
-
-static uint64_t g_du;
-static int du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)path, (void)ftw;
-    if (flag == FTW_F)
-        g_du += (uint64_t)st->st_blocks * 512;
-    return 0;
-}
-
-/* Bytes allocated on disk under dir (sparse files count what they use). */
-static uint64_t disk_usage(const char *dir)
-{
-    g_du = 0;
-    if (nftw(dir, du_one, 16, FTW_PHYS) != 0)
-        DIE("cannot walk %s", dir);
-    return g_du;
-}
-
-/* A fresh, empty directory for one store. */
-static const char *store_dir(const char *name)
-{
-    static char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", g_tmp, name);
-    rm_tree(path);
-    if (mkdir(path, 0755) != 0)
-        DIE("mkdir %s: %s", path, strerror(errno));
-    return path;
-}
-
-/* ---- dropping cached pages ---- */
-
-enum drop_method { DROP_ALL, DROP_FADVISE };
-static enum drop_method g_drop;
-
-static int fadv_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)ftw;
-    if (flag != FTW_F)
-        return 0;
-    int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        close(fd);
-    }
-    return 0;
-}
-
-static bool drop_all_caches(void)
-{
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, "3", 1) == 1;
-    close(fd);
-    return ok;
-}
-
-/* Evict the closed store's pages from the OS page cache before a cold test:
- * the whole page cache when we may (root), else each of its files with
- * POSIX_FADV_DONTNEED, which needs no privilege. */
-static void drop_caches(const char *dir)
-{
-    if (g_drop == DROP_ALL && drop_all_caches())
-        return;
-    sync();
-    nftw(dir, fadv_one, 16, FTW_PHYS);
 }
 
 /* ---- resident memory ---- */
@@ -357,12 +221,6 @@ static void record(const char *workload, const char *variant, const char *engine
         r->runs[r->n++] = v;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- workloads ---- */
 
 enum workload {
@@ -380,9 +238,9 @@ enum workload {
     W_RSS = 1 << 11,
 };
 
-static const char *const g_wnames[] = {"fillrandom",    "fillseq",      "overwrite",     "readrandom_hot",
+static const char *const g_wnames[] = {"fillrandom",      "fillseq",      "overwrite",     "readrandom_hot",
                                        "readrandom_cold", "multiget_hot", "multiget_cold", "mix",
-                                       "durable",       "reopen",       "disk",          "rss"};
+                                       "durable",         "reopen",       "disk",          "rss"};
 enum { NWORK = sizeof g_wnames / sizeof g_wnames[0] };
 static unsigned g_only = (1u << NWORK) - 1;
 
@@ -906,14 +764,17 @@ static double run_durable(const struct engine *e, int threads)
 
 /* ---- one engine, one value size, one repetition ---- */
 
-static uint64_t g_hot_cache; /* of the current value size */
+static uint64_t g_hot_cache;    /* of the current value size */
 static armdb_stat g_armdb_stat; /* of the last armdb fill: backend, shards */
 
 struct orders {
     const uint32_t *a, *b, *seq, *mix; /* two read orders, key order, mix ops */
 };
 
-static double stat_pct(uint64_t part, uint64_t whole) { return whole ? 100.0 * (double)part / (double)whole : 0; }
+static double stat_pct(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0;
+}
 
 static void run_engine(int ei, const struct orders *ord)
 {
@@ -941,7 +802,8 @@ static void run_engine(int ei, const struct orders *ord)
             record("fillrandom", "", en, "ops/s", rate);
         if (want(W_RSS)) {
             record("rss_per_key", "VmRSS", en, "bytes/key", ((double)r1.vm - (double)r0.vm) / (double)n);
-            record("rss_per_key", "RssAnon", en, "bytes/key", ((double)r1.anon - (double)r0.anon) / (double)n);
+            record("rss_per_key", "RssAnon", en, "bytes/key",
+                   ((double)r1.anon - (double)r0.anon) / (double)n);
         }
         if (is_armdb) {
             armdb_stat st;
@@ -969,7 +831,8 @@ static void run_engine(int ei, const struct orders *ord)
             for (int bi = 0; bi < 2 && want(W_MGET_HOT) && !inline_row; bi++) {
                 char var[16];
                 snprintf(var, sizeof var, "batch%zu", g_batches[bi]);
-                record("multiget_hot", var, en, "ops/s", run_batches(e, h, bi ? ord->b : ord->a, n, g_batches[bi]));
+                record("multiget_hot", var, en, "ops/s",
+                       run_batches(e, h, bi ? ord->b : ord->a, n, g_batches[bi]));
             }
         }
         e->close(h);
@@ -1043,89 +906,6 @@ static void run_engine(int ei, const struct orders *ord)
     }
 }
 
-/* ---- the machine ---- */
-
-struct machine {
-    char cpu[256], kernel[256], fs[64], fsdev[800];
-    long cores, readahead_kb; /* of the temp dir's block device; -1 unknown */
-    uint64_t mem;
-    double load_before[3], load_after[3];
-};
-
-static struct machine g_m;
-
-static void strip(char *s)
-{
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = 0;
-}
-
-static void machine_probe(void)
-{
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[1024];
-    snprintf(g_m.cpu, sizeof g_m.cpu, "unknown");
-    while (f && fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (c && strncmp(line, "model name", 10) == 0) {
-            snprintf(g_m.cpu, sizeof g_m.cpu, "%s", c + 2);
-            strip(g_m.cpu);
-            break;
-        }
-    }
-    if (f)
-        fclose(f);
-    g_m.cores = sysconf(_SC_NPROCESSORS_ONLN);
-    struct sysinfo si;
-    if (sysinfo(&si) == 0)
-        g_m.mem = (uint64_t)si.totalram * si.mem_unit;
-    struct utsname u;
-    if (uname(&u) == 0)
-        snprintf(g_m.kernel, sizeof g_m.kernel, "%s %s %s", u.sysname, u.release, u.machine);
-
-    /* The filesystem of the temp dir: the longest mount point that holds it. */
-    char real[PATH_MAX];
-    snprintf(g_m.fs, sizeof g_m.fs, "unknown");
-    if (!realpath(g_tmp, real))
-        snprintf(real, sizeof real, "%s", g_tmp);
-    f = fopen("/proc/self/mounts", "r");
-    size_t best = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        char dev[256], mnt[512], type[64];
-        if (sscanf(line, "%255s %511s %63s", dev, mnt, type) != 3)
-            continue;
-        size_t ml = strlen(mnt);
-        bool under = strncmp(real, mnt, ml) == 0 && (real[ml] == '/' || real[ml] == 0 || ml == 1);
-        if (under && ml >= best) {
-            best = ml;
-            snprintf(g_m.fs, sizeof g_m.fs, "%s", type);
-            snprintf(g_m.fsdev, sizeof g_m.fsdev, "%s on %s", dev, mnt);
-        }
-    }
-    if (f)
-        fclose(f);
-    struct stat st;
-    unsigned ma = 0, mi = 0;
-    if (stat(g_tmp, &st) == 0)
-        ma = major(st.st_dev), mi = minor(st.st_dev);
-    /* A partition has no queue of its own: its disk's is one level up. */
-    g_m.readahead_kb = -1;
-    static const char *const ra[2] = {"/sys/dev/block/%u:%u/queue/read_ahead_kb",
-                                      "/sys/dev/block/%u:%u/../queue/read_ahead_kb"};
-    for (int i = 0; i < 2 && g_m.readahead_kb < 0; i++) {
-        char path[128];
-        snprintf(path, sizeof path, ra[i], ma, mi);
-        f = fopen(path, "r");
-        if (f && fscanf(f, "%ld", &g_m.readahead_kb) != 1)
-            g_m.readahead_kb = -1;
-        if (f)
-            fclose(f);
-    }
-    if (getloadavg(g_m.load_before, 3) != 3)
-        memset(g_m.load_before, 0, sizeof g_m.load_before);
-}
-
 /* ---- JSON ---- */
 
 static void json_str(const char *s)
@@ -1164,22 +944,23 @@ static void print_json(const char *date, double wall, const int *order, int nord
     printf(", \"device\": ");
     json_str(g_m.fsdev);
     printf(", \"readahead_kb\": %ld", g_m.readahead_kb);
-    printf(", \"load_before\": [%.2f, %.2f, %.2f], \"load_after\": [%.2f, %.2f, %.2f]},\n", g_m.load_before[0],
-           g_m.load_before[1], g_m.load_before[2], g_m.load_after[0], g_m.load_after[1], g_m.load_after[2]);
+    printf(", \"load_before\": [%.2f, %.2f, %.2f], \"load_after\": [%.2f, %.2f, %.2f]},\n",
+           g_m.load_before[0], g_m.load_before[1], g_m.load_before[2], g_m.load_after[0], g_m.load_after[1],
+           g_m.load_after[2]);
     printf("  \"config\": {\"keys\": %zu, \"key_len\": %d, \"value_sizes\": [", g_nkeys, KEY_LEN);
     for (int i = 0; i < g_nsizes; i++)
         printf("%s%zu", i ? ", " : "", g_sizes[i]);
-    printf("], \"reps\": %d, \"sync_keys\": %zu, \"sync_threads\": %d, \"cold_keys\": %zu, ", g_reps, g_sync_keys,
-           SYNC_THREADS, g_cold_keys);
+    printf("], \"reps\": %d, \"sync_keys\": %zu, \"sync_threads\": %d, \"cold_keys\": %zu, ", g_reps,
+           g_sync_keys, SYNC_THREADS, g_cold_keys);
     printf("\"mix_ops\": %zu, \"mix_write_pct\": %d, \"batches\": [%zu, %zu], ", g_nkeys, MIX_WRITE_PCT,
            g_batches[0], g_batches[1]);
     printf("\"hot_cache_bytes\": {");
     for (int i = 0; i < g_nsizes; i++)
         printf("%s\"%zu\": %" PRIu64, i ? ", " : "", g_sizes[i], hot_cache_for(g_sizes[i]));
     printf("}, \"cold_cache_bytes\": %llu, \"durable_cache_bytes\": %u, ", COLD_CACHE, 64u << 20);
-    printf("\"page_cache_drop\": %s, ",
-           g_drop == DROP_ALL ? "\"all (sync; echo 3 > /proc/sys/vm/drop_caches)\""
-                              : "\"store files only (posix_fadvise DONTNEED)\"");
+    printf("\"page_cache_drop\": %s, ", g_drop == DROP_ALL
+                                            ? "\"all (sync; echo 3 > /proc/sys/vm/drop_caches)\""
+                                            : "\"store files only (posix_fadvise DONTNEED)\"");
     printf("\"engine_order_even_reps\": [");
     for (int i = 0; i < norder; i++)
         printf("%s\"%s\"", i ? ", " : "", g_eng[order[i]].name);
@@ -1366,16 +1147,16 @@ int main(int argc, char **argv)
     /* The engine order of even repetitions; odd ones run it backwards. */
     int order[E_COUNT], norder = 0;
     for (int i = 0; i < E_COUNT; i++) {
-        bool on = i == E_ARMDB_INLINE ? (g_engines & (1u << E_ARMDB)) && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
-                                      : (g_engines & (1u << i)) != 0;
+        bool on = i == E_ARMDB_INLINE
+                      ? (g_engines & (1u << E_ARMDB)) && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
+                      : (g_engines & (1u << i)) != 0;
         if (on)
             order[norder++] = i;
     }
     char date[64];
     time_t tnow = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %z", localtime(&tnow));
-    fprintf(stderr,
-            "bench-engines: %zu keys, sizes", g_nkeys);
+    fprintf(stderr, "bench-engines: %zu keys, sizes", g_nkeys);
     for (int i = 0; i < g_nsizes; i++)
         fprintf(stderr, " %zu", g_sizes[i]);
     fprintf(stderr, ", %d reps, page cache drop: %s, temp dir %s\n", g_reps,
@@ -1395,7 +1176,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "warning: the hot cache (%" PRIu64 " MiB) is over half of RAM\n",
                         g_hot_cache >> 20);
             progress("repetition %d of %d, %zu-byte values%s", rep + 1, g_reps, g_vlen,
-                    rep % 2 ? " (engines in reverse order)" : "");
+                     rep % 2 ? " (engines in reverse order)" : "");
             for (int k = 0; k < norder; k++) {
                 int ei = order[rep % 2 ? norder - 1 - k : k];
                 if (ei == E_ARMDB_INLINE && g_vlen != INLINE_VLEN)
