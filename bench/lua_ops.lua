@@ -24,14 +24,13 @@ local ffi = require("ffi")
 
 local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 local root = script_dir .. "/.."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
+package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. script_dir .. "/?.lua;" .. package.path
 
 local armdb = require("armdb")
 
 ffi.cdef([[
 typedef struct { int64_t sec, nsec; } armdb_bench_ts;
 int armdb_bench_clock_gettime(int clk, armdb_bench_ts *ts) __asm__("clock_gettime");
-int armdb_bench_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
 ]])
 
 local CLOCK_MONOTONIC = 1
@@ -77,58 +76,19 @@ end
 
 -- ---- the data: as make_data() of bench/c_ops.c ----
 
-local SEED = 0x61726d6462ULL
-local ORDER_SEED = 0x6f72646572ULL
+local benchdata = require("benchdata")
+local SEED, KEY_LEN, VAL_LEN = benchdata.SEED, benchdata.KEY_LEN, benchdata.VAL_LEN
 local U53 = 0x1FFFFFFFFFFFFFULL
-local POOL_SIZE = 2 ^ 20
-local KEY_LEN, VAL_LEN = 16, 100
-
-local bxor, rshift, band = bit.bxor, bit.rshift, bit.band
-
--- splitmix64; state is a uint64_t[1].
-local function splitmix64(state)
-    local z = state[0] + 0x9e3779b97f4a7c15ULL
-    state[0] = z
-    z = bxor(z, rshift(z, 30)) * 0xbf58476d1ce4e5b9ULL
-    z = bxor(z, rshift(z, 27)) * 0x94d049bb133111ebULL
-    return bxor(z, rshift(z, 31))
-end
+local band = bit.band
+local splitmix64 = benchdata.splitmix64
 
 -- The data of mode "bytes": keys[i] (i = 1..n) is key i - 1 of the C
 -- program; its value is kept in one buffer, as in C, and made into Lua
 -- strings only for the put loop (so that a million value strings are not
 -- alive, filling LuaJIT's string table, while the gets run).
 local function make_bytes(n)
-    local s = ffi.new("uint64_t[1]", SEED)
-    local kbuf = ffi.new("uint64_t[?]", n * 2)
-    for i = 0, n * 2 - 1 do
-        kbuf[i] = splitmix64(s)
-    end
-    local pool = ffi.new("uint64_t[?]", POOL_SIZE / 8)
-    for i = 0, POOL_SIZE / 8 - 1 do
-        pool[i] = splitmix64(s)
-    end
-    local kbytes = ffi.cast("const char *", kbuf)
-    local pbytes = ffi.cast("const char *", pool)
-    local vbuf = ffi.new("char[?]", n * VAL_LEN)
-    local keys = {}
-    for i = 0, n - 1 do
-        keys[i + 1] = ffi.string(kbytes + i * KEY_LEN, KEY_LEN)
-        local off = tonumber((i * 2654435761ULL) % (POOL_SIZE - VAL_LEN))
-        ffi.copy(vbuf + i * VAL_LEN, pbytes + off, VAL_LEN)
-    end
-    local d = { keys = keys }
-    function d.make_vals()
-        local vals = {}
-        for i = 0, n - 1 do
-            vals[i + 1] = ffi.string(vbuf + i * VAL_LEN, VAL_LEN)
-        end
-        return vals
-    end
-    function d.ok(i, v)
-        return type(v) == "string" and #v == VAL_LEN
-            and ffi.C.armdb_bench_memcmp(v, vbuf + (i - 1) * VAL_LEN, VAL_LEN) == 0
-    end
+    local d = benchdata.bytes(n)
+    local vbuf = d.vbuf
     -- The floor under a Lua get: ns to make each value, in the read order,
     -- into a new Lua string (what ffi.string does for every get), with no
     -- armdb call. LuaJIT interns every string: the cost grows with the
@@ -169,22 +129,8 @@ local function make_u64(n)
     return d
 end
 
--- order[j] = the 1-based index of the j-th key read.
 local function make_order(n)
-    local o = ffi.new("uint32_t[?]", n)
-    for i = 0, n - 1 do
-        o[i] = i
-    end
-    local s = ffi.new("uint64_t[1]", ORDER_SEED)
-    for i = n - 1, 1, -1 do
-        local j = tonumber(splitmix64(s) % (i + 1))
-        o[i], o[j] = o[j], o[i]
-    end
-    local order = {}
-    for i = 0, n - 1 do
-        order[i + 1] = o[i] + 1
-    end
-    return order
+    return benchdata.order(n, 0)
 end
 
 -- ---- one repetition ----

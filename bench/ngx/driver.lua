@@ -350,7 +350,8 @@ local function start(s, mode, keys)
         LOAD_MODULES = s.load_modules,
         USER = s.user,
         ARMDB_LIB_ENV = "env ARMDB_LIB=" .. s.armdb_lib .. ";",
-        LUA_PATH = s.here .. "/?.lua;" .. s.root .. "/lua/?.lua;" .. s.root .. "/lua/?/init.lua",
+        LUA_PATH = s.here .. "/?.lua;" .. s.root .. "/bench/?.lua;" .. s.root .. "/lua/?.lua;"
+            .. s.root .. "/lua/?/init.lua",
         SHDICT_SIZE = shdict_mib(keys) .. "m",
         CONFIG_LUA = lua_literal(cfg),
         LISTEN = "127.0.0.1:" .. port,

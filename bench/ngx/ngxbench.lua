@@ -23,7 +23,6 @@ local M = {}
 ffi.cdef([[
 typedef struct { int64_t sec, nsec; } ngxbench_ts;
 int ngxbench_clock_gettime(int clk, ngxbench_ts *ts) __asm__("clock_gettime");
-int ngxbench_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
 ]])
 
 local CLOCK_MONOTONIC = 1
@@ -81,72 +80,16 @@ end
 
 -- ---- the data: as make_data() of bench/c_ops.c and bench/lua_ops.lua ----
 
-local SEED = 0x61726d6462ULL
-local ORDER_SEED = 0x6f72646572ULL
-local POOL_SIZE = 2 ^ 20
-local bxor, rshift = bit.bxor, bit.rshift
+local benchdata = require("benchdata")
 
-local function splitmix64(state)
-    local z = state[0] + 0x9e3779b97f4a7c15ULL
-    state[0] = z
-    z = bxor(z, rshift(z, 30)) * 0xbf58476d1ce4e5b9ULL
-    z = bxor(z, rshift(z, 27)) * 0x94d049bb133111ebULL
-    return bxor(z, rshift(z, 31))
-end
-
--- keys[i] (1..n): 16 random bytes; vals(i): a 100-byte window into a
--- 1 MiB random pool (so the values do not compress), kept in one buffer.
+-- keys[i] (1..n), vals made for the puts only, ok(i, v) the check.
 local function make_data(n)
-    local s = ffi.new("uint64_t[1]", SEED)
-    local kbuf = ffi.new("uint64_t[?]", n * 2)
-    for i = 0, n * 2 - 1 do
-        kbuf[i] = splitmix64(s)
-    end
-    local pool = ffi.new("uint64_t[?]", POOL_SIZE / 8)
-    for i = 0, POOL_SIZE / 8 - 1 do
-        pool[i] = splitmix64(s)
-    end
-    local kbytes = ffi.cast("const char *", kbuf)
-    local pbytes = ffi.cast("const char *", pool)
-    local vbuf = ffi.new("char[?]", n * VAL_LEN)
-    local keys = {}
-    for i = 0, n - 1 do
-        keys[i + 1] = ffi.string(kbytes + i * KEY_LEN, KEY_LEN)
-        local off = tonumber((i * 2654435761ULL) % (POOL_SIZE - VAL_LEN))
-        ffi.copy(vbuf + i * VAL_LEN, pbytes + off, VAL_LEN)
-    end
-    local d = { n = n, keys = keys }
-    -- The value strings exist only while the puts run, as in lua_ops.lua.
-    function d.make_vals()
-        local vals = {}
-        for i = 0, n - 1 do
-            vals[i + 1] = ffi.string(vbuf + i * VAL_LEN, VAL_LEN)
-        end
-        return vals
-    end
-    function d.ok(i, v)
-        return type(v) == "string" and #v == VAL_LEN
-            and ffi.C.ngxbench_memcmp(v, vbuf + (i - 1) * VAL_LEN, VAL_LEN) == 0
-    end
-    return d
+    return benchdata.bytes(n)
 end
 
 -- A random permutation of 1..n; one per repetition, the same for every engine.
 local function make_order(n, rep)
-    local o = ffi.new("uint32_t[?]", n)
-    for i = 0, n - 1 do
-        o[i] = i
-    end
-    local s = ffi.new("uint64_t[1]", ORDER_SEED + rep)
-    for i = n - 1, 1, -1 do
-        local j = tonumber(splitmix64(s) % (i + 1))
-        o[i], o[j] = o[j], o[i]
-    end
-    local order = {}
-    for i = 0, n - 1 do
-        order[i + 1] = o[i] + 1
-    end
-    return order
+    return benchdata.order(n, rep)
 end
 
 -- ---- the engines: open(dir) -> handle, close(); handle:put/get ----
