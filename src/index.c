@@ -122,6 +122,20 @@ static int recs_grow(struct index *ix)
 
 int index_reserve(struct index *ix, uint64_t n)
 {
+    if (n > MAX_RECS)
+        return ARMDB_FULL;
+    /* Map the records to come and fault their pages in with one call: page
+     * by page, the faults cost more than loading the keys. (A kernel
+     * without MADV_POPULATE_WRITE faults them as before.) */
+    int rc;
+    while ((size_t)n * ix->stride > ix->recs_map)
+        if ((rc = recs_grow(ix)) < 0)
+            return rc;
+#ifdef MADV_POPULATE_WRITE
+    size_t from = round_down((size_t)ix->nrecs * ix->stride, PAGE), to = round_up((size_t)n * ix->stride, PAGE);
+    if (to > from)
+        (void)madvise(ix->recs + from, to - from, MADV_POPULATE_WRITE);
+#endif
     /* One rehash to the final size instead of dozens on the way there. */
     uint64_t want = n * 100 / LOAD_PCT + 1;
     if (want <= ix->nslots)
@@ -131,12 +145,19 @@ int index_reserve(struct index *ix, uint64_t n)
     return table_resize(ix, (uint32_t)want);
 }
 
-int64_t index_insert(struct index *ix, const void *key, uint64_t hash)
+/* Room for one more key: the table grown if it would pass its load. */
+static int make_room(struct index *ix)
 {
-    int rc;
-    if ((uint64_t)(ix->used + 1) * 100 > (uint64_t)ix->nslots * LOAD_PCT && (rc = table_grow(ix)) < 0)
-        return rc;
+    if ((uint64_t)(ix->used + 1) * 100 > (uint64_t)ix->nslots * LOAD_PCT)
+        return table_grow(ix);
+    return 0;
+}
+
+/* A record for key, zeroed but for the key: a freed one, or a new one. */
+static int64_t rec_new(struct index *ix, const void *key)
+{
     uint32_t rec;
+    int rc;
     if (ix->free_head) {
         rec = ix->free_head - 1;
         ix->free_head = rec_u32(index_rec(ix, rec), REC_FILE);
@@ -150,8 +171,47 @@ int64_t index_insert(struct index *ix, const void *key, uint64_t hash)
     unsigned char *r = index_rec(ix, rec);
     memset(r, 0, ix->stride);
     memcpy(r + REC_KEY, key, ix->key_len);
-    table_place(ix->slots, ix->nslots, hash << 32 | (rec + 1));
+    return rec;
+}
+
+int64_t index_insert(struct index *ix, const void *key, uint64_t hash)
+{
+    int rc = make_room(ix);
+    if (rc < 0)
+        return rc;
+    int64_t rec = rec_new(ix, key);
+    if (rec < 0)
+        return rec;
+    table_place(ix->slots, ix->nslots, hash << 32 | (uint64_t)(rec + 1));
     ix->used++;
+    return rec;
+}
+
+int64_t index_find_or_insert(struct index *ix, const void *key, uint64_t hash, bool *fresh)
+{
+    int rc = make_room(ix);
+    if (rc < 0)
+        return rc;
+    uint64_t want = hash << 32;
+    uint32_t i = slot_home((uint32_t)hash, ix->nslots);
+    for (;; i = slot_next(i, ix->nslots)) {
+        uint64_t s = ix->slots[i];
+        if (s == 0)
+            break;
+        if ((s & 0xffffffff00000000ull) == want) {
+            uint32_t rec = (uint32_t)s - 1;
+            if (memcmp(index_rec(ix, rec) + REC_KEY, key, ix->key_len) == 0) {
+                *fresh = false;
+                return rec;
+            }
+        }
+    }
+    int64_t rec = rec_new(ix, key);
+    if (rec < 0)
+        return rec;
+    ix->slots[i] = want | (uint64_t)(rec + 1); /* the first empty slot of the run: where table_place puts it */
+    ix->used++;
+    *fresh = true;
     return rec;
 }
 

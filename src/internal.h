@@ -171,6 +171,9 @@ void index_free(struct index *ix);
 int64_t index_find(const struct index *ix, const void *key, uint64_t hash);
 /* Add a record for key (known absent); returns its number or -errno/ARMDB_FULL. */
 int64_t index_insert(struct index *ix, const void *key, uint64_t hash) MUST_CHECK;
+/* The record of key, added (zeroed but for the key; *fresh set) if absent:
+ * one probe where index_find + index_insert take two. */
+int64_t index_find_or_insert(struct index *ix, const void *key, uint64_t hash, bool *fresh) MUST_CHECK;
 void index_remove(struct index *ix, uint32_t rec, uint64_t hash);
 /* Make room for n keys in all, so loading them does not rehash. */
 int index_reserve(struct index *ix, uint64_t n) MUST_CHECK;

@@ -180,6 +180,7 @@ struct apply_ctx {
     struct shard *sh;
     struct dfile *f;
     struct hint_buf *hb; /* records for the hint a scan produces, or NULL */
+    uint64_t max_gsn;    /* observed once per file: shards recover in parallel */
 };
 
 static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
@@ -195,12 +196,15 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
     /* In a fixed-value store an entry of another length cannot be ours. */
     if (ix->inline_len && !(gsn & GSN_TOMB) && vlen != ix->inline_len)
         return 0;
-    gsn_observe(sh->db, gsn & GSN_MASK);
+    if ((gsn & GSN_MASK) > c->max_gsn)
+        c->max_gsn = gsn & GSN_MASK;
     uint64_t h = key_hash(key, klen);
-    int64_t r = index_find(ix, key, h);
-    unsigned char *rec;
-    if (r >= 0) {
-        rec = index_rec(ix, (uint32_t)r);
+    bool fresh;
+    int64_t r = index_find_or_insert(ix, key, h, &fresh);
+    if (r < 0)
+        return (int)r;
+    unsigned char *rec = index_rec(ix, (uint32_t)r);
+    if (!fresh) {
         uint64_t old = rec_gsn(rec);
         if ((old & GSN_MASK) >= (gsn & GSN_MASK))
             return 0;
@@ -209,11 +213,6 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
             if (of)
                 of->live -= entry_size(klen, rec_u32(rec, REC_VLEN));
         }
-    } else {
-        r = index_insert(ix, key, h);
-        if (r < 0)
-            return (int)r;
-        rec = index_rec(ix, (uint32_t)r);
     }
     rec_set(rec, gsn, c->f->id, voff, vlen);
     if (!(gsn & GSN_TOMB)) {
@@ -346,6 +345,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
             return err_set(rc, "index of %s", sh->path);
     }
     rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, &data_len, apply_entry, &c);
+    gsn_observe(db, c.max_gsn);
     if (rc < 0)
         return err_set(rc, "load hint of %s/%s", sh->path, name);
     if (rc == 0) {
@@ -366,6 +366,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
     rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c, &res);
+    gsn_observe(db, c.max_gsn);
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);
