@@ -41,8 +41,8 @@ int index_init(struct index *ix, uint32_t key_len, uint32_t inline_len)
         return -ENOMEM;
     ix->nslots = MIN_SLOTS;
     ix->recs_map = round_up((size_t)ix->stride * 256, PAGE);
-    ix->recs = mmap(NULL, ix->recs_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                    -1, 0);
+    ix->recs =
+        mmap(NULL, ix->recs_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ix->recs == MAP_FAILED) {
         free(ix->slots);
         ix->slots = NULL;
@@ -61,7 +61,10 @@ void index_free(struct index *ix)
 
 /* The shard was chosen by the high half of the hash; the low half, spread
  * evenly within a shard, picks the slot. */
-static inline uint32_t slot_home(uint32_t tag, uint32_t nslots) { return (uint32_t)(((uint64_t)tag * nslots) >> 32); }
+static inline uint32_t slot_home(uint32_t tag, uint32_t nslots)
+{
+    return (uint32_t)(((uint64_t)tag * nslots) >> 32);
+}
 static inline uint32_t slot_next(uint32_t i, uint32_t nslots) { return i + 1 == nslots ? 0 : i + 1; }
 
 int64_t index_find(const struct index *ix, const void *key, uint64_t hash)
@@ -132,7 +135,8 @@ int index_reserve(struct index *ix, uint64_t n)
         if ((rc = recs_grow(ix)) < 0)
             return rc;
 #ifdef MADV_POPULATE_WRITE
-    size_t from = round_down((size_t)ix->nrecs * ix->stride, PAGE), to = round_up((size_t)n * ix->stride, PAGE);
+    size_t from = round_down((size_t)ix->nrecs * ix->stride, PAGE),
+           to = round_up((size_t)n * ix->stride, PAGE);
     if (to > from)
         (void)madvise(ix->recs + from, to - from, MADV_POPULATE_WRITE);
 #endif
@@ -209,7 +213,8 @@ int64_t index_find_or_insert(struct index *ix, const void *key, uint64_t hash, b
     int64_t rec = rec_new(ix, key);
     if (rec < 0)
         return rec;
-    ix->slots[i] = want | (uint64_t)(rec + 1); /* the first empty slot of the run: where table_place puts it */
+    ix->slots[i] =
+        want | (uint64_t)(rec + 1); /* the first empty slot of the run: where table_place puts it */
     ix->used++;
     *fresh = true;
     return rec;

@@ -142,8 +142,7 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t 
         if (valid) {
             uint32_t vlen = get_le32(p + 4);
             uint64_t gsn = get_le64(p + 8);
-            rc = fn(ctx, gsn, (uint32_t)(pos + ENTRY_HDR + klen), vlen, p + ENTRY_HDR,
-                    p + ENTRY_HDR + klen);
+            rc = fn(ctx, gsn, (uint32_t)(pos + ENTRY_HDR + klen), vlen, p + ENTRY_HDR, p + ENTRY_HDR + klen);
             if (rc < 0)
                 goto out;
             pos += entry_size(klen, vlen);
@@ -365,7 +364,8 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c, &res);
+    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c,
+                   &res);
     gsn_observe(db, c.max_gsn);
     if (rc < 0) {
         hint_buf_free(&hb);
@@ -484,7 +484,8 @@ int hint_build_for(struct shard *sh, struct dfile *f)
     armdb *db = sh->db;
     struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
     struct scan_result res;
-    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c, &res);
+    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c,
+                       &res);
     if (rc == 0)
         rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
     hint_buf_free(&c.hb);
