@@ -626,7 +626,10 @@ local function main()
             date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
             commit = trim(sh("git -C " .. quote(s.root) .. " rev-parse --short HEAD 2>/dev/null")),
             machine = machine(),
-            env = { nginx = s.nginx_version, wrk = s.wrk_version, armdb_lib = s.armdb_lib },
+            env = { nginx = s.nginx_version, wrk = s.wrk_version,
+                -- relative to the checkout when it is the checkout's
+                armdb_lib = s.armdb_lib:sub(1, #s.root + 1) == s.root .. "/" and s.armdb_lib:sub(#s.root + 2)
+                    or s.armdb_lib },
             settings = {
                 keys = s.n, reps = s.reps, key_len = KEY_LEN, value_len = VAL_LEN, sync = s.sync,
                 http_keys = s.http_keys, duration_s = s.duration, warmup_s = s.warmup,
