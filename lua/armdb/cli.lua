@@ -488,9 +488,12 @@ end
 local Progress = {}
 Progress.__index = Progress
 
+-- Off a terminal, a bar that draws nothing, so callers need not ask.
+local SILENT = { step = function() end, done = function() end }
+
 local function progress(label, total)
     if ffi.C.isatty(2) ~= 1 then
-        return nil
+        return SILENT
     end
     return setmetatable({ label = label, total = total, n = 0, shown = -1 }, Progress)
 end
@@ -917,14 +920,10 @@ function cmds.dump(opts, pos)
                 failure("cannot write %s: %s", opts.output or "stdout", tostring(err))
             end
             n = n + 1
-            if bar then
-                bar:step(n)
-            end
+            bar:step(n)
         end
     end)
-    if bar then
-        bar:done()
-    end
+    bar:done()
     if opts.output then
         local ok, err = f:close()
         if not ok then
@@ -1083,15 +1082,11 @@ function cmds.load(opts, pos)
                     return
                 end
                 loaded = loaded + 1
-                if bar then
-                    bar:step(loaded, size and bytes)
-                end
+                bar:step(loaded, size and bytes)
             end
         end
     end)
-    if bar then
-        bar:done()
-    end
+    bar:done()
     if f ~= io.stdin then
         f:close()
     end
@@ -1142,14 +1137,10 @@ function cmds.verify(opts, pos)
                     bad_entries = bad_entries + 1
                     first_bad = first_bad or msg
                 end
-                if bar then
-                    bar:step(n)
-                end
+                bar:step(n)
             end
         end)
-        if bar then
-            bar:done()
-        end
+        bar:done()
         s:close()
         local prefix = c.label and ("[" .. c.label .. "] ") or ""
         out:write(string.format("%sentries %d\n%sbytes %d\n%sdamaged_entries %d\n%scorrupt_entries %d\n"
