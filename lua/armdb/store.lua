@@ -156,52 +156,19 @@ local function open(dir, opts)
     return setmetatable({ _h = h, dir = dir, _iters = setmetatable({}, { __mode = "k" }) }, Store)
 end
 
-function Store:put(k, v)
-    local h = handle(self)
-    check_key(k)
-    check_value(v)
-    local rc = C.armdb_put(h, k, #k, v, #v)
+-- put and get on pointer + length (cdata, or a Lua string): what the
+-- methods below share. get_p returns a pointer into the shared value
+-- buffer and the length (valid until the next get on any store), nil if
+-- absent, or nil, message, code.
+local function put_p(h, kp, kl, vp, vl)
+    local rc = C.armdb_put(h, kp, kl, vp, vl)
     if rc ~= 0 then
         return fail(rc)
     end
     return true
 end
 
-function Store:get(k)
-    local h = handle(self)
-    check_key(k)
-    local rc = C.armdb_get(h, k, #k, buf, buf_cap, vlen_out)
-    if rc == 0 then
-        return ffi_string(buf, vlen_out[0])
-    end
-    while rc == BUFSMALL do
-        grow(tonumber(vlen_out[0]))
-        rc = C.armdb_get(h, k, #k, buf, buf_cap, vlen_out)
-        if rc == 0 then
-            return ffi_string(buf, vlen_out[0])
-        end
-    end
-    if rc == NOTFOUND then
-        return nil
-    end
-    return fail(rc)
-end
-
--- For the collections: put and get on pointer + length (cdata, or a Lua
--- string), so that codecs with buffers of their own make no Lua string.
--- _get_p returns a pointer into the shared value buffer and the length
--- (valid until the next get on any store), nil if absent, or nil,
--- message, code. Arguments are the caller's to get right.
-function Store:_put_p(kp, kl, vp, vl)
-    local rc = C.armdb_put(handle(self), kp, kl, vp, vl)
-    if rc ~= 0 then
-        return fail(rc)
-    end
-    return true
-end
-
-function Store:_get_p(kp, kl)
-    local h = handle(self)
+local function get_p(h, kp, kl)
     local rc = C.armdb_get(h, kp, kl, buf, buf_cap, vlen_out)
     while rc == BUFSMALL do
         grow(tonumber(vlen_out[0]))
@@ -214,6 +181,34 @@ function Store:_get_p(kp, kl)
         return nil
     end
     return fail(rc)
+end
+
+function Store:put(k, v)
+    local h = handle(self)
+    check_key(k)
+    check_value(v)
+    return put_p(h, k, #k, v, #v)
+end
+
+function Store:get(k)
+    local h = handle(self)
+    check_key(k)
+    local p, n, code = get_p(h, k, #k)
+    if p == nil then
+        return nil, n, code -- absent: n is nil too
+    end
+    return ffi_string(p, n)
+end
+
+-- For the collections: the same on pointer + length, so that codecs with
+-- buffers of their own make no Lua string. Arguments are the caller's to
+-- get right.
+function Store:_put_p(kp, kl, vp, vl)
+    return put_p(handle(self), kp, kl, vp, vl)
+end
+
+function Store:_get_p(kp, kl)
+    return get_p(handle(self), kp, kl)
 end
 
 -- true if the key was deleted, false if it was not there.
