@@ -33,47 +33,25 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_PROG "c_ops"
+#include "common.h"
+
 enum {
     POOL_SIZE = 1 << 20, /* 100-byte values are windows into this random pool */
     BYTES_KEY = 16,
     BYTES_VAL = 100,
 };
 
-#define SEED 0x61726d6462ull      /* keys and pool (the seed of bench/core.c) */
+#define SEED 0x61726d6462ull       /* keys and pool (the seed of bench/core.c) */
 #define ORDER_SEED 0x6f72646572ull /* the random read order */
 #define U53 ((1ull << 53) - 1)     /* u64 keys stay below 2^53: exact as Lua numbers */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("c_ops: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
 static void die_rc(const char *what, int rc)
 {
-    die("%s: %s", what, armdb_errmsg()[0] ? armdb_errmsg() : armdb_strerror(rc));
+    DIE("%s: %s", what, armdb_errmsg()[0] ? armdb_errmsg() : armdb_strerror(rc));
 }
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static double now_ns(void) { return now_s() * 1e9; }
 
 static size_t g_n, g_klen, g_vlen;
 static unsigned char *g_keys; /* n keys back to back */
@@ -89,9 +67,8 @@ static void make_data(int u64)
     uint64_t s = SEED;
     g_keys = malloc(g_n * g_klen);
     g_vals = malloc(g_n * g_vlen);
-    g_order = malloc(g_n * sizeof *g_order);
-    if (!g_keys || !g_vals || !g_order)
-        die("out of memory for %zu keys", g_n);
+    if (!g_keys || !g_vals)
+        DIE("out of memory for %zu keys", g_n);
     if (u64) {
         for (size_t i = 0; i < g_n; i++) {
             uint64_t r = splitmix64(&s) & U53;
@@ -113,15 +90,7 @@ static void make_data(int u64)
         for (size_t i = 0; i < g_n; i++)
             memcpy(g_vals + i * BYTES_VAL, pool + (i * 2654435761ull) % (POOL_SIZE - BYTES_VAL), BYTES_VAL);
     }
-    uint64_t o = ORDER_SEED;
-    for (size_t i = 0; i < g_n; i++)
-        g_order[i] = (uint32_t)i;
-    for (size_t i = g_n - 1; i > 0; i--) {
-        size_t j = (size_t)(splitmix64(&o) % (i + 1));
-        uint32_t t = g_order[i];
-        g_order[i] = g_order[j];
-        g_order[j] = t;
-    }
+    g_order = shuffled(g_n, ORDER_SEED);
 }
 
 struct figures {
@@ -161,7 +130,7 @@ static struct figures run_once(const char *dir, int u64)
         if (rc)
             die_rc("get (check pass)", rc);
         if (vlen != g_vlen || memcmp(buf, g_vals + i * g_vlen, g_vlen) != 0)
-            die("key %zu: wrong value read back (%zu bytes)", i, vlen);
+            DIE("key %zu: wrong value read back (%zu bytes)", i, vlen);
     }
 
     uint64_t sum = 0;
@@ -175,13 +144,13 @@ static struct figures run_once(const char *dir, int u64)
     }
     f.get_ns = (now_ns() - t0) / (double)g_n;
     if (sum != (uint64_t)g_n * g_vlen)
-        die("gets returned %" PRIu64 " bytes, expected %zu", sum, g_n * g_vlen);
+        DIE("gets returned %" PRIu64 " bytes, expected %zu", sum, g_n * g_vlen);
 
     armdb_stat st;
     if ((rc = armdb_stats(db, &st)))
         die_rc("stats", rc);
     if (st.keys != g_n)
-        die("store holds %" PRIu64 " keys, expected %zu", st.keys, g_n);
+        DIE("store holds %" PRIu64 " keys, expected %zu", st.keys, g_n);
     f.io_backend = st.io_backend;
     if ((rc = armdb_close(db)))
         die_rc("close", rc);
@@ -191,14 +160,14 @@ static struct figures run_once(const char *dir, int u64)
 int main(int argc, char **argv)
 {
     if (argc != 4 && argc != 5)
-        die("usage: c_ops bytes|u64 N DIR [WARM_DIR]");
+        DIE("usage: c_ops bytes|u64 N DIR [WARM_DIR]");
     int u64 = strcmp(argv[1], "u64") == 0;
     if (!u64 && strcmp(argv[1], "bytes") != 0)
-        die("mode must be bytes or u64, got %s", argv[1]);
+        DIE("mode must be bytes or u64, got %s", argv[1]);
     char *end;
     unsigned long long n = strtoull(argv[2], &end, 10);
     if (*end || n < 1 || n > 50000000)
-        die("N must be 1..50000000, got %s", argv[2]);
+        DIE("N must be 1..50000000, got %s", argv[2]);
     g_n = (size_t)n;
     g_klen = u64 ? 8 : BYTES_KEY;
     g_vlen = u64 ? 8 : BYTES_VAL;
@@ -212,7 +181,7 @@ int main(int argc, char **argv)
         (void)run_once(argv[4], u64);
     struct figures f = run_once(argv[3], u64);
 
-    printf("{\"mode\":\"%s\",\"n\":%zu,\"put_ns\":%.1f,\"get_ns\":%.1f,\"io_backend\":\"%s\"}\n", argv[1], g_n,
-           f.put_ns, f.get_ns, f.io_backend == ARMDB_IO_URING ? "io_uring" : "pwrite");
+    printf("{\"mode\":\"%s\",\"n\":%zu,\"put_ns\":%.1f,\"get_ns\":%.1f,\"io_backend\":\"%s\"}\n", argv[1],
+           g_n, f.put_ns, f.get_ns, f.io_backend == ARMDB_IO_URING ? "io_uring" : "pwrite");
     return 0;
 }

@@ -3,21 +3,22 @@
  * clock and the seeded randomness, temp directories and disk usage,
  * dropping cached pages before cold tests, and what the machine is.
  *
- * Included by one .c file each (bench/core.c, bench/engines.c), after it
- * defines BENCH_PROG (its name, for messages); everything is static.
+ * Included by one .c file each (bench/core.c, bench/engines.c,
+ * bench/c_ops.c), after it defines BENCH_PROG (its name, for messages);
+ * everything is static, and marked unused so a program may take only what
+ * it needs. MDB_OK is defined where <lmdb.h> was included first.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
 #include "armdb.h"
 
-#include <lmdb.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@
 
 #define BENCH_UNUSED __attribute__((unused))
 
-static char g_tmp[PATH_MAX]; /* the run's temp directory, removed at exit */
+BENCH_UNUSED static char g_tmp[PATH_MAX]; /* the run's temp directory, removed at exit */
 static unsigned g_dev_major BENCH_UNUSED, g_dev_minor BENCH_UNUSED; /* its device */
 
 BENCH_UNUSED static void die(const char *file, int line, const char *fmt, ...)
@@ -53,6 +54,7 @@ BENCH_UNUSED static void die(const char *file, int line, const char *fmt, ...)
         if (rc_ != 0)                                                                                        \
             DIE("%s: %s (%s)", #call, armdb_strerror(rc_), armdb_errmsg());                                  \
     } while (0)
+#ifdef MDB_VERSION_MAJOR
 #define MDB_OK(call)                                                                                         \
     do {                                                                                                     \
         int rc_ = (call);                                                                                    \
@@ -60,16 +62,18 @@ BENCH_UNUSED static void die(const char *file, int line, const char *fmt, ...)
             DIE("%s: %s", #call, mdb_strerror(rc_));                                                         \
     } while (0)
 
+#endif
+
 /* ---- clock, randomness ---- */
 
-static double now_s(void)
+BENCH_UNUSED static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static uint64_t splitmix64(uint64_t *s)
+BENCH_UNUSED static uint64_t splitmix64(uint64_t *s)
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -78,7 +82,7 @@ static uint64_t splitmix64(uint64_t *s)
 }
 
 /* A random permutation of 0..n-1; the same seed gives every engine the same order. */
-static uint32_t *shuffled(size_t n, uint64_t seed)
+BENCH_UNUSED static uint32_t *shuffled(size_t n, uint64_t seed)
 {
     uint32_t *o = malloc(n * sizeof *o);
     if (!o)
@@ -94,20 +98,20 @@ static uint32_t *shuffled(size_t n, uint64_t seed)
     return o;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+BENCH_UNUSED static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;
     return remove(path);
 }
 
-static void rm_tree(const char *dir)
+BENCH_UNUSED static void rm_tree(const char *dir)
 {
     if (access(dir, F_OK) == 0 && nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
         DIE("cannot remove %s: %s", dir, strerror(errno));
 }
 
-static uint64_t g_du;
-static int du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+BENCH_UNUSED static uint64_t g_du;
+BENCH_UNUSED static int du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)path, (void)ftw;
     if (flag == FTW_F)
@@ -116,7 +120,7 @@ static int du_one(const char *path, const struct stat *st, int flag, struct FTW 
 }
 
 /* Bytes allocated on disk under dir (sparse files count what they use). */
-static uint64_t disk_usage(const char *dir)
+BENCH_UNUSED static uint64_t disk_usage(const char *dir)
 {
     g_du = 0;
     if (nftw(dir, du_one, 16, FTW_PHYS) != 0)
@@ -125,7 +129,7 @@ static uint64_t disk_usage(const char *dir)
 }
 
 /* A fresh, empty directory for one store. */
-static const char *store_dir(const char *name)
+BENCH_UNUSED static const char *store_dir(const char *name)
 {
     static char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", g_tmp, name);
@@ -136,9 +140,9 @@ static const char *store_dir(const char *name)
 }
 
 enum drop_method { DROP_ALL, DROP_FADVISE };
-static enum drop_method g_drop;
+BENCH_UNUSED static enum drop_method g_drop;
 
-static int fadv_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+BENCH_UNUSED static int fadv_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)ftw;
     if (flag != FTW_F)
@@ -151,7 +155,7 @@ static int fadv_one(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static bool drop_all_caches(void)
+BENCH_UNUSED static bool drop_all_caches(void)
 {
     sync();
     int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
@@ -165,7 +169,7 @@ static bool drop_all_caches(void)
 /* Evict the store's pages from the OS page cache before a cold test: the
  * whole page cache (and dentries, inodes) when we may, else each of the
  * store's files with POSIX_FADV_DONTNEED, which needs no privilege. */
-static void drop_caches(const char *dir)
+BENCH_UNUSED static void drop_caches(const char *dir)
 {
     if (g_drop == DROP_ALL && drop_all_caches())
         return;
@@ -173,7 +177,7 @@ static void drop_caches(const char *dir)
     nftw(dir, fadv_one, 16, FTW_PHYS);
 }
 
-static int cmp_double(const void *a, const void *b)
+BENCH_UNUSED static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -186,16 +190,16 @@ struct machine {
     double load_before[3], load_after[3];
 };
 
-static struct machine g_m;
+BENCH_UNUSED static struct machine g_m;
 
-static void strip(char *s)
+BENCH_UNUSED static void strip(char *s)
 {
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
         s[--n] = 0;
 }
 
-static void machine_probe(void)
+BENCH_UNUSED static void machine_probe(void)
 {
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[1024];
@@ -259,6 +263,24 @@ static void machine_probe(void)
     }
     if (getloadavg(g_m.load_before, 3) != 3)
         memset(g_m.load_before, 0, sizeof g_m.load_before);
+}
+
+/* The run's temp directory removed, at exit or on a signal. */
+BENCH_UNUSED static void tmp_remove(void)
+{
+    if (g_tmp[0]) {
+        nftw(g_tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        g_tmp[0] = 0;
+    }
+}
+
+/* Not async-signal-safe, but a benchmark interrupted by ^C should not leave
+ * gigabytes behind in the temp dir; nothing else runs at that point. */
+BENCH_UNUSED static void on_signal(int sig)
+{
+    tmp_remove();
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 #endif

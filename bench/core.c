@@ -921,23 +921,6 @@ static void write_json(const char *path, const char *date, double wall, bool dro
 
 /* ---- main ---- */
 
-static void tmp_remove(void)
-{
-    if (g_tmp[0]) {
-        nftw(g_tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        g_tmp[0] = 0;
-    }
-}
-
-/* Not async-signal-safe, but a benchmark interrupted by ^C should not leave
- * gigabytes behind in /tmp; nothing else runs at that point. */
-static void on_signal(int sig)
-{
-    tmp_remove();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 static size_t env_size(const char *name, size_t dflt, size_t lo, size_t hi)
 {
     const char *s = getenv(name);

@@ -1001,23 +1001,6 @@ static void print_json(const char *date, double wall, const int *order, int nord
 
 /* ---- main ---- */
 
-static void tmp_remove(void)
-{
-    if (g_tmp[0]) {
-        nftw(g_tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        g_tmp[0] = 0;
-    }
-}
-
-/* Not async-signal-safe, but a benchmark interrupted by ^C should not leave
- * gigabytes behind in the temp dir; nothing else runs at that point. */
-static void on_signal(int sig)
-{
-    tmp_remove();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 /* The cache of the hot tests: room for every entry one and a half times
  * over (16-byte key, value, 64 bytes of headers and padding), at least
  * armdb's default of 64 MiB. */
