@@ -1,11 +1,16 @@
--- bench/benchdata.lua: the data set of the Lua benchmarks, the same as
--- make_data() of bench/c_ops.c, so Lua and C time the same keys, values and
--- read order: 16-byte random keys and 100-byte values that are windows
--- into a 1 MiB random pool (they do not compress), from fixed seeds.
+-- bench/benchdata.lua: what the Lua benchmarks share. The data set, the
+-- same as make_data() of bench/c_ops.c, so Lua and C time the same keys,
+-- values and read order: 16-byte random keys and 100-byte values that are
+-- windows into a 1 MiB random pool (they do not compress), from fixed
+-- seeds. And the clock and the median of the runs.
 local ffi = require("ffi")
 local bit = require("bit")
 
-pcall(ffi.cdef, "int armdb_benchdata_memcmp(const void *a, const void *b, size_t n) __asm__(\"memcmp\");")
+pcall(ffi.cdef, [[
+int armdb_benchdata_memcmp(const void *a, const void *b, size_t n) __asm__("memcmp");
+typedef struct { int64_t sec, nsec; } armdb_benchdata_ts;
+int armdb_benchdata_clock_gettime(int clk, armdb_benchdata_ts *ts) __asm__("clock_gettime");
+]])
 
 local bxor, rshift = bit.bxor, bit.rshift
 
@@ -84,6 +89,26 @@ function M.order(n, offset)
         order[i + 1] = o[i] + 1
     end
     return order
+end
+
+local CLOCK_MONOTONIC = 1
+local ts = ffi.new("armdb_benchdata_ts")
+
+-- CLOCK_MONOTONIC in nanoseconds.
+function M.now_ns()
+    ffi.C.armdb_benchdata_clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec)
+end
+
+-- The median of the numbers of t (t is left as it is).
+function M.median(t)
+    local c = { unpack(t) }
+    table.sort(c)
+    local n = #c
+    if n % 2 == 1 then
+        return c[(n + 1) / 2]
+    end
+    return (c[n / 2] + c[n / 2 + 1]) / 2
 end
 
 return M

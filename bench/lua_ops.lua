@@ -27,19 +27,9 @@ local root = script_dir .. "/.."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. script_dir .. "/?.lua;" .. package.path
 
 local armdb = require("armdb")
+local benchdata = require("benchdata")
+local now_ns, median = benchdata.now_ns, benchdata.median
 
-ffi.cdef([[
-typedef struct { int64_t sec, nsec; } armdb_bench_ts;
-int armdb_bench_clock_gettime(int clk, armdb_bench_ts *ts) __asm__("clock_gettime");
-]])
-
-local CLOCK_MONOTONIC = 1
-local ts = ffi.new("armdb_bench_ts")
-
-local function now_ns()
-    ffi.C.armdb_bench_clock_gettime(CLOCK_MONOTONIC, ts)
-    return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec)
-end
 
 -- A failure of the run (not a bug): reported without a traceback.
 local function die(msg)
@@ -76,7 +66,6 @@ end
 
 -- ---- the data: as make_data() of bench/c_ops.c ----
 
-local benchdata = require("benchdata")
 local SEED, KEY_LEN, VAL_LEN = benchdata.SEED, benchdata.KEY_LEN, benchdata.VAL_LEN
 local U53 = 0x1FFFFFFFFFFFFFULL
 local band = bit.band
@@ -242,15 +231,6 @@ end
 
 -- ---- report ----
 
-local function median(t)
-    local s = { unpack(t) }
-    table.sort(s)
-    local n = #s
-    if n % 2 == 1 then
-        return s[(n + 1) / 2]
-    end
-    return (s[n / 2] + s[n / 2 + 1]) / 2
-end
 
 local function range(t)
     local lo, hi = math.huge, -math.huge

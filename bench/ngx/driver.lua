@@ -12,6 +12,10 @@
 local ffi = require("ffi")
 local cjson = require("cjson")
 
+-- bench/benchdata.lua, beside this directory.
+package.path = ((arg[0] or ""):match("^(.*)/ngx/[^/]*$") or "..") .. "/?.lua;" .. package.path
+local benchdata = require("benchdata")
+
 local KEY_LEN, VAL_LEN = 16, 100
 
 local function say(fmt, ...)
@@ -412,15 +416,7 @@ end
 
 -- ---- figures ----
 
-local function median(t)
-    local c = { unpack(t) }
-    table.sort(c)
-    local n = #c
-    if n % 2 == 1 then
-        return c[(n + 1) / 2]
-    end
-    return (c[n / 2] + c[n / 2 + 1]) / 2
-end
+local median = benchdata.median
 
 local function round(x, digits)
     local m = 10 ^ (digits or 0)

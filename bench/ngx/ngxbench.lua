@@ -13,25 +13,15 @@
 -- The driver polls for cfg.out; progress lines go to cfg.log. Nothing here
 -- is timed by nginx's cached clock: the point loops read CLOCK_MONOTONIC
 -- through the FFI.
-local ffi = require("ffi")
 local cjson = require("cjson")
 
 local ngx = ngx -- luacheck: ignore 113 (the global of OpenResty)
 
 local M = {}
 
-ffi.cdef([[
-typedef struct { int64_t sec, nsec; } ngxbench_ts;
-int ngxbench_clock_gettime(int clk, ngxbench_ts *ts) __asm__("clock_gettime");
-]])
+local benchdata = require("benchdata")
+local now_ns = benchdata.now_ns
 
-local CLOCK_MONOTONIC = 1
-local ts = ffi.new("ngxbench_ts")
-
-local function now_ns()
-    ffi.C.ngxbench_clock_gettime(CLOCK_MONOTONIC, ts)
-    return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec)
-end
 
 local KEY_LEN, VAL_LEN = 16, 100
 local DICT = "bench" -- lua_shared_dict in nginx.conf
@@ -79,8 +69,6 @@ local function remove_tree(dir)
 end
 
 -- ---- the data: as make_data() of bench/c_ops.c and bench/lua_ops.lua ----
-
-local benchdata = require("benchdata")
 
 -- keys[i] (1..n), vals made for the puts only, ok(i, v) the check.
 local function make_data(n)
