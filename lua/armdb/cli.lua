@@ -390,16 +390,11 @@ local function dirname(path)
     return d == "" and "/" or d
 end
 
+-- The catalog of a database directory, checked as armdb.open checks it.
 local function read_catalog(dbdir)
-    local f, err = io.open(dbdir .. "/CATALOG", "rb")
-    if not f then
-        failure("cannot read the catalog of %s: %s", dbdir, err)
-    end
-    local text = f:read("*a")
-    f:close()
-    local ok, cat = pcall(cjson().decode, text)
-    if not ok or type(cat) ~= "table" or type(cat.collections) ~= "table" then
-        failure("%s/CATALOG is not a valid catalog", dbdir)
+    local cat, msg = require("armdb.db").read_catalog(dbdir)
+    if not cat then
+        failure("%s", msg or (dbdir .. " has no CATALOG"))
     end
     return cat
 end

@@ -516,4 +516,5 @@ end
 
 M.Db = Db
 M.check_name = check_name
+M.read_catalog = read_catalog
 return M
