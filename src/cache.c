@@ -70,28 +70,6 @@ struct cache {
     uint32_t nparts;
 };
 
-#define HUGE (2u << 20)
-
-/* Address space for a partition's blocks: mapped, not allocated and
- * zeroed, so memory is taken as blocks fill; 2 MiB aligned and offered
- * huge pages, so filling it faults once per 2 MiB rather than once per
- * block, and hits miss the TLB less. */
-static unsigned char *map_blocks(size_t len)
-{
-    size_t span = len + HUGE;
-    unsigned char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED)
-        return NULL;
-    unsigned char *p = (unsigned char *)round_up((uintptr_t)m, HUGE);
-    if (p > m)
-        munmap(m, (size_t)(p - m));
-    munmap(p + len, (size_t)(m + span - (p + len)));
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, len, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
-#endif
-    return p;
-}
-
 static inline uint64_t name_hash(uint64_t name)
 {
     name ^= name >> 33;
@@ -132,7 +110,9 @@ int cache_init(struct cache **out, uint64_t bytes)
         p->small.ring = malloc(p->nslots * sizeof(uint32_t));
         p->main.ring = malloc(p->nslots * sizeof(uint32_t));
         p->small_target = p->nslots / 10 ? p->nslots / 10 : 1;
-        p->blocks = map_blocks((size_t)p->nslots * PAGE);
+        /* Address space only: memory is taken as blocks fill, and hits
+         * miss the TLB less on huge pages. */
+        p->blocks = huge_map((size_t)p->nslots * PAGE);
         if (!p->slots || !p->buckets || !p->blocks || !p->small.ring || !p->main.ring) {
             c->nparts = i + 1;
             cache_free(c);
@@ -156,7 +136,7 @@ void cache_free(struct cache *c)
         free(p->small.ring);
         free(p->main.ring);
         if (p->blocks)
-            munmap(p->blocks, (size_t)p->nslots * PAGE);
+            huge_unmap(p->blocks, (size_t)p->nslots * PAGE);
         pthread_mutex_destroy(&p->mu);
     }
     free(c->parts);

@@ -137,7 +137,7 @@ static int read_meta(armdb *db)
     if (rc < 0)
         return err_set(rc, "read %s/ARMDB", db->dir);
     rc = meta_decode(&db->meta, buf, len);
-    free(buf);
+    io_read_file_free(buf, len);
     if (rc == ARMDB_MISMATCH)
         return err_set(rc, "version: %s/ARMDB has format version %u, this library reads 1", db->dir,
                        db->meta.version);

@@ -146,6 +146,6 @@ int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *da
     if (rc < 0)
         return rc == -ENOENT ? 1 : 2;
     rc = hint_parse(p, len, klen, ilen, data_len, fn, ctx);
-    free(p);
+    io_read_file_free(p, len);
     return rc;
 }

@@ -78,6 +78,12 @@ int err_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Set the message verbatim (to carry one from a worker thread). */
 int err_restore(int rc, const char *msg);
 void *aligned_alloc_zero(size_t size);
+/* Anonymous memory for big buffers: mapped, not zeroed or faulted in up
+ * front, 2 MiB aligned and offered huge pages, so filling it faults once
+ * per 2 MiB rather than once per 4 KiB page. */
+#define HUGE_PAGE (2u << 20)
+void *huge_map(size_t len);
+void huge_unmap(void *p, size_t len);
 uint64_t key_hash(const void *key, size_t klen);
 int online_cpus(void);
 
@@ -94,7 +100,9 @@ int io_fsync(int fd) MUST_CHECK;
 int io_renameat(int dirfd, const char *from, const char *to) MUST_CHECK;
 int io_ftruncate(int fd, uint64_t len) MUST_CHECK;
 int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t len) MUST_CHECK;
+/* A whole file into memory; free it with io_read_file_free(buf, len). */
 int io_read_file(int dirfd, const char *name, unsigned char **buf, size_t *len) MUST_CHECK;
+void io_read_file_free(unsigned char *buf, size_t len);
 /* The injected error for this call of an operation of kind op (enum
  * fault_op), or 0; always 0 outside test builds. For I/O made elsewhere
  * than the wrappers above (io_uring). */

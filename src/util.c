@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -68,6 +69,28 @@ void *aligned_alloc_zero(size_t size)
         return NULL;
     memset(p, 0, size);
     return p;
+}
+
+void *huge_map(size_t len)
+{
+    size_t span = len + HUGE_PAGE;
+    unsigned char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    unsigned char *p = (unsigned char *)round_up((uintptr_t)m, HUGE_PAGE);
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    munmap(p + len, (size_t)(m + span - (p + len)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, len, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+#endif
+    return p;
+}
+
+void huge_unmap(void *p, size_t len)
+{
+    if (p)
+        munmap(p, len);
 }
 
 uint64_t key_hash(const void *key, size_t klen) { return XXH3_64bits(key, klen); }
