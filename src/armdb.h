@@ -31,6 +31,26 @@
  * small hints instead of the data. Each open by a writer starts a fresh
  * active file in every shard; the previous one becomes immutable.
  *
+ * COMPACTION
+ *
+ * Each data file counts the bytes of the entries the index points at and
+ * of its tombstones. A background thread compacts an immutable file once
+ * its reclaimable share (everything but live entries and the tombstones
+ * that may still hide an older value) reaches `compaction_threshold`
+ * (default 0.3); armdb_compact() compacts every file with anything to
+ * reclaim. Compacting a file seals the active file (so that the output's
+ * id stays below every file appended to later), copies the file's live
+ * entries, unchanged and with their GSN, into `NNNNNNNN.compact.tmp`,
+ * fdatasyncs it, renames it to `NNNNNNNN.data` and writes its hint, points
+ * the index at the copies, and removes the old file and its hint. A
+ * tombstone is copied while any other file's smallest GSN is below its
+ * own, so a deleted key never comes back. Readers that found a value in
+ * the old file before it was removed still read it: the file is closed
+ * when its last reader lets go, and block cache names carry file ids,
+ * which are never reused. A crash at any point leaves the old file, or
+ * both (holding the same entries), or the new one; a leftover .tmp file is
+ * removed at the next open by a writer.
+ *
  * DURABILITY
  *
  * A durability barrier writes the partial last page of each dirty shard and
@@ -73,8 +93,10 @@
  *   opens (ARMDB_RDONLY) take no lock and see the store as it was when they
  *   opened it.
  * - Writes made since the last barrier are lost on a crash (see DURABILITY).
- * - Space of overwritten and deleted values is counted (dead_bytes) but not
- *   yet reclaimed: this version has no compaction.
+ * - Compaction keeps up with writes only as fast as one background thread
+ *   copies live data: a burst of overwrites can take disk space well past
+ *   live / (1 - compaction_threshold) until it has caught up. Every data
+ *   file holds an open descriptor: max_file_size sets how many there are.
  * - Ordered stores, range scans and encryption are not in this version: the
  *   ARMDB_ORDERED flag and an encryption key are refused with ARMDB_INVAL.
  * - Values read from disk are copied out; values larger than 64 KiB make the
@@ -94,6 +116,7 @@
  *                       (default 1 MiB)
  *   max_file_size       64 KiB .. 3 GiB (default 256 MiB)
  *   sync_interval_ms    1 .. 60000 (default 50)
+ *   compaction_threshold  0 .. 1 (0 = the default 0.3)
  *   keys per shard      2^31
  *
  * ERRORS
@@ -123,7 +146,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 2
+#define ARMDB_ABI_VERSION 3
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -158,6 +181,7 @@ enum armdb_flags {
     ARMDB_ORDERED = 1u << 2,   /* ordered index (not in this version) */
     ARMDB_NO_URING = 1u << 3,  /* never use io_uring (also: env ARMDB_NO_URING=1) */
     ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
+    ARMDB_NO_AUTO_COMPACT = 1u << 5, /* compact only when armdb_compact() is called */
 };
 
 /* armdb_stat.io_backend */
@@ -200,7 +224,7 @@ typedef struct armdb_options {
     uint32_t reserved;          /* must be 0 */
     uint64_t max_file_size;     /* 0 = 256 MiB */
     uint64_t cache_size;        /* block cache bytes; 0 = 64 MiB, at least 64 KiB */
-    double compaction_threshold; /* 0 = 0.3; unused in this version */
+    double compaction_threshold; /* 0 = 0.3: compact a file once this share of it is reclaimable */
     const unsigned char *encryption_key; /* NULL; keys not in this version */
 } armdb_options;
 
@@ -229,6 +253,11 @@ typedef struct armdb_stat {
     uint64_t cache_misses;     /* pages read from the device */
     uint64_t cache_evictions;  /* pages dropped to make room */
     uint64_t cache_bytes;      /* memory holding cached pages */
+    uint64_t compactions;      /* files compacted */
+    uint64_t compact_bytes_read;    /* bytes of the files compacted */
+    uint64_t compact_bytes_written; /* bytes of their live entries rewritten; write amplification is
+                                       (bytes_written + compact_bytes_written) / bytes_written */
+    uint64_t bytes_reclaimed;  /* disk bytes compaction gave back */
     uint32_t io_backend;       /* enum armdb_io_backend */
     uint32_t direct_io;        /* 1 if data files use O_DIRECT */
     uint32_t read_only;        /* 1 if opened read-only or turned so by EIO */
@@ -319,6 +348,19 @@ int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, siz
 /* Durability barrier on every shard. Returns 0 or -errno; after a failed
  * fdatasync the store is read-only. On a read-only handle: 0. */
 int armdb_sync(armdb *db);
+
+/*
+ * Compact now: seal the active files that hold garbage, then rewrite every
+ * immutable file with reclaimable bytes (overwritten or deleted entries,
+ * tombstones no older entry needs) into new files and remove the old ones.
+ * The background thread does the same, by itself, for files whose
+ * reclaimable share reaches compaction_threshold (unless
+ * ARMDB_NO_AUTO_COMPACT). Other calls go on meanwhile: the shard lock is
+ * held for one key lookup, one barrier or one step of 1024 index updates
+ * at a time. Entries keep their GSN; a deleted key never comes back.
+ * Returns 0, ARMDB_READONLY, or an I/O error (the old files then stay).
+ */
+int armdb_compact(armdb *db);
 
 /* Number of live keys. */
 uint64_t armdb_count(armdb *db);

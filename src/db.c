@@ -40,7 +40,8 @@ API void armdb_options_init(armdb_options *opts)
 
 static int check_options(const armdb_options *o)
 {
-    const uint32_t known = ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT;
+    const uint32_t known =
+        ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT;
     if (o->flags & ~known)
         return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
     if (o->flags & ARMDB_ORDERED)
@@ -72,8 +73,8 @@ static int check_options(const armdb_options *o)
     if (o->cache_size && o->cache_size < MIN_CACHE)
         return err_set(ARMDB_INVAL, "cache_size: %llu is under the minimum of %llu", (unsigned long long)o->cache_size,
                        (unsigned long long)MIN_CACHE);
-    if (o->compaction_threshold < 0 || o->compaction_threshold > 1)
-        return err_set(ARMDB_INVAL, "compaction_threshold: must be from 0 to 1");
+    if (!(o->compaction_threshold >= 0 && o->compaction_threshold <= 1))
+        return err_set(ARMDB_INVAL, "compaction_threshold: %g is not from 0 to 1", o->compaction_threshold);
     return 0;
 }
 
@@ -217,11 +218,34 @@ static void *sync_thread(void *arg)
     return NULL;
 }
 
-static void *hint_thread(void *arg)
+/* Write the hint of a rotated file: not for one compaction has taken (or
+ * removed), since a hint must never outlive its data file. Without a hint
+ * the next open scans the file: slower, not wrong. */
+static void hint_job(struct shard *sh, struct dfile *f)
+{
+    pthread_mutex_lock(&sh->mu);
+    bool go = !f->removed && !f->compacting && !f->has_hint;
+    f->hinting = go;
+    pthread_mutex_unlock(&sh->mu);
+    if (go) {
+        bool ok = hint_build_for(sh, f) == 0;
+        pthread_mutex_lock(&sh->mu);
+        f->hinting = false;
+        f->has_hint |= ok;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    dfile_unref(f);
+}
+
+/* The background thread: hints of rotated files, and compaction when a
+ * file passed the threshold (a put or delete says so), taking turns so
+ * that neither waits for the other to run dry. */
+static void *bg_thread(void *arg)
 {
     armdb *db = arg;
     pthread_mutex_lock(&db->bg_mu);
     for (;;) {
+        bool did = false;
         if (db->njobs) {
             struct dfile *f = db->hint_jobs[0];
             struct shard *sh = db->hint_shards[0];
@@ -229,18 +253,34 @@ static void *hint_thread(void *arg)
             memmove(db->hint_jobs, db->hint_jobs + 1, db->njobs * sizeof *db->hint_jobs);
             memmove(db->hint_shards, db->hint_shards + 1, db->njobs * sizeof *db->hint_shards);
             pthread_mutex_unlock(&db->bg_mu);
-            /* Without a hint the next open scans the file: slower, not wrong. */
-            (void)hint_build_for(sh, f);
-            dfile_unref(f);
+            hint_job(sh, f);
             pthread_mutex_lock(&db->bg_mu);
-            continue;
+            did = true;
         }
+        if (db->compact_auto && atomic_exchange(&db->compact_wanted, false)) {
+            pthread_mutex_unlock(&db->bg_mu);
+            (void)db_compact_pass(db, false);
+            pthread_mutex_lock(&db->bg_mu);
+            did = true;
+        }
+        if (did)
+            continue;
         if (db->bg_stop)
             break;
         pthread_cond_wait(&db->bg_cv, &db->bg_mu);
     }
     pthread_mutex_unlock(&db->bg_mu);
     return NULL;
+}
+
+void db_want_compaction(armdb *db)
+{
+    if (!db->compact_auto || atomic_load_explicit(&db->compact_wanted, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&db->bg_mu);
+    atomic_store(&db->compact_wanted, true);
+    pthread_cond_signal(&db->bg_cv);
+    pthread_mutex_unlock(&db->bg_mu);
 }
 
 int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f)
@@ -271,7 +311,7 @@ int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f)
 
 static int start_threads(armdb *db)
 {
-    int rc = pthread_create(&db->hint_tid, NULL, hint_thread, db);
+    int rc = pthread_create(&db->hint_tid, NULL, bg_thread, db);
     if (rc)
         return err_set(-rc, "start the hint thread of %s", db->dir);
     db->hint_running = true;
@@ -318,6 +358,7 @@ static void db_free(armdb *db)
     pthread_mutex_destroy(&db->bg_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->sync_cv);
+    pthread_mutex_destroy(&db->compact_mu);
     free(db->dir);
     free(db);
 }
@@ -342,10 +383,11 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     }
     db->dirfd = db->lockfd = -1;
     pthread_mutex_init(&db->bg_mu, NULL);
-    pthread_cond_init(&db->bg_cv, NULL);
+    pthread_mutex_init(&db->compact_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->bg_cv, &ca);
     pthread_cond_init(&db->sync_cv, &ca);
     pthread_condattr_destroy(&ca);
     db->rdonly = opts->flags & ARMDB_RDONLY;
@@ -368,6 +410,9 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     db->interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : DEFAULT_INTERVAL_MS;
     db->max_file = opts->max_file_size ? opts->max_file_size : DEFAULT_MAX_FILE;
     db->flags = opts->flags;
+    db->compact_threshold = opts->compaction_threshold > 0 ? opts->compaction_threshold : DEFAULT_COMPACT_THRESHOLD;
+    db->compact_auto = !(opts->flags & ARMDB_NO_AUTO_COMPACT) && !(opts->flags & ARMDB_RDONLY);
+    atomic_init(&db->compact_wanted, true); /* files past the threshold at open */
     const char *no_uring = getenv("ARMDB_NO_URING");
     db->use_uring = !(opts->flags & ARMDB_NO_URING) && !(no_uring && *no_uring && strcmp(no_uring, "0") != 0);
     atomic_init(&db->uring_writes, db->use_uring && !db->rdonly);
@@ -411,6 +456,10 @@ API int armdb_close(armdb *db)
     if (!db)
         return 0;
     int rc = 0;
+    /* End a compaction under way at its next entry, and wait for it. */
+    atomic_store(&db->compact_stop, true);
+    pthread_mutex_lock(&db->compact_mu);
+    pthread_mutex_unlock(&db->compact_mu);
     stop_thread(db, db->sync_tid, &db->sync_running);
     if (!db->rdonly) {
         for (uint32_t i = 0; i < db->nshards; i++) {
@@ -568,6 +617,19 @@ API int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void 
     return small ? ARMDB_BUFSMALL : 0;
 }
 
+API int armdb_compact(armdb *db)
+{
+    if (!db)
+        return err_set(ARMDB_INVAL, "store handle must not be NULL");
+    if (db->rdonly)
+        return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    int failed = atomic_load(&db->failed);
+    if (failed)
+        return err_set(ARMDB_READONLY, "store %s is read-only after a failed fdatasync (%s)", db->dir,
+                       armdb_strerror(failed));
+    return db_compact_pass(db, true);
+}
+
 API int armdb_sync(armdb *db)
 {
     if (!db)
@@ -622,6 +684,10 @@ API int armdb_stats(armdb *db, armdb_stat *out)
         out->hints_loaded += sh->hints_loaded;
         out->files_scanned += sh->files_scanned;
         out->torn_bytes += sh->torn;
+        out->compactions += sh->compactions;
+        out->compact_bytes_read += sh->compact_read;
+        out->compact_bytes_written += sh->compact_written;
+        out->bytes_reclaimed += sh->reclaimed;
         pthread_mutex_unlock(&sh->mu);
     }
     out->index_bytes_per_key = out->keys ? out->index_bytes / out->keys : 0;

@@ -58,6 +58,17 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     return 0;
 }
 
+struct dfile *dfile_new(uint32_t id, int fd)
+{
+    struct dfile *f = calloc(1, sizeof *f);
+    if (f) {
+        f->id = id;
+        f->fd = fd;
+        atomic_init(&f->refs, 1);
+    }
+    return f;
+}
+
 void dfile_ref(struct dfile *f) { atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed); }
 
 void dfile_unref(struct dfile *f)

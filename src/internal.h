@@ -40,6 +40,8 @@
 #define DEFAULT_CACHE (64ull << 20)
 #define MIN_CACHE (64ull << 10)
 #define MAX_INTERVAL_MS 60000u
+#define DEFAULT_COMPACT_THRESHOLD 0.3
+#define COMPACT_POLL_MS 200L /* how often the background thread looks for files to compact */
 /* Room a write buffer keeps besides the largest value: a partial page, the
  * zero gap at a page end, the header, the key and the padding. */
 #define WBUF_SLACK 8192u
@@ -217,13 +219,33 @@ struct dfile {
     atomic_int refs; /* the shard's own reference + one per reader in flight */
     uint64_t size;   /* bytes of data (the file may be longer: padding) */
     uint64_t live;   /* bytes of entries the index points at */
+    uint64_t tomb;   /* bytes of tombstones */
+    uint64_t min_gsn, max_gsn; /* of its entries (0: none) */
     bool has_hint;
+    /* under the shard's mu: */
+    bool hinting;    /* the background thread is writing its hint */
+    bool compacting; /* being compacted */
+    bool keep;       /* compaction could not move all of it: not again */
+    bool removed;    /* compacted away: no longer in the shard's list */
 };
 struct shard;
 int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out) MUST_CHECK;
 void dfile_ref(struct dfile *f);
 void dfile_unref(struct dfile *f);
 void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext);
+/* A file object for an open descriptor (one reference), or NULL. */
+struct dfile *dfile_new(uint32_t id, int fd);
+/* Record in f an entry of esize bytes with this GSN (tombstone bit kept). */
+static inline void dfile_note(struct dfile *f, uint64_t gsn, uint64_t esize)
+{
+    uint64_t g = gsn & GSN_MASK;
+    if (!f->min_gsn || g < f->min_gsn)
+        f->min_gsn = g;
+    if (g > f->max_gsn)
+        f->max_gsn = g;
+    if (gsn & GSN_TOMB)
+        f->tomb += esize;
+}
 
 /* ---- cache.c: the block cache ---- */
 struct cache;
@@ -370,12 +392,20 @@ struct shard {
     /* counters, under mu */
     uint64_t puts, gets, deletes, bytes_written, flushes, syncs, ring_syncs, rotations;
     uint64_t corrupt, hints_loaded, files_scanned, torn;
+    uint64_t compactions, compact_read, compact_written, reclaimed;
 };
 
 int shard_init(struct shard *sh, armdb *db, uint32_t no) MUST_CHECK;
 void shard_free(struct shard *sh);
 struct dfile *shard_file(struct shard *sh, uint32_t id);
+/* List f (in id order). */
 int shard_add_file(struct shard *sh, struct dfile *f) MUST_CHECK;
+/* Unlist f (marked removed); the caller drops the shard's reference. */
+void shard_remove_file(struct shard *sh, struct dfile *f);
+/* With mu held: make the active file immutable (durable, hinted in the
+ * background), or, if nothing was written to it, remove it. */
+int shard_seal(struct shard *sh) MUST_CHECK;
+int shard_drop_active(struct shard *sh);
 int shard_new_active(struct shard *sh) MUST_CHECK;
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode);
@@ -390,6 +420,18 @@ int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key,
 void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };
+
+/* ---- compact.c ---- */
+/* Bytes of f that compaction would reclaim: all but its live entries and
+ * the tombstones that may still hide older entries. With mu held. */
+uint64_t dfile_reclaimable(const struct shard *sh, const struct dfile *f);
+/* Rewrite f's live entries into a new file and remove f. 0, 1 if f is
+ * busy (being hinted or compacted, or active), -ECANCELED if stop was
+ * set, or an error. */
+int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *stop);
+/* Compact, shard by shard, every file at or past the threshold (force:
+ * every file with reclaimable bytes, the active one sealed first). */
+int db_compact_pass(armdb *db, bool force);
 
 /* A value of a get_many that must come from the device. */
 struct pending_read {
@@ -437,10 +479,20 @@ struct armdb {
     struct dfile **hint_jobs; /* rotated files waiting for their hint */
     struct shard **hint_shards;
     uint32_t njobs, jobs_cap;
+    /* compaction: one pass at a time, by the background thread or
+     * armdb_compact(); compact_stop ends one early (close) */
+    double compact_threshold;
+    bool compact_auto; /* the background thread compacts (not ARMDB_NO_AUTO_COMPACT) */
+    pthread_mutex_t compact_mu;
+    atomic_bool compact_stop;
+    atomic_bool compact_wanted; /* a file may have passed the threshold */
 };
 
 uint64_t gsn_next(void);
 void gsn_observe(armdb *db, uint64_t gsn);
 int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f);
+/* A file may have passed the compaction threshold: wake the background
+ * thread (cheap when it is already told). */
+void db_want_compaction(armdb *db);
 
 #endif

@@ -192,6 +192,7 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
     int rc;
     if (c->hb && (rc = hint_add(c->hb, klen, ix->inline_len, gsn, voff, vlen, key, value)) < 0)
         return rc;
+    dfile_note(c->f, gsn, entry_size(klen, vlen));
     /* In a fixed-value store an entry of another length cannot be ours. */
     if (ix->inline_len && !(gsn & GSN_TOMB) && vlen != ix->inline_len)
         return 0;

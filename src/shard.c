@@ -80,7 +80,8 @@ void shard_free(struct shard *sh)
     pthread_mutex_destroy(&sh->mu);
 }
 
-struct dfile *shard_file(struct shard *sh, uint32_t id)
+/* Where id is or would go in the sorted list. */
+static uint32_t file_pos(const struct shard *sh, uint32_t id)
 {
     uint32_t lo = 0, hi = sh->nfiles;
     while (lo < hi) {
@@ -90,12 +91,17 @@ struct dfile *shard_file(struct shard *sh, uint32_t id)
         else
             hi = mid;
     }
-    return lo < sh->nfiles && sh->files[lo]->id == id ? sh->files[lo] : NULL;
+    return lo;
+}
+
+struct dfile *shard_file(struct shard *sh, uint32_t id)
+{
+    uint32_t i = file_pos(sh, id);
+    return i < sh->nfiles && sh->files[i]->id == id ? sh->files[i] : NULL;
 }
 
 int shard_add_file(struct shard *sh, struct dfile *f)
 {
-    assert(sh->nfiles == 0 || sh->files[sh->nfiles - 1]->id < f->id);
     if (sh->nfiles == sh->files_cap) {
         uint32_t cap = sh->files_cap ? sh->files_cap * 2 : 16;
         struct dfile **p = realloc(sh->files, cap * sizeof *p);
@@ -104,13 +110,35 @@ int shard_add_file(struct shard *sh, struct dfile *f)
         sh->files = p;
         sh->files_cap = cap;
     }
-    sh->files[sh->nfiles++] = f;
+    /* Appends come in id order; a compaction's output may land before
+     * an active file opened after its id was taken. */
+    uint32_t i = file_pos(sh, f->id);
+    assert(i == sh->nfiles || sh->files[i]->id != f->id);
+    memmove(sh->files + i + 1, sh->files + i, (sh->nfiles - i) * sizeof *sh->files);
+    sh->files[i] = f;
+    sh->nfiles++;
     return 0;
 }
 
-static void shard_drop_last_file(struct shard *sh)
+void shard_remove_file(struct shard *sh, struct dfile *f)
 {
-    dfile_unref(sh->files[--sh->nfiles]);
+    uint32_t i = file_pos(sh, f->id);
+    assert(i < sh->nfiles && sh->files[i] == f);
+    memmove(sh->files + i, sh->files + i + 1, (sh->nfiles - i - 1) * sizeof *sh->files);
+    sh->nfiles--;
+    f->removed = true;
+}
+
+int shard_drop_active(struct shard *sh)
+{
+    struct dfile *f = sh->active;
+    char name[32];
+    dfile_name(name, sizeof name, f->id, "data");
+    sh->active = NULL;
+    shard_remove_file(sh, f);
+    dfile_unref(f);
+    return unlinkat(sh->dirfd, name, 0) < 0 && errno != ENOENT ? err_set(-errno, "remove %s/%s", sh->path, name)
+                                                               : 0;
 }
 
 int shard_new_active(struct shard *sh)
@@ -241,8 +269,17 @@ int shard_sync(struct shard *sh)
     return rc;
 }
 
-/* Make the active file immutable: durable, hinted in the background. */
-static int shard_seal(struct shard *sh)
+/* An immutable file's garbage (tombstones aside) passed the threshold:
+ * time for the background thread to look. */
+static void want_compaction(struct shard *sh, const struct dfile *f)
+{
+    uint64_t used = f->live + f->tomb;
+    if (!f->compacting && f->size > used &&
+        (double)(f->size - used) >= sh->db->compact_threshold * (double)f->size)
+        db_want_compaction(sh->db);
+}
+
+int shard_seal(struct shard *sh)
 {
     struct dfile *f = sh->active;
     int rc = shard_barrier_locked(sh);
@@ -251,6 +288,7 @@ static int shard_seal(struct shard *sh)
     f->size = wbuf_tail(&sh->wb);
     sh->active = NULL;
     sh->rotations++;
+    want_compaction(sh, f);
     return db_queue_hint(sh->db, sh, f);
 }
 
@@ -287,6 +325,7 @@ static int shard_append(struct shard *sh, const void *key, const void *val, uint
     uint64_t gsn = gsn_next();
     gsn_observe(db, gsn);
     entry_encode(wb->buf + wb->len, tomb ? gsn | GSN_TOMB : gsn, key, klen, val, vlen);
+    dfile_note(sh->active, tomb ? gsn | GSN_TOMB : gsn, esize);
     wb->len += (uint32_t)esize;
     sh->pos += gap + esize;
     sh->active->size = wbuf_tail(wb);
@@ -569,8 +608,11 @@ int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t r
 static void account_dead(struct shard *sh, const unsigned char *rec)
 {
     struct dfile *f = shard_file(sh, rec_u32(rec, REC_FILE));
-    if (f)
-        f->live -= entry_size(sh->db->key_len, rec_u32(rec, REC_VLEN));
+    if (!f)
+        return;
+    f->live -= entry_size(sh->db->key_len, rec_u32(rec, REC_VLEN));
+    if (f != sh->active)
+        want_compaction(sh, f);
 }
 
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
@@ -685,11 +727,7 @@ int shard_close(struct shard *sh)
     if (f && !atomic_load(&sh->db->failed)) {
         rc = shard_barrier_locked(sh);
         if (rc == 0 && wbuf_tail(&sh->wb) == 0) {
-            char name[32];
-            dfile_name(name, sizeof name, f->id, "data");
-            sh->active = NULL;
-            shard_drop_last_file(sh);
-            (void)unlinkat(sh->dirfd, name, 0);
+            (void)shard_drop_active(sh);
         } else if (rc == 0) {
             f->size = wbuf_tail(&sh->wb);
             sh->active = NULL;

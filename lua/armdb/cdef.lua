@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 2 }
+local M = { ABI_VERSION = 3 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -38,6 +38,7 @@ enum armdb_flags {
     ARMDB_ORDERED = 4,
     ARMDB_NO_URING = 8,
     ARMDB_NO_DIRECT = 16,
+    ARMDB_NO_AUTO_COMPACT = 32,
 };
 
 enum armdb_io_backend {
@@ -100,6 +101,10 @@ typedef struct armdb_stat {
     uint64_t cache_misses;
     uint64_t cache_evictions;
     uint64_t cache_bytes;
+    uint64_t compactions;
+    uint64_t compact_bytes_read;
+    uint64_t compact_bytes_written;
+    uint64_t bytes_reclaimed;
     uint32_t io_backend;
     uint32_t direct_io;
     uint32_t read_only;
@@ -119,6 +124,7 @@ int armdb_delete(armdb *db, const void *key, size_t klen);
 int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, size_t elen,
               const void *val, size_t vlen);
 int armdb_sync(armdb *db);
+int armdb_compact(armdb *db);
 uint64_t armdb_count(armdb *db);
 int armdb_stats(armdb *db, armdb_stat *out);
 const char *armdb_strerror(int rc);

@@ -373,7 +373,8 @@ static armdb_options round_options(const struct round *r, bool rdonly)
     o.shards = r->c->shards;
     o.sync_mode = ARMDB_SYNC_NONE;
     o.max_file_size = MAX_FILE;
-    o.flags = rdonly ? ARMDB_RDONLY : 0;
+    /* Hints and files are counted: no compaction may change them. */
+    o.flags = (rdonly ? ARMDB_RDONLY : 0) | ARMDB_NO_AUTO_COMPACT;
     return o;
 }
 
@@ -652,7 +653,7 @@ static void build_reference(struct config *c, const char *base, unsigned no)
     memset(c->model, 0, sizeof c->model);
     for (int session = 0; session < 3; session++) {
         armdb *db = t_open_store(c->store, KLEN, c->value_len, c->shards, 0, MAX_FILE,
-                                 session == 0 ? ARMDB_CREATE : 0);
+                                 (session == 0 ? ARMDB_CREATE : 0) | ARMDB_NO_AUTO_COMPACT);
         for (unsigned i = 0; i < c->nkeys; i++) {
             struct state *m = &c->model[i];
             unsigned roll = (unsigned)(t_rand(&rng) % 100);

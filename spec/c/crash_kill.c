@@ -30,6 +30,10 @@
  *   second later, when a background barrier must have made every acked
  *   operation durable.
  *
+ * Compaction runs all along: the background thread's (the default
+ * threshold, over 64 KiB files) and armdb_compact() now and then, so kills
+ * land in every step of it too; none of the checks above changes.
+ *
  * No entry is ever counted corrupt: a kill leaves at most a torn tail. The
  * model then becomes what was found, and the next round continues on the
  * same store, so recovery of recovered stores, many files and their hints
@@ -314,6 +318,10 @@ static void child_run(struct store *st, int fd, uint64_t rng, uint32_t wbuf, uin
             if ((rc = armdb_sync(db)) != 0)
                 child_fail("armdb_sync", 0, seq, rc);
             child_send(fd, R_SYNC, 0, seq);
+        }
+        if (t_rand(&rng) % 40 == 0) { /* compaction, besides the background one */
+            if ((rc = armdb_compact(db)) != 0)
+                child_fail("armdb_compact", 0, seq, rc);
         }
         if (t_rand(&rng) % 20 == 0) { /* read back one key: writes are visible */
             uint32_t rk = pick_key(&rng);

@@ -3,14 +3,15 @@
  *
  * A fixed workload (puts, overwrites, deletes and gets over two shards,
  * small files so rotation and hints happen, armdb_sync every few
- * operations, then close; and the same in ARMDB_SYNC_ALWAYS mode) is first run to count its write, fdatasync,
+ * operations, armdb_compact COMPACTIONS times, then close; and the same in ARMDB_SYNC_ALWAYS mode) is first run to count its write, fdatasync,
  * open, rename, read and fsync calls. Then, for each kind and each N up to that count,
  * with ENOSPC and with EIO, it runs again on a fresh store with the Nth call
  * of that kind failing (once, and in a second pass from then on). Each run
  * checks, as it goes and after a reopen without faults:
  *   - a call that fails returns the injected error, or ARMDB_READONLY once
  *     a failed fdatasync has turned the store read-only (with a message);
- *     a failed fdatasync of a data file always does, nothing else does;
+ *     a failed fdatasync of a data file (compaction's output too) always
+ *     does, nothing else does;
  *   - reads keep working: every key reads as its last acknowledged state
  *     or as one of the failed writes made to it since;
  *   - nothing made durable is lost (everything acknowledged before the last
@@ -26,6 +27,7 @@
 #define NKEYS 40
 #define NOPS 300
 #define SYNC_EVERY 25
+#define COMPACTIONS 2 /* each one's calls are swept too: a few keep the sweep short */
 #define MAXV 1500
 #define MAXHIST (NOPS + 2)
 
@@ -147,10 +149,28 @@ static armdb *open_store(const char *dir, int create, int *rc_out)
     o.max_file_size = 64 << 10;
     o.write_buffer_size = 64 << 10;
     o.sync_mode = sync_mode;
-    o.flags = create ? ARMDB_CREATE : 0;
+    /* Compaction by explicit calls only, so every run makes the same
+     * calls in the same order. */
+    o.flags = (create ? ARMDB_CREATE : 0) | ARMDB_NO_AUTO_COMPACT;
     armdb *db = NULL;
     *rc_out = armdb_open(dir, &o, &db);
     return db;
+}
+
+/* Only a failed fdatasync turns the store read-only, and then it stays
+ * so: check it, and note it for the calls that follow. */
+static void note_read_only(armdb *db, struct run *r, int kind)
+{
+    armdb_stat st;
+    CHECK_OK(armdb_stats(db, &st));
+    if (r->read_only)
+        CHECK(st.read_only == 1);
+    if (st.read_only && !r->read_only) {
+        CHECK(kind == FAULT_DATASYNC && r->failures > 0);
+        r->read_only = 1;
+    }
+    if (kind == FAULT_DATASYNC && armdb_fault_fired() > 0)
+        CHECK(st.read_only == 1);
 }
 
 /* Run the workload with kind's nth call failing (nth 0: no fault). */
@@ -218,6 +238,12 @@ static void run_once(int kind, uint64_t nth, int err, int sticky, uint64_t *call
                 exit(1);
             }
         }
+        if (op % (nops / COMPACTIONS) == 0) {
+            note_read_only(db, r, kind); /* the write above may have made it so */
+            rc = armdb_compact(db);
+            CHECK(write_rc_ok(r, rc));
+            note_read_only(db, r, kind);
+        }
         if (sync_mode == ARMDB_SYNC_ALWAYS && !r->read_only)
             for (int i = 0; i < NKEYS; i++)
                 r->k[i].durable = r->k[i].acked;
@@ -228,18 +254,7 @@ static void run_once(int kind, uint64_t nth, int err, int sticky, uint64_t *call
                 for (int i = 0; i < NKEYS; i++)
                     r->k[i].durable = r->k[i].acked;
         }
-        /* Only a failed fdatasync turns the store read-only, and then it
-         * stays so. */
-        armdb_stat st;
-        CHECK_OK(armdb_stats(db, &st));
-        if (r->read_only)
-            CHECK(st.read_only == 1);
-        if (st.read_only && !r->read_only) {
-            CHECK(kind == FAULT_DATASYNC && r->failures > 0);
-            r->read_only = 1;
-        }
-        if (kind == FAULT_DATASYNC && armdb_fault_fired() > 0)
-            CHECK(st.read_only == 1);
+        note_read_only(db, r, kind);
     }
     /* Reads keep working whatever failed. */
     if (kind != FAULT_READ)

@@ -70,7 +70,8 @@ static size_t make_value(uint32_t idx, uint64_t ver, uint8_t *out)
 
 static armdb *open_store(const char *store, uint32_t shards)
 {
-    return t_open_store(store, KEY_LEN, 0, shards, 0, MAX_FILE, ARMDB_CREATE);
+    /* Files and hints are counted: no compaction may change them. */
+    return t_open_store(store, KEY_LEN, 0, shards, 0, MAX_FILE, ARMDB_CREATE | ARMDB_NO_AUTO_COMPACT);
 }
 
 static void put_ver(armdb *db, struct model *m, uint32_t idx, uint64_t ver)

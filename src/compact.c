@@ -1,0 +1,467 @@
+/*
+ * compact.c - reclaiming the space of overwritten and deleted entries.
+ *
+ * Every file counts the bytes of the entries the index points at (`live`)
+ * and of its tombstones (`tomb`); the rest of its size is garbage. A file
+ * whose reclaimable share reaches compaction_threshold is rewritten: its
+ * live entries, byte for byte with their original GSN, go into a new file
+ * with a fresh id, and the old file is removed. One file at a time, per
+ * shard:
+ *
+ *  1. Under the shard lock: the active file is sealed (or dropped if
+ *     empty), so that the output's id, taken next, is below every file
+ *     appended to later; recovery treats only the highest id as a file
+ *     that may end in a torn write.
+ *  2. Without the lock: the old file is scanned. For each entry the lock is
+ *     taken just long enough to look the key up; a live entry (the index
+ *     points at exactly this file, offset and GSN) is appended to
+ *     `NNNNNNNN.compact.tmp`, and a tombstone is kept while any other file
+ *     might hold an older version of its key (a file whose smallest GSN is
+ *     below the tombstone's), so a deleted key never comes back.
+ *  3. The output is written, fdatasynced, renamed to `NNNNNNNN.data`, the
+ *     directory fsynced, and its hint written.
+ *  4. Under the lock, in steps of MOVE_STEP records: each record that still
+ *     names the old entry (same GSN, file and offset) is pointed at the
+ *     copy; a record overwritten or deleted meanwhile is left alone.
+ *  5. If nothing live is left in the old file, it leaves the shard's file
+ *     list and is unlinked, hint first. Readers that took its location
+ *     before hold a reference, so their descriptor stays valid; the kernel
+ *     frees the blocks when the last one closes it. Block cache names carry
+ *     the file id, which is never reused, so no stale block is ever served.
+ *
+ * A crash at any step leaves either the old file alone (the .tmp output is
+ * removed at the next open), or both files with identical entries (the
+ * same GSNs, so either copy wins), or the output alone. An entry of the old
+ * file that cannot be read (damage) stays live there, and the old file is
+ * then kept rather than lose it.
+ *
+ * The lock is never held for I/O except in step 1's barrier (the same one a
+ * rotation makes), so foreground calls wait at most one index lookup, one
+ * barrier or one step of record moves.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MOVE_STEP 1024u
+#define OUT_CHUNK (1u << 20)
+#define BUSY_TRIES 5000 /* 1 ms apart: a hint takes far less */
+#define PASS_FILES 8    /* per shard and background pass */
+
+struct move {
+    uint64_t gsn;
+    uint32_t rec, old_voff, new_voff, vlen;
+};
+
+struct compact_ctx {
+    struct shard *sh;
+    struct dfile *f; /* the file being compacted */
+    uint32_t oid;    /* the output's id */
+    int fd;          /* the output, under its .tmp name */
+    unsigned char *buf;
+    size_t cap, len;   /* bytes in buf; buf[0] is file offset base */
+    uint64_t base;
+    struct dfile acc; /* what the output holds: GSN range, tombstones */
+    struct hint_buf hb;
+    struct move *moves;
+    size_t nmoves, moves_cap;
+    const atomic_bool *stop;
+};
+
+/* Any file but f (a tombstone's own) that may hold an entry older than
+ * GSN g: one whose smallest GSN is below it. With mu held. */
+static bool older_elsewhere(const struct shard *sh, const struct dfile *f, uint64_t g)
+{
+    for (uint32_t i = 0; i < sh->nfiles; i++) {
+        const struct dfile *x = sh->files[i];
+        if (x != f && x->min_gsn && x->min_gsn < g)
+            return true;
+    }
+    return false;
+}
+
+uint64_t dfile_reclaimable(const struct shard *sh, const struct dfile *f)
+{
+    uint64_t dead = f->size > f->live ? f->size - f->live : 0;
+    if (f->tomb && older_elsewhere(sh, f, f->max_gsn))
+        dead = dead > f->tomb ? dead - f->tomb : 0;
+    return dead;
+}
+
+/* Write buf's whole pages, keeping the partial last one. */
+static int out_flush(struct compact_ctx *c, bool all)
+{
+    size_t n = all ? round_up(c->len, PAGE) : round_down(c->len, PAGE);
+    if (!n)
+        return 0;
+    if (n > c->len)
+        memset(c->buf + c->len, 0, n - c->len);
+    int rc = io_pwrite_full(c->fd, c->buf, n, c->base);
+    if (rc < 0)
+        return rc;
+    if (all) {
+        c->base += c->len;
+        c->len = 0;
+        return 0;
+    }
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+    c->base += n;
+    return 0;
+}
+
+/* Append one entry to the output, by the writer's page rule (never start
+ * an entry with under ENTRY_HDR bytes left in a page). *voff: where its
+ * value lands. */
+static int out_append(struct compact_ctx *c, uint64_t gsn, const unsigned char *key, const unsigned char *val,
+                      uint32_t vlen, uint32_t *voff)
+{
+    uint32_t klen = c->sh->db->key_len;
+    uint64_t esize = entry_size(klen, vlen);
+    uint64_t tail = c->base + c->len;
+    size_t gap = PAGE - tail % PAGE < ENTRY_HDR ? (size_t)(PAGE - tail % PAGE) : 0;
+    if (tail + gap + esize > UINT32_MAX)
+        return err_set(ARMDB_FULL, "compaction output %s/%08u.data would pass 4 GiB", c->sh->path, c->oid);
+    if (c->len + gap + esize > c->cap) {
+        int rc = out_flush(c, false);
+        if (rc < 0)
+            return rc;
+        size_t need = round_up(c->len + gap + esize, PAGE);
+        if (need > c->cap) {
+            unsigned char *p = aligned_alloc_zero(need);
+            if (!p)
+                return -ENOMEM;
+            memcpy(p, c->buf, c->len);
+            free(c->buf);
+            c->buf = p;
+            c->cap = need;
+        }
+    }
+    memset(c->buf + c->len, 0, gap);
+    c->len += gap;
+    uint64_t off = c->base + c->len;
+    entry_encode(c->buf + c->len, gsn, key, klen, val, vlen);
+    c->len += esize;
+    *voff = (uint32_t)(off + ENTRY_HDR + klen);
+    dfile_note(&c->acc, gsn, esize);
+    return 0;
+}
+
+static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
+                         const unsigned char *value)
+{
+    struct compact_ctx *c = vctx;
+    struct shard *sh = c->sh;
+    struct index *ix = &sh->ix;
+    uint32_t klen = ix->key_len;
+    if (atomic_load_explicit(c->stop, memory_order_relaxed))
+        return -ECANCELED;
+    bool tomb = (gsn & GSN_TOMB) != 0, keep;
+    uint64_t h = key_hash(key, klen);
+    int64_t r;
+    pthread_mutex_lock(&sh->mu);
+    r = index_find(ix, key, h);
+    if (tomb) {
+        keep = r < 0 && older_elsewhere(sh, c->f, gsn & GSN_MASK);
+    } else {
+        const unsigned char *rec = r >= 0 ? index_rec(ix, (uint32_t)r) : NULL;
+        keep = rec && rec_gsn(rec) == gsn && rec_u32(rec, REC_FILE) == c->f->id && rec_u32(rec, REC_VOFF) == voff;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (!keep)
+        return 0;
+    uint32_t nvoff = 0;
+    int rc = out_append(c, gsn, key, value, vlen, &nvoff);
+    if (rc < 0)
+        return rc;
+    if ((rc = hint_add(&c->hb, klen, ix->inline_len, gsn, nvoff, vlen, key, value)) < 0)
+        return rc;
+    if (tomb)
+        return 0;
+    if (c->nmoves == c->moves_cap) {
+        size_t cap = c->moves_cap ? c->moves_cap * 2 : 1024;
+        struct move *m = realloc(c->moves, cap * sizeof *m);
+        if (!m)
+            return -ENOMEM;
+        c->moves = m;
+        c->moves_cap = cap;
+    }
+    c->moves[c->nmoves++] = (struct move){.gsn = gsn, .rec = (uint32_t)r, .old_voff = voff, .new_voff = nvoff,
+                                          .vlen = vlen};
+    return 0;
+}
+
+/* Step 1: claim f, seal the active file and take the output's id. */
+static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
+{
+    int rc = 0;
+    pthread_mutex_lock(&sh->mu);
+    if (f == sh->active || f->compacting || f->hinting || f->removed) {
+        rc = 1;
+    } else if (sh->next_id > 99999999u) {
+        rc = err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path);
+    } else if (sh->active && wbuf_tail(&sh->wb) == 0) {
+        rc = shard_drop_active(sh);
+    } else if (sh->active) {
+        rc = shard_seal(sh);
+    }
+    if (rc == 0) {
+        f->compacting = true;
+        dfile_ref(f);
+        *oid = sh->next_id++;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+/* Step 3: the output made durable under its own name, with its hint
+ * (*hinted: it got one; *renamed: it has its own name, whatever failed
+ * after). A failed fdatasync turns the store read-only, as it does for
+ * any data file: the device is not to be trusted with more writes. */
+static int compact_publish(struct compact_ctx *c, const char *tmp, const char *name, bool *hinted, bool *renamed)
+{
+    struct shard *sh = c->sh;
+    uint64_t size = c->base + c->len;
+    int rc = out_flush(c, true);
+    if (rc < 0)
+        return err_set(rc, "write %s/%s", sh->path, tmp);
+    if ((rc = io_fdatasync(c->fd)) < 0) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
+        return err_set(rc, "fdatasync %s/%s", sh->path, tmp);
+    }
+    if ((rc = io_renameat(sh->dirfd, tmp, name)) < 0)
+        return err_set(rc, "rename %s/%s to %s", sh->path, tmp, name);
+    *renamed = true;
+    if ((rc = io_fsync(sh->dirfd)) < 0)
+        return err_set(rc, "fsync the directory %s", sh->path);
+    /* Without a hint the next open scans the output: slower, not wrong. */
+    *hinted = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size) == 0;
+    return 0;
+}
+
+/* Steps 4 and 5. o: the published output, or NULL if nothing was kept. */
+static void compact_switch(struct compact_ctx *c, struct dfile *o, uint64_t *freed)
+{
+    struct shard *sh = c->sh;
+    struct dfile *f = c->f;
+    uint32_t klen = sh->db->key_len;
+    bool listed = true;
+    pthread_mutex_lock(&sh->mu);
+    if (o && shard_add_file(sh, o) < 0) {
+        /* No room to list it: the old file stays and the output goes. */
+        listed = false;
+        pthread_mutex_unlock(&sh->mu);
+        char name[32];
+        dfile_name(name, sizeof name, o->id, "data");
+        (void)hint_unlink(sh->dirfd, o->id);
+        (void)unlinkat(sh->dirfd, name, 0);
+        dfile_unref(o);
+        pthread_mutex_lock(&sh->mu);
+        o = NULL;
+        c->nmoves = 0;
+    }
+    for (size_t i = 0; i < c->nmoves; i++) {
+        if (i && i % MOVE_STEP == 0) {
+            pthread_mutex_unlock(&sh->mu);
+            pthread_mutex_lock(&sh->mu);
+        }
+        const struct move *m = &c->moves[i];
+        unsigned char *rec = index_rec(&sh->ix, m->rec);
+        if (rec_gsn(rec) != m->gsn || rec_u32(rec, REC_FILE) != f->id || rec_u32(rec, REC_VOFF) != m->old_voff)
+            continue;
+        rec_set(rec, m->gsn, o->id, m->new_voff, m->vlen);
+        uint64_t es = entry_size(klen, m->vlen);
+        f->live -= es;
+        o->live += es;
+    }
+    bool drop = listed && f->live == 0;
+    sh->compactions++;
+    sh->compact_read += f->size;
+    sh->compact_written += o ? o->size : 0;
+    pthread_mutex_unlock(&sh->mu);
+    /* Files removed before must be gone for good before this one goes:
+     * compacting it may have dropped tombstones because they were. The
+     * output's publication fsynced the directory after them; without an
+     * output that is done here. If it cannot be made sure, the file stays
+     * listed (and on disk), so no later compaction counts on its absence
+     * either. */
+    if (drop && !o && io_fsync(sh->dirfd) < 0)
+        drop = false;
+    pthread_mutex_lock(&sh->mu);
+    f->compacting = false;
+    if (drop) {
+        uint64_t osize = o ? o->size : 0;
+        shard_remove_file(sh, f);
+        *freed = f->size > osize ? f->size - osize : 0;
+        sh->reclaimed += *freed;
+    } else {
+        f->keep = true; /* entries it holds could not be moved: not again */
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (drop) {
+        char name[32];
+        dfile_name(name, sizeof name, f->id, "data");
+        (void)hint_unlink(sh->dirfd, f->id);
+        (void)unlinkat(sh->dirfd, name, 0);
+        dfile_unref(f); /* the shard's reference */
+    }
+}
+
+int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *stop)
+{
+    armdb *db = sh->db;
+    struct compact_ctx c = {.sh = sh, .f = f, .fd = -1, .stop = stop};
+    struct dfile *o = NULL;
+    bool renamed = false;
+    int rc = compact_begin(sh, f, &c.oid);
+    if (rc != 0)
+        return rc;
+    char tmp[40], name[32];
+    dfile_name(tmp, sizeof tmp, c.oid, "compact.tmp");
+    dfile_name(name, sizeof name, c.oid, "data");
+    int fd = -EINVAL;
+    if (db->direct)
+        fd = io_open(sh->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
+    if (!db->direct || fd == -EINVAL)
+        fd = io_open(sh->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        rc = err_set(fd, "create %s/%s", sh->path, tmp);
+        goto fail;
+    }
+    c.fd = fd;
+    c.cap = OUT_CHUNK;
+    if (!(c.buf = aligned_alloc_zero(c.cap))) {
+        rc = err_set(-ENOMEM, "compact %s/%08u.data", sh->path, f->id);
+        goto fail;
+    }
+    struct scan_result res;
+    rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, compact_entry, &c, &res);
+    if (rc < 0) {
+        if (rc != -ECANCELED)
+            rc = err_set(rc, "compact %s/%08u.data", sh->path, f->id);
+        goto fail;
+    }
+    if (c.base + c.len > 0) {
+        bool hinted = false;
+        if ((rc = compact_publish(&c, tmp, name, &hinted, &renamed)) < 0)
+            goto fail;
+        if (!(o = dfile_new(c.oid, c.fd))) {
+            rc = err_set(-ENOMEM, "compact %s/%08u.data", sh->path, f->id);
+            goto fail;
+        }
+        c.fd = -1;
+        o->size = c.base;
+        o->has_hint = hinted;
+        o->min_gsn = c.acc.min_gsn;
+        o->max_gsn = c.acc.max_gsn;
+        o->tomb = c.acc.tomb;
+    } else {
+        close(c.fd);
+        c.fd = -1;
+        (void)unlinkat(sh->dirfd, tmp, 0);
+    }
+    uint64_t freed = 0;
+    compact_switch(&c, o, &freed);
+    free(c.buf);
+    free(c.moves);
+    hint_buf_free(&c.hb);
+    dfile_unref(f); /* compact_begin's reference */
+    return 0;
+fail:
+    /* An output left on disk but not listed could later bring back a key
+     * whose tombstone was dropped because no listed file was older: it
+     * goes, whatever stage it reached. */
+    if (c.fd >= 0)
+        close(c.fd);
+    if (renamed) {
+        (void)hint_unlink(sh->dirfd, c.oid);
+        (void)unlinkat(sh->dirfd, name, 0);
+    } else {
+        (void)unlinkat(sh->dirfd, tmp, 0);
+    }
+    pthread_mutex_lock(&sh->mu);
+    f->compacting = false;
+    pthread_mutex_unlock(&sh->mu);
+    free(c.buf);
+    free(c.moves);
+    hint_buf_free(&c.hb);
+    dfile_unref(f);
+    return rc;
+}
+
+/* The immutable file of sh with the largest reclaimable share of at least
+ * `threshold` (any, if force and it has reclaimable bytes) and an id below
+ * `below` (not an output of this pass), referenced, or NULL. */
+static struct dfile *pick(struct shard *sh, double threshold, bool force, uint32_t below)
+{
+    struct dfile *best = NULL;
+    double best_ratio = 0;
+    pthread_mutex_lock(&sh->mu);
+    for (uint32_t i = 0; i < sh->nfiles; i++) {
+        struct dfile *f = sh->files[i];
+        /* A forced pass waits for a hint being written; the background
+         * thread writes them itself, between passes. */
+        if (f == sh->active || f->compacting || (f->hinting && !force) || f->keep || !f->size || f->id >= below)
+            continue;
+        uint64_t r = dfile_reclaimable(sh, f);
+        double ratio = (double)r / (double)f->size;
+        if (r && (force || ratio >= threshold) && ratio > best_ratio) {
+            best = f;
+            best_ratio = ratio;
+        }
+    }
+    if (best)
+        dfile_ref(best);
+    pthread_mutex_unlock(&sh->mu);
+    return best;
+}
+
+int db_compact_pass(armdb *db, bool force)
+{
+    int rc = 0;
+    pthread_mutex_lock(&db->compact_mu);
+    for (uint32_t i = 0; i < db->nshards && rc == 0; i++) {
+        struct shard *sh = &db->shards[i];
+        if (force) {
+            /* The active file's garbage too: seal it if it has any. */
+            pthread_mutex_lock(&sh->mu);
+            if (sh->active && wbuf_tail(&sh->wb) > 0 && sh->active->size > sh->active->live)
+                rc = shard_seal(sh);
+            pthread_mutex_unlock(&sh->mu);
+            if (rc < 0)
+                break;
+        }
+        struct dfile *f;
+        uint32_t done = 0, busy = 0;
+        pthread_mutex_lock(&sh->mu);
+        uint32_t below = sh->next_id;
+        pthread_mutex_unlock(&sh->mu);
+        while (rc == 0 && !atomic_load(&db->compact_stop) && !atomic_load(&db->failed) &&
+               (f = pick(sh, db->compact_threshold, force, below))) {
+            rc = shard_compact_file(sh, f, &db->compact_stop);
+            dfile_unref(f);
+            if (rc == 1 && force && ++busy < BUSY_TRIES) {
+                /* Its hint is being written: a forced pass waits for it. */
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+                rc = 0;
+                continue;
+            }
+            if (rc == 1 || rc == -ECANCELED)
+                rc = 0;
+            if (!force && ++done == PASS_FILES) {
+                /* Let rotated files get their hints; then go on. */
+                atomic_store(&db->compact_wanted, true);
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&db->compact_mu);
+    return rc;
+}
