@@ -262,6 +262,50 @@ describe("store:sync(), count() and stats()", function()
     end)
 end)
 
+describe("store:compact()", function()
+    it("reclaims overwritten and deleted entries, keeps the rest, and reports it in stats", function()
+        local s, path = fresh({ max_file_size = 65536, no_auto_compact = true, shards = 2 })
+        local want = {}
+        for round = 1, 6 do
+            for i = 1, 300 do
+                local k = string.format("key%05d", i)
+                want[k] = string.rep(tostring(round), 200)
+                assert(s:put(k, want[k]))
+            end
+        end
+        for i = 1, 300, 3 do
+            local k = string.format("key%05d", i)
+            assert.is_true(s:delete(k))
+            want[k] = nil
+        end
+        local before = s:stats()
+        assert.is_true(s:compact())
+        local st = s:stats()
+        assert.is_true(st.compactions > 0)
+        assert.is_true(st.bytes_reclaimed > 0)
+        assert.is_true(st.compact_bytes_written < st.compact_bytes_read)
+        assert.is_true(st.live_bytes + st.dead_bytes < before.live_bytes + before.dead_bytes)
+        assert.is_true(s:close())
+        local again = assert(armdb.store(path, { sync = "none" }))
+        defer(function() again:close() end)
+        local got = {}
+        for k, v in again:pairs() do
+            got[k] = v
+        end
+        assert.same(want, got)
+    end)
+
+    it("returns nil, message, code on a read-only store", function()
+        local _, path = fresh()
+        local r = assert(armdb.store(path, { read_only = true }))
+        defer(function() r:close() end)
+        local ok, msg, code = r:compact()
+        assert.is_nil(ok)
+        assert.are.equal(codes.READONLY, code)
+        assert.matches("read%-only", msg)
+    end)
+end)
+
 describe("store:pairs()", function()
     it("visits every live pair once", function()
         local s = fresh()

@@ -71,8 +71,8 @@ describe("armdb help", function()
         local out, err, code = run(tmp, { "--help" })
         assert.equal(0, code)
         assert.equal("", err)
-        for _, name in ipairs({ "info", "get", "put", "del", "scan", "dump", "load", "verify", "stats", "run",
-            "help" }) do
+        for _, name in ipairs({ "info", "get", "put", "del", "scan", "dump", "load", "verify", "stats", "compact",
+            "run", "help" }) do
             assert.truthy(out:find("\n  " .. name .. " +%S"), name)
         end
         assert.truthy(out:find("--version", 1, true))
@@ -298,6 +298,45 @@ describe("armdb on a raw store", function()
         assert.equal(4, st.key_len)
         assert.equal(true, st.read_only)
         assert.is_string(st.io_backend)
+    end)
+
+    it("compact rewrites the files of overwritten keys, keeps every value and reports what it did", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        local s = assert(armdb.store(dir, { key_len = 4, shards = 2, max_file_size = 65536, no_auto_compact = true }))
+        local want = {}
+        for round = 1, 8 do
+            for i = 1, 200 do
+                local k = string.format("%04d", i)
+                want[k] = string.rep(string.char(65 + round), 300) .. k
+                assert(s:put(k, want[k]))
+            end
+        end
+        assert(s:close())
+        local out, err, code = run(tmp, { "compact", dir })
+        assert.same({ "", 0 }, { err, code })
+        local f = {}
+        for name, v in out:gmatch("(%S+) (%d+)\n") do
+            f[name] = tonumber(v)
+        end
+        assert.is_true(f.files_compacted > 0)
+        assert.is_true(f.bytes_reclaimed > 0)
+        assert.is_true(f.disk_after < f.disk_before)
+        assert.equal(f.disk_before - f.disk_after, f.bytes_reclaimed)
+        assert.same(want, store_contents(dir))
+    end)
+
+    it("compact of a store another process writes fails with status 1 and touches nothing", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        make_store(dir, { abcd = "1" })
+        local s = assert(armdb.store(dir))
+        defer(function() s:close() end)
+        local out, err, code = run(tmp, { "compact", dir })
+        assert.equal("", out)
+        assert.equal(1, code)
+        assert.truthy(err:find("pid", 1, true), err)
+        assert.equal("1", s:get("abcd"))
     end)
 
     it("verify reads every entry and exits 0 on a clean store", function()

@@ -163,6 +163,14 @@ line. Opens read-only.
 
   --json           print one JSON object instead (for a database: an object
                    of the collections' objects)]] },
+    { name = "compact", args = "DIR", summary = "reclaim the space of overwritten and deleted entries",
+      text = [[
+Compacts DIR now (armdb_compact): every data file holding overwritten or
+deleted entries is rewritten without them and removed. A database is
+compacted collection by collection. Prints, one NAME VALUE line each (under
+"[NAME]" for each collection of a database): files_compacted, bytes_read,
+bytes_written, bytes_reclaimed, disk_before and disk_after (bytes of data
+files). Opens for writing: fails if another process writes the store.]] },
     { name = "run", args = "SCRIPT.lua DIR [ARGS...]", summary = "run a Lua script with DIR opened",
       text = [[
 Runs SCRIPT.lua with DIR opened as its first vararg, ARGS after it:
@@ -1208,6 +1216,31 @@ function cmds.stats(opts, pos)
     end
     if opts.json then
         out:write("{", table.concat(parts, ","), "}\n")
+    end
+    return 0
+end
+
+-- ---- compact ----
+
+function cmds.compact(opts, pos)
+    two_arg(pos, 1, "compact")
+    local t = resolve(pos[1], opts)
+    for _, c in ipairs(collection_dirs(t)) do
+        local s = open_store(c.dir, false)
+        local before = s:stats()
+        local ok, msg = s:compact()
+        local st = s:stats()
+        s:close()
+        if not ok then
+            failure("%s", msg)
+        end
+        if t.kind == "database" then
+            out:write("[", c.label, "]\n")
+        end
+        out:write(string.format("files_compacted %d\nbytes_read %d\nbytes_written %d\nbytes_reclaimed %d\n",
+            st.compactions, st.compact_bytes_read, st.compact_bytes_written, st.bytes_reclaimed))
+        out:write(string.format("disk_before %d\ndisk_after %d\n", before.live_bytes + before.dead_bytes,
+            st.live_bytes + st.dead_bytes))
     end
     return 0
 end

@@ -157,6 +157,11 @@ function Collection:count()
     return store_of(self):count()
 end
 
+-- Compact the collection's store now. true, or nil, message, code.
+function Collection:compact()
+    return store_of(self):compact()
+end
+
 -- for k, v in coll:pairs() do ... end: every pair, decoded, in no order.
 function Collection:pairs()
     local s = store_of(self)

@@ -46,6 +46,7 @@ local OPTS = {
     shards = "number", write_buffer_size = "number", sync_interval_ms = "number",
     max_file_size = "number", cache_size = "number", compaction_threshold = "number",
     create = "boolean", read_only = "boolean", no_uring = "boolean", no_direct = "boolean",
+    no_auto_compact = "boolean",
     sync = "string", sync_mode = "string", encryption_key = "string",
 }
 local SYNC = { interval = true, none = true, always = true }
@@ -437,12 +438,13 @@ function Db:collections()
     return names_of(self._catalog.collections)
 end
 
--- Sync every open collection. true, or the first failure (all are tried).
-function Db:sync()
+-- Call method on the store of every open collection. true, or the first
+-- failure (all are tried).
+local function each_store(self, method)
     check_open(self)
     local first
     for _, name in ipairs(names_of(self._colls)) do
-        local ok, msg, code = self._colls[name]._store:sync()
+        local ok, msg, code = self._colls[name]._store[method](self._colls[name]._store)
         if not ok and first == nil then
             first = { msg, code }
         end
@@ -451,6 +453,16 @@ function Db:sync()
         return nil, first[1], first[2]
     end
     return true
+end
+
+-- Sync every open collection.
+function Db:sync()
+    return each_store(self, "sync")
+end
+
+-- Compact every open collection (armdb_compact).
+function Db:compact()
+    return each_store(self, "compact")
 end
 
 -- Fields of the store stats that are settings or ratios, not counters.

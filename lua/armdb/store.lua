@@ -65,7 +65,7 @@ local NUMBER_OPTS = {
 }
 local FLAG_OPTS = {
     create = C.ARMDB_CREATE, read_only = C.ARMDB_RDONLY, ordered = C.ARMDB_ORDERED,
-    no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT,
+    no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT, no_auto_compact = C.ARMDB_NO_AUTO_COMPACT,
 }
 
 local function options(opts, level)
@@ -304,6 +304,16 @@ function Store:sync()
     return true
 end
 
+-- Compact now (armdb_compact): reclaim the space of overwritten and
+-- deleted entries. true, or nil, message, code.
+function Store:compact()
+    local rc = C.armdb_compact(handle(self))
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
 function Store:count()
     return tonumber(C.armdb_count(handle(self)))
 end
@@ -313,7 +323,8 @@ local STAT_U64 = {
     "keys", "puts", "gets", "deletes", "bytes_written", "flushes", "syncs", "ring_syncs", "rotations",
     "files", "live_bytes", "dead_bytes", "index_bytes", "index_bytes_per_key", "corrupt_entries",
     "hints_loaded", "files_scanned", "torn_bytes", "gsn", "cache_hits", "cache_misses",
-    "cache_evictions", "cache_bytes",
+    "cache_evictions", "cache_bytes", "compactions", "compact_bytes_read", "compact_bytes_written",
+    "bytes_reclaimed",
 }
 
 -- The counters and state of armdb_stat as a table of numbers (io_backend
