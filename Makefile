@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjs
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench bench-core bench-lua clean
+	check-all fuzz crash bench bench-core bench-lua bench-compact clean
 
 all: build
 
@@ -135,6 +135,14 @@ bench-core: build
 	  $$(pkg-config --libs liburing 2>/dev/null) $$(pkg-config --libs libsodium 2>/dev/null) \
 	  -lxxhash -lpthread -o $(BUILD)/bench-core
 	$(BUILD)/bench-core bench/results/core-$$(date +%Y-%m-%d).json
+
+# Compaction: its throughput and the foreground's latency while it runs
+# (bench/README.md). BENCH_KEYS as for bench-core.
+bench-compact: build
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/compact.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
+	  -lxxhash -lpthread -o $(BUILD)/bench-compact
+	$(BUILD)/bench-compact $${BENCH_KEYS:-1000000} > bench/results/compact-$$(date +%Y-%m-%d).json
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,
 # and the fuzzers.

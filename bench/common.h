@@ -283,4 +283,18 @@ BENCH_UNUSED static void on_signal(int sig)
     raise(sig);
 }
 
+/* The run's temp directory, $TMPDIR/TAG-XXXXXX (or under /tmp), removed at
+ * exit and on ^C, SIGTERM and SIGHUP. */
+BENCH_UNUSED static void tmp_create(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(g_tmp, sizeof g_tmp, "%s/%s-XXXXXX", base && *base ? base : "/tmp", tag);
+    if (!mkdtemp(g_tmp))
+        DIE("mkdtemp %s: %s", g_tmp, strerror(errno));
+    atexit(tmp_remove);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+}
+
 #endif

@@ -959,13 +959,7 @@ int main(int argc, char **argv)
     else
         snprintf(json, sizeof json, "bench/results/core-%s.json", date);
 
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/armdb-bench-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(g_tmp))
-        DIE("mkdtemp %s: %s", g_tmp, strerror(errno));
-    atexit(tmp_remove);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    tmp_create("armdb-bench");
 
     machine_probe();
     g_drop = drop_all_caches() ? DROP_ALL : DROP_FADVISE;

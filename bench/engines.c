@@ -1122,14 +1122,7 @@ int main(int argc, char **argv)
     if (g_cold_keys > g_nkeys)
         g_cold_keys = g_nkeys;
 
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/armdb-engines-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(g_tmp))
-        DIE("mkdtemp %s: %s", g_tmp, strerror(errno));
-    atexit(tmp_remove);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    tmp_create("armdb-engines");
 
     machine_probe();
     if (drop && strcmp(drop, "all") && strcmp(drop, "fadvise"))
