@@ -38,11 +38,12 @@
  * its reclaimable share (everything but live entries and the tombstones
  * that may still hide an older value) reaches `compaction_threshold`
  * (default 0.3); armdb_compact() compacts every file with anything to
- * reclaim. Compacting a file seals the active file (so that the output's
- * id stays below every file appended to later), copies the file's live
- * entries, unchanged and with their GSN, into `NNNNNNNN.compact.tmp`,
- * fdatasyncs it, renames it to `NNNNNNNN.data` and writes its hint, points
- * the index at the copies, and removes the old file and its hint. A
+ * reclaim (sealing first an active file that holds garbage). Compacting a
+ * file copies its live entries, unchanged and with their GSN, into
+ * `NNNNNNNN.compact.tmp`, fdatasyncs it, writes its hint, renames it to
+ * `NNNNNNNN.data`, points the index at the copies, and removes the old
+ * file and its hint. (At open, the newest data file without a hint is the
+ * one that may end in a torn write; an output always has its hint first.) A
  * tombstone is copied while any other file's smallest GSN is below its
  * own, so a deleted key never comes back. Readers that found a value in
  * the old file before it was removed still read it: the file is closed

@@ -8,18 +8,20 @@
  * with a fresh id, and the old file is removed. One file at a time, per
  * shard:
  *
- *  1. Under the shard lock: the active file is sealed (or dropped if
- *     empty), so that the output's id, taken next, is below every file
- *     appended to later; recovery treats only the highest id as a file
- *     that may end in a torn write.
+ *  1. Under the shard lock: the file is claimed, the output's id taken.
  *  2. Without the lock: the old file is scanned. For each entry the lock is
  *     taken just long enough to look the key up; a live entry (the index
  *     points at exactly this file, offset and GSN) is appended to
  *     `NNNNNNNN.compact.tmp`, and a tombstone is kept while any other file
  *     might hold an older version of its key (a file whose smallest GSN is
  *     below the tombstone's), so a deleted key never comes back.
- *  3. The output is written, fdatasynced, renamed to `NNNNNNNN.data`, the
- *     directory fsynced, and its hint written.
+ *  3. The output is written and fdatasynced, its hint written, and then
+ *     it is renamed to `NNNNNNNN.data` and the directory fsynced: an
+ *     output never exists without its hint, so recovery's newest file
+ *     without a hint is still the one that was being appended to, the only
+ *     one that may end in a torn write. A file whose hint the background
+ *     thread is writing is left for later, and a hint job for a file being
+ *     compacted or gone is skipped: no hint outlives its data file.
  *  4. Under the lock, in steps of MOVE_STEP records: each record that still
  *     names the old entry (same GSN, file and offset) is pointed at the
  *     copy; a record overwritten or deleted meanwhile is left alone.
@@ -29,15 +31,14 @@
  *     frees the blocks when the last one closes it. Block cache names carry
  *     the file id, which is never reused, so no stale block is ever served.
  *
- * A crash at any step leaves either the old file alone (the .tmp output is
- * removed at the next open), or both files with identical entries (the
- * same GSNs, so either copy wins), or the output alone. An entry of the old
- * file that cannot be read (damage) stays live there, and the old file is
- * then kept rather than lose it.
+ * A crash at any step leaves either the old file alone (the .tmp output,
+ * and its hint if it got one, are removed at the next open), or both
+ * files with identical entries (the same GSNs, so either copy wins), or
+ * the output alone. An entry of the old file that cannot be read (damage)
+ * stays live there, and the old file is then kept rather than lose it.
  *
- * The lock is never held for I/O except in step 1's barrier (the same one a
- * rotation makes), so foreground calls wait at most one index lookup, one
- * barrier or one step of record moves.
+ * The lock is never held for compaction I/O, so foreground calls wait at
+ * most one index lookup or one step of record moves.
  */
 #include "internal.h"
 
@@ -196,20 +197,15 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     return 0;
 }
 
-/* Step 1: claim f, seal the active file and take the output's id. */
+/* Step 1: claim f and take the output's id. */
 static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
 {
     int rc = 0;
     pthread_mutex_lock(&sh->mu);
-    if (f == sh->active || f->compacting || f->hinting || f->removed) {
+    if (f == sh->active || f->compacting || f->hinting || f->removed)
         rc = 1;
-    } else if (sh->next_id > 99999999u) {
+    else if (sh->next_id > 99999999u)
         rc = err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path);
-    } else if (sh->active && wbuf_tail(&sh->wb) == 0) {
-        rc = shard_drop_active(sh);
-    } else if (sh->active) {
-        rc = shard_seal(sh);
-    }
     if (rc == 0) {
         f->compacting = true;
         dfile_ref(f);
@@ -219,10 +215,12 @@ static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
     return rc;
 }
 
-/* Step 3: the output made durable under its own name, with its hint
- * (*hinted: it got one; *renamed: it has its own name, whatever failed
- * after). A failed fdatasync turns the store read-only, as it does for
- * any data file: the device is not to be trusted with more writes. */
+/* Step 3: the output made durable, its hint written, and then it given
+ * its own name (*hinted, *renamed: how far it got, whatever failed then).
+ * The hint comes first so that an output is never a file without a hint:
+ * recovery takes the newest of those for the one that may end in a torn
+ * write. A failed fdatasync turns the store read-only, as it does for any
+ * data file: the device is not to be trusted with more writes. */
 static int compact_publish(struct compact_ctx *c, const char *tmp, const char *name, bool *hinted, bool *renamed)
 {
     struct shard *sh = c->sh;
@@ -235,13 +233,14 @@ static int compact_publish(struct compact_ctx *c, const char *tmp, const char *n
         atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
         return err_set(rc, "fdatasync %s/%s", sh->path, tmp);
     }
+    *hinted = true; /* from here on, a failure removes the hint too: it may be there */
+    if ((rc = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size)) < 0)
+        return err_set(rc, "write the hint of %s/%s", sh->path, name);
     if ((rc = io_renameat(sh->dirfd, tmp, name)) < 0)
         return err_set(rc, "rename %s/%s to %s", sh->path, tmp, name);
     *renamed = true;
     if ((rc = io_fsync(sh->dirfd)) < 0)
         return err_set(rc, "fsync the directory %s", sh->path);
-    /* Without a hint the next open scans the output: slower, not wrong. */
-    *hinted = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size) == 0;
     return 0;
 }
 
@@ -318,7 +317,7 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
     armdb *db = sh->db;
     struct compact_ctx c = {.sh = sh, .f = f, .fd = -1, .stop = stop};
     struct dfile *o = NULL;
-    bool renamed = false;
+    bool hinted = false, renamed = false;
     int rc = compact_begin(sh, f, &c.oid);
     if (rc != 0)
         return rc;
@@ -348,7 +347,6 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         goto fail;
     }
     if (c.base + c.len > 0) {
-        bool hinted = false;
         if ((rc = compact_publish(&c, tmp, name, &hinted, &renamed)) < 0)
             goto fail;
         if (!(o = dfile_new(c.oid, c.fd))) {
@@ -357,7 +355,7 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         }
         c.fd = -1;
         o->size = c.base;
-        o->has_hint = hinted;
+        o->has_hint = true;
         o->min_gsn = c.acc.min_gsn;
         o->max_gsn = c.acc.max_gsn;
         o->tomb = c.acc.tomb;
@@ -379,12 +377,9 @@ fail:
      * goes, whatever stage it reached. */
     if (c.fd >= 0)
         close(c.fd);
-    if (renamed) {
+    if (hinted)
         (void)hint_unlink(sh->dirfd, c.oid);
-        (void)unlinkat(sh->dirfd, name, 0);
-    } else {
-        (void)unlinkat(sh->dirfd, tmp, 0);
-    }
+    (void)unlinkat(sh->dirfd, renamed ? name : tmp, 0);
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     pthread_mutex_unlock(&sh->mu);

@@ -4,8 +4,9 @@
  * Files are applied in id order, from their hint when it is valid, else by
  * a scan; whatever the order, the entry with the highest GSN for a key wins,
  * and tombstones stay in the index until the shard is done so they can beat
- * older puts in later-applied files. The last file of a shard may end in a
- * torn write: its scan stops at the first entry that fails its checksum (or
+ * older puts in later-applied files. The last file of a shard (the newest
+ * without a hint: compaction outputs, which may be newer, always have
+ * one) may end in a torn write: its scan stops at the first entry that fails its checksum (or
  * at an all-zero header, which in a plain store only the padding after the
  * last barrier has), and a writer cuts the file there so the garbage can
  * never be read as entries later. In an immutable file, a damaged entry is
@@ -263,10 +264,20 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
     while ((e = readdir(d))) {
         uint32_t id;
         if (parse_file_name(e->d_name, "hint", &id)) {
-            char data[32];
+            char data[32], tmp[40];
             dfile_name(data, sizeof data, id, "data");
-            if (faccessat(sh->dirfd, data, F_OK, 0) < 0 && errno == ENOENT)
-                orphan = id;
+            dfile_name(tmp, sizeof tmp, id, "compact.tmp");
+            if (faccessat(sh->dirfd, data, F_OK, 0) < 0 && errno == ENOENT) {
+                /* A compaction writes its output's hint before it renames
+                 * the output into place: with the .tmp still there, the
+                 * compaction was cut short and its old files stand. */
+                if (faccessat(sh->dirfd, tmp, F_OK, 0) == 0) {
+                    if (!sh->db->rdonly)
+                        (void)unlinkat(sh->dirfd, e->d_name, 0);
+                } else {
+                    orphan = id;
+                }
+            }
         }
         if (!parse_file_name(e->d_name, "data", &id))
             continue;
@@ -397,8 +408,18 @@ static int recover_shard(struct shard *sh)
         return rc;
     if (rc < 0)
         return err_set(rc, "list %s", sh->path);
+    /* The file that may end in a torn write is the one that was being
+     * appended to: the newest without a hint. (A compaction's output can
+     * be newer, but it has its hint before it has its name.) */
+    uint32_t last = 0;
+    for (uint32_t i = n; i-- > 0 && !last;) {
+        char hint[32];
+        dfile_name(hint, sizeof hint, ids[i], "hint");
+        if (faccessat(sh->dirfd, hint, F_OK, 0) < 0)
+            last = ids[i];
+    }
     for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = recover_file(sh, ids[i], i + 1 == n);
+        rc = recover_file(sh, ids[i], ids[i] == last);
     sh->next_id = n ? ids[n - 1] + 1 : 1;
     free(ids);
     if (rc < 0)

@@ -707,7 +707,7 @@ static void torn_writer(const struct config *c, const char *dir, const unsigned 
 {
     armdb *db;
     alarm(CHILD_TIMEOUT);
-    db = t_open_store(dir, KLEN, 0, 0, 65536, MAX_FILE, 0);
+    db = t_open_store(dir, KLEN, 0, 0, 65536, MAX_FILE, ARMDB_NO_AUTO_COMPACT); /* the last file is the active one */
     for (unsigned j = 0; j < nops; j++) {
         if (j == nsync) {
             CHECK_OK(armdb_sync(db));
