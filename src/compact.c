@@ -15,7 +15,10 @@
  *     `NNNNNNNN.compact.tmp`, and a tombstone is kept while any other file
  *     might hold an older version of its key (a file whose smallest GSN is
  *     below the tombstone's), so a deleted key never comes back.
- *  3. The output is written and fdatasynced, its hint written, and then
+ *  3. A barrier makes every write so far durable: an entry found dead in
+ *     step 2 may be dead only because of a newer write not yet synced,
+ *     and it must not go before that write is safe.
+ *     The output is written and fdatasynced, its hint written, and then
  *     it is renamed to `NNNNNNNN.data` and the directory fsynced: an
  *     output never exists without its hint, so recovery's newest file
  *     without a hint is still the one that was being appended to, the only
@@ -346,6 +349,12 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
             rc = err_set(rc, "compact %s/%08u.data", sh->path, f->id);
         goto fail;
     }
+    /* An entry counted dead here may be dead only because of a write not
+     * yet durable: if that write were lost in a crash, this entry would
+     * be the key's value again. Make everything appended so far durable
+     * before anything of the old file can go. */
+    if ((rc = shard_sync(sh)) < 0)
+        goto fail;
     if (c.base + c.len > 0) {
         if ((rc = compact_publish(&c, tmp, name, &hinted, &renamed)) < 0)
             goto fail;
