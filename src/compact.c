@@ -207,8 +207,8 @@ static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
     pthread_mutex_lock(&sh->mu);
     if (f == sh->active || f->compacting || f->hinting || f->removed)
         rc = 1;
-    else if (sh->next_id > 99999999u)
-        rc = err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path);
+    else
+        rc = shard_ids_left(sh);
     if (rc == 0) {
         f->compacting = true;
         dfile_ref(f);
@@ -247,27 +247,15 @@ static int compact_publish(struct compact_ctx *c, const char *tmp, const char *n
     return 0;
 }
 
-/* Steps 4 and 5. o: the published output, or NULL if nothing was kept. */
-static void compact_switch(struct compact_ctx *c, struct dfile *o, uint64_t *freed)
+/* Steps 4 and 5. o: the published output, already listed (compactions
+ * run one at a time, so nothing else looks at it yet), or NULL if nothing
+ * was kept. */
+static void compact_switch(struct compact_ctx *c, struct dfile *o)
 {
     struct shard *sh = c->sh;
     struct dfile *f = c->f;
     uint32_t klen = sh->db->key_len;
-    bool listed = true;
     pthread_mutex_lock(&sh->mu);
-    if (o && shard_add_file(sh, o) < 0) {
-        /* No room to list it: the old file stays and the output goes. */
-        listed = false;
-        pthread_mutex_unlock(&sh->mu);
-        char name[32];
-        dfile_name(name, sizeof name, o->id, "data");
-        (void)hint_unlink(sh->dirfd, o->id);
-        (void)unlinkat(sh->dirfd, name, 0);
-        dfile_unref(o);
-        pthread_mutex_lock(&sh->mu);
-        o = NULL;
-        c->nmoves = 0;
-    }
     for (size_t i = 0; i < c->nmoves; i++) {
         if (i && i % MOVE_STEP == 0) {
             pthread_mutex_unlock(&sh->mu);
@@ -282,7 +270,7 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o, uint64_t *fre
         f->live -= es;
         o->live += es;
     }
-    bool drop = listed && f->live == 0;
+    bool drop = f->live == 0;
     sh->compactions++;
     sh->compact_read += f->size;
     sh->compact_written += o ? o->size : 0;
@@ -300,8 +288,7 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o, uint64_t *fre
     if (drop) {
         uint64_t osize = o ? o->size : 0;
         shard_remove_file(sh, f);
-        *freed = f->size > osize ? f->size - osize : 0;
-        sh->reclaimed += *freed;
+        sh->reclaimed += f->size > osize ? f->size - osize : 0;
     } else {
         f->keep = true; /* entries it holds could not be moved: not again */
     }
@@ -327,11 +314,7 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
     char tmp[40], name[32];
     dfile_name(tmp, sizeof tmp, c.oid, "compact.tmp");
     dfile_name(name, sizeof name, c.oid, "data");
-    int fd = -EINVAL;
-    if (db->direct)
-        fd = io_open(sh->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
-    if (!db->direct || fd == -EINVAL)
-        fd = io_open(sh->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    int fd = dfile_open_fd(sh, tmp, O_RDWR | O_CREAT | O_TRUNC);
     if (fd < 0) {
         rc = err_set(fd, "create %s/%s", sh->path, tmp);
         goto fail;
@@ -362,24 +345,27 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
             rc = err_set(-ENOMEM, "compact %s/%08u.data", sh->path, f->id);
             goto fail;
         }
-        c.fd = -1;
+        c.fd = -1; /* o's now */
         o->size = c.base;
         o->has_hint = true;
         o->min_gsn = c.acc.min_gsn;
         o->max_gsn = c.acc.max_gsn;
         o->tomb = c.acc.tomb;
+        pthread_mutex_lock(&sh->mu);
+        rc = shard_add_file(sh, o);
+        pthread_mutex_unlock(&sh->mu);
+        if (rc < 0) {
+            dfile_unref(o);
+            rc = err_set(rc, "compact %s/%08u.data", sh->path, f->id);
+            goto fail;
+        }
     } else {
         close(c.fd);
         c.fd = -1;
         (void)unlinkat(sh->dirfd, tmp, 0);
     }
-    uint64_t freed = 0;
-    compact_switch(&c, o, &freed);
-    free(c.buf);
-    free(c.moves);
-    hint_buf_free(&c.hb);
-    dfile_unref(f); /* compact_begin's reference */
-    return 0;
+    compact_switch(&c, o);
+    goto done;
 fail:
     /* An output left on disk but not listed could later bring back a key
      * whose tombstone was dropped because no listed file was older: it
@@ -392,10 +378,11 @@ fail:
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     pthread_mutex_unlock(&sh->mu);
+done:
     free(c.buf);
     free(c.moves);
     hint_buf_free(&c.hb);
-    dfile_unref(f);
+    dfile_unref(f); /* compact_begin's reference */
     return rc;
 }
 

@@ -19,6 +19,18 @@ void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext)
     snprintf(buf, cap, "%08u.%s", id, ext);
 }
 
+int dfile_open_fd(struct shard *sh, const char *name, int flags)
+{
+    /* db->direct was probed at open; EINVAL here still falls back rather
+     * than fail, since a filesystem may refuse O_DIRECT per file. */
+    int fd = -EINVAL;
+    if (sh->db->direct)
+        fd = io_open(sh->dirfd, name, flags | O_DIRECT, 0644);
+    if (!sh->db->direct || fd == -EINVAL)
+        fd = io_open(sh->dirfd, name, flags, 0644);
+    return fd;
+}
+
 int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
 {
     armdb *db = sh->db;
@@ -27,19 +39,13 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     int flags = db->rdonly ? O_RDONLY : O_RDWR;
     if (create)
         flags |= O_CREAT | O_EXCL;
-    int fd = -EINVAL;
-    /* db->direct was probed at open; EINVAL here still falls back rather
-     * than fail, since a filesystem may refuse O_DIRECT per file. */
-    if (db->direct)
-        fd = io_open(sh->dirfd, name, flags | O_DIRECT, 0644);
-    if (!db->direct || fd == -EINVAL)
-        fd = io_open(sh->dirfd, name, flags, 0644);
+    int fd = dfile_open_fd(sh, name, flags);
     if (fd < 0)
         return err_set(fd, "open %s/%s", sh->path, name);
     const char *what = "open";
     int rc = 0;
-    struct dfile *f = NULL;
-    if (!(f = calloc(1, sizeof *f)))
+    struct dfile *f = dfile_new(id, fd);
+    if (!f)
         rc = -ENOMEM;
     /* The new name must be durable before anything written to the file is. */
     if (rc == 0 && create && (rc = io_fsync(sh->dirfd)) < 0)
@@ -51,9 +57,6 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
             (void)unlinkat(sh->dirfd, name, 0);
         return err_set(rc, "%s %s/%s", what, sh->path, name);
     }
-    f->id = id;
-    f->fd = fd;
-    atomic_init(&f->refs, 1);
     *out = f;
     return 0;
 }

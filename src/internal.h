@@ -41,7 +41,6 @@
 #define MIN_CACHE (64ull << 10)
 #define MAX_INTERVAL_MS 60000u
 #define DEFAULT_COMPACT_THRESHOLD 0.3
-#define COMPACT_POLL_MS 200L /* how often the background thread looks for files to compact */
 /* Room a write buffer keeps besides the largest value: a partial page, the
  * zero gap at a page end, the header, the key and the padding. */
 #define WBUF_SLACK 8192u
@@ -230,6 +229,9 @@ struct dfile {
 };
 struct shard;
 int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out) MUST_CHECK;
+/* Open name in sh's directory with flags, O_DIRECT where the store uses it:
+ * the descriptor or -errno. */
+int dfile_open_fd(struct shard *sh, const char *name, int flags);
 void dfile_ref(struct dfile *f);
 void dfile_unref(struct dfile *f);
 void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext);
@@ -403,9 +405,10 @@ int shard_add_file(struct shard *sh, struct dfile *f) MUST_CHECK;
 /* Unlist f (marked removed); the caller drops the shard's reference. */
 void shard_remove_file(struct shard *sh, struct dfile *f);
 /* With mu held: make the active file immutable (durable, hinted in the
- * background), or, if nothing was written to it, remove it. */
+ * background). */
 int shard_seal(struct shard *sh) MUST_CHECK;
-int shard_drop_active(struct shard *sh);
+/* With mu held: 0 if the shard has a data file id left, else ARMDB_FULL. */
+int shard_ids_left(struct shard *sh);
 int shard_new_active(struct shard *sh) MUST_CHECK;
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode);

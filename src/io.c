@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -192,25 +191,11 @@ int io_read_file(int dirfd, const char *name, unsigned char **buf, size_t *len)
     }
     ssize_t got = io_pread_full(fd, p, n, 0);
     close(fd);
+    if (got >= 0 && n >= HUGE_PAGE && (size_t)got != n)
+        got = -EIO; /* it shrank as it was read: io_read_file_free could not tell how p was made */
     if (got < 0) {
         io_read_file_free(p, n);
         return (int)got;
-    }
-    if (n >= HUGE_PAGE && (size_t)got < n) {
-        /* The file shrank as it was read: keep io_read_file_free's rule
-         * (mapped if at least HUGE_PAGE long) true for the shorter length. */
-        size_t keep = round_up((size_t)got, PAGE);
-        if ((size_t)got >= HUGE_PAGE) {
-            munmap(p + keep, round_up(n, PAGE) - keep);
-        } else {
-            unsigned char *q = malloc(got ? (size_t)got : 1);
-            if (q)
-                memcpy(q, p, (size_t)got);
-            huge_unmap(p, n);
-            if (!q)
-                return -ENOMEM;
-            p = q;
-        }
     }
     *buf = p;
     *len = (size_t)got;

@@ -6,10 +6,10 @@
  * and tombstones stay in the index until the shard is done so they can beat
  * older puts in later-applied files. The last file of a shard (the newest
  * without a hint: compaction outputs, which may be newer, always have
- * one) may end in a torn write: its scan stops at the first entry that fails its checksum (or
- * at an all-zero header, which in a plain store only the padding after the
- * last barrier has), and a writer cuts the file there so the garbage can
- * never be read as entries later. In an immutable file, a damaged entry is
+ * one) may end in a torn write: its scan stops at the first entry that
+ * fails its checksum (or at an all-zero header, which in a plain store
+ * only the padding after the last barrier has), and a writer cuts the file
+ * there so the garbage can never be read as entries later. In an immutable file, a damaged entry is
  * skipped: the scan resynchronises on the next 8-byte boundary where an
  * intact entry starts, and the damage is counted.
  *

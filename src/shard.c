@@ -129,7 +129,8 @@ void shard_remove_file(struct shard *sh, struct dfile *f)
     f->removed = true;
 }
 
-int shard_drop_active(struct shard *sh)
+/* With mu held: remove the active file, to which nothing was written. */
+static int shard_drop_active(struct shard *sh)
 {
     struct dfile *f = sh->active;
     char name[32];
@@ -141,13 +142,16 @@ int shard_drop_active(struct shard *sh)
                                                                : 0;
 }
 
+int shard_ids_left(struct shard *sh)
+{
+    return sh->next_id > 99999999u ? err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path) : 0;
+}
+
 int shard_new_active(struct shard *sh)
 {
-    if (sh->next_id > 99999999u)
-        return err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path);
     struct dfile *f;
-    int rc = dfile_open(sh, sh->next_id, true, &f);
-    if (rc < 0)
+    int rc = shard_ids_left(sh);
+    if (rc < 0 || (rc = dfile_open(sh, sh->next_id, true, &f)) < 0)
         return rc;
     if ((rc = shard_add_file(sh, f)) < 0) {
         char name[32];

@@ -296,22 +296,22 @@ function Store:get_many(keys)
     return out
 end
 
-function Store:sync()
-    local rc = C.armdb_sync(handle(self))
+-- true for rc 0, else nil, message, code.
+local function ok_or_fail(rc)
     if rc ~= 0 then
         return fail(rc)
     end
     return true
 end
 
+function Store:sync()
+    return ok_or_fail(C.armdb_sync(handle(self)))
+end
+
 -- Compact now (armdb_compact): reclaim the space of overwritten and
 -- deleted entries. true, or nil, message, code.
 function Store:compact()
-    local rc = C.armdb_compact(handle(self))
-    if rc ~= 0 then
-        return fail(rc)
-    end
-    return true
+    return ok_or_fail(C.armdb_compact(handle(self)))
 end
 
 function Store:count()
