@@ -44,8 +44,6 @@ static int check_options(const armdb_options *o)
         ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT;
     if (o->flags & ~known)
         return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
-    if (o->flags & ARMDB_ORDERED)
-        return err_set(ARMDB_INVAL, "flags: ordered stores are not supported by this version");
     if (o->encryption_key)
         return err_set(ARMDB_INVAL, "encryption_key: encryption is not supported by this version");
     if (o->reserved)
@@ -111,6 +109,8 @@ static int take_lock(armdb *db)
 static int create_store(armdb *db, const armdb_options *o)
 {
     struct meta m = {.version = 1, .key_len = o->key_len, .value_len = o->value_len};
+    if (o->flags & ARMDB_ORDERED)
+        m.flags |= META_ORDERED;
     m.shards = o->shards ? o->shards : (uint32_t)online_cpus();
     if (getrandom(m.salt, sizeof m.salt, 0) != (ssize_t)sizeof m.salt)
         return err_set(-EIO, "getrandom for the store salt");
@@ -157,9 +157,11 @@ static int match_meta(armdb *db, const armdb_options *o)
                        o->value_len);
     if (o->shards && o->shards != m->shards)
         return err_set(ARMDB_MISMATCH, "shards: store %s has %u, options say %u", db->dir, m->shards, o->shards);
-    if (m->flags)
+    if (m->flags & ~META_ORDERED)
         return err_set(ARMDB_MISMATCH, "flags: store %s uses features (0x%x) this version lacks", db->dir,
-                       m->flags);
+                       m->flags & ~META_ORDERED);
+    if ((o->flags & ARMDB_ORDERED) && !(m->flags & META_ORDERED))
+        return err_set(ARMDB_MISMATCH, "flags: store %s is not ordered, options ask for ARMDB_ORDERED", db->dir);
     return 0;
 }
 
@@ -679,7 +681,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
             out->live_bytes += sh->files[j]->live;
             out->dead_bytes += sh->files[j]->size - sh->files[j]->live;
         }
-        out->index_bytes += index_bytes(&sh->ix);
+        out->index_bytes += index_bytes(&sh->ix) + (sh->ordered ? otree_bytes(&sh->ot) : 0);
         out->corrupt_entries += sh->corrupt;
         out->hints_loaded += sh->hints_loaded;
         out->files_scanned += sh->files_scanned;

@@ -123,6 +123,7 @@ void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring);
 
 /* ---- meta.c: the ARMDB file ---- */
 #define META_SIZE 88u
+#define META_ORDERED 1u /* meta flags */
 struct meta {
     uint32_t version;
     uint32_t key_len;
@@ -210,6 +211,56 @@ static inline void rec_set(unsigned char *r, uint64_t gsn, uint32_t file, uint32
     memcpy(r + REC_VOFF, &voff, 4);
     memcpy(r + REC_VLEN, &vlen, 4);
 }
+
+/* ---- otree.c: the ordered index of an ordered store's shard ---- */
+struct npool {
+    unsigned char *mem;
+    size_t map;
+    uint32_t size;      /* bytes per node */
+    uint32_t n;         /* nodes handed out (high-water mark; node 0 is none) */
+    uint32_t free_head; /* first freed node, 0 = none */
+    uint32_t nfree, used;
+};
+struct otree {
+    struct npool leaves, inners;
+    uint32_t root;   /* a leaf if height is 1; 0 when empty */
+    uint32_t height; /* 0 when empty */
+    uint32_t key_len, inner_cap, keys_at;
+    uint64_t count;
+};
+/* A position: a key slot of a leaf (leaf 0: none). */
+struct opos {
+    uint32_t leaf, i;
+};
+/* Order of key (klen bytes) against bound b of blen <= klen bytes:
+ * bytewise, a key that extends the bound sorting after it; with prefix,
+ * only the bound's blen bytes count. */
+static inline int key_bound_cmp(const unsigned char *key, uint32_t klen, const void *b, uint32_t blen, bool prefix)
+{
+    int c = memcmp(key, b, blen);
+    if (c == 0 && !prefix && blen < klen)
+        c = 1;
+    return c;
+}
+int otree_init(struct otree *t, uint32_t key_len) MUST_CHECK;
+void otree_free(struct otree *t);
+/* Add rec, whose key (in ix) is not in the tree yet. */
+int otree_insert(struct otree *t, const struct index *ix, uint32_t rec) MUST_CHECK;
+/* Remove rec, whose key is in the tree; before ix frees the record. */
+void otree_remove(struct otree *t, const struct index *ix, uint32_t rec);
+/* Replace the tree with one of every live record of ix, packed. */
+int otree_build(struct otree *t, const struct index *ix) MUST_CHECK;
+size_t otree_bytes(const struct otree *t);
+/* The first key above bound b (strict) or at or above it; blen <= key_len,
+ * a key that extends b sorting after it, or with prefix only b's bytes
+ * compared. False if there is none. */
+bool otree_seek(const struct otree *t, const struct index *ix, const void *b, uint32_t blen, bool prefix,
+                bool strict, struct opos *pos);
+bool otree_first(const struct otree *t, struct opos *pos);
+bool otree_last(const struct otree *t, struct opos *pos);
+bool otree_next(const struct otree *t, struct opos *pos);
+bool otree_prev(const struct otree *t, struct opos *pos);
+uint32_t otree_rec(const struct otree *t, const struct opos *pos);
 
 /* ---- dfile.c: data files ---- */
 struct dfile {
@@ -380,6 +431,8 @@ struct shard {
     int dirfd;
     char *path; /* for messages */
     struct index ix;
+    struct otree ot;  /* ordered stores only (ordered) */
+    bool ordered;
     struct wbuf wb;
     struct uring *ring;      /* buffer writes; NULL: pwrite */
     struct uring *sync_ring; /* barriers: tail write + fdatasync; NULL: syscalls */
@@ -413,6 +466,8 @@ int shard_new_active(struct shard *sh) MUST_CHECK;
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode);
 int shard_delete(struct shard *sh, const void *key, uint64_t h);
+/* With mu held: drop record rec of the key with hash h from the indexes. */
+void shard_forget(struct shard *sh, uint32_t rec, uint64_t h);
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen);
 int shard_sync(struct shard *sh);
 int shard_close(struct shard *sh);

@@ -433,6 +433,8 @@ static int recover_shard(struct shard *sh)
             index_remove(ix, r, key_hash(rec + REC_KEY, ix->key_len));
     }
     sh->live_keys = ix->used;
+    if (sh->ordered && (rc = otree_build(&sh->ot, ix)) < 0)
+        return err_set(rc, "build the ordered index of %s", sh->path);
     if (!sh->db->rdonly)
         rc = shard_new_active(sh);
     return rc;

@@ -54,6 +54,9 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
         return err_set(fd, "open shard directory %s", sh->path);
     sh->dirfd = fd;
     int rc = index_init(&sh->ix, db->key_len, db->value_len);
+    sh->ordered = db->meta.flags & META_ORDERED;
+    if (rc == 0 && sh->ordered)
+        rc = otree_init(&sh->ot, db->key_len);
     if (rc == 0 && !db->rdonly && db->use_uring &&
         (!(sh->ring = uring_new(4)) || !(sh->sync_ring = uring_new(4))))
         atomic_store(&db->uring_writes, false); /* this shard uses pwrite (for some of its writes) */
@@ -70,6 +73,7 @@ void shard_free(struct shard *sh)
         dfile_unref(sh->files[i]);
     free(sh->files);
     index_free(&sh->ix);
+    otree_free(&sh->ot);
     wbuf_free(&sh->wb);
     uring_free(sh->ring);
     uring_free(sh->sync_ring);
@@ -609,6 +613,13 @@ int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t r
 
 /* ---- the public operations, per shard ---- */
 
+void shard_forget(struct shard *sh, uint32_t rec, uint64_t h)
+{
+    if (sh->ordered)
+        otree_remove(&sh->ot, &sh->ix, rec);
+    index_remove(&sh->ix, rec, h);
+}
+
 static void account_dead(struct shard *sh, const unsigned char *rec)
 {
     struct dfile *f = shard_file(sh, rec_u32(rec, REC_FILE));
@@ -657,11 +668,16 @@ int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, ui
         rc = err_set((int)r, "index of %s", sh->path);
         goto out;
     }
+    if (fresh && sh->ordered && (rc = otree_insert(&sh->ot, ix, (uint32_t)r)) < 0) {
+        index_remove(ix, (uint32_t)r, h);
+        rc = err_set(rc, "ordered index of %s", sh->path);
+        goto out;
+    }
     uint64_t gsn;
     uint32_t voff;
     if ((rc = shard_append(sh, key, val, vlen, false, &gsn, &voff)) < 0) {
         if (fresh)
-            index_remove(ix, (uint32_t)r, h);
+            shard_forget(sh, (uint32_t)r, h);
         goto out;
     }
     unsigned char *rec = index_rec(ix, (uint32_t)r);
@@ -697,7 +713,7 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h)
     if ((rc = shard_append(sh, key, NULL, 0, true, &gsn, &voff)) < 0)
         goto out;
     account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
-    index_remove(&sh->ix, (uint32_t)r, h);
+    shard_forget(sh, (uint32_t)r, h);
     sh->live_keys--;
     sh->deletes++;
     if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
