@@ -338,6 +338,80 @@ describe("store:pairs()", function()
     end)
 end)
 
+describe("store:range() and store:prefix() on an ordered store", function()
+    -- keys of an ordered store, collected from a scan
+    local function keys(it)
+        local out = {}
+        for k in it do
+            out[#out + 1] = k
+        end
+        return table.concat(out, " ")
+    end
+
+    local function ordered()
+        local s, dir = fresh({ ordered = true, shards = 3 })
+        for _, k in ipairs({ "apple---", "apricot-", "banana--", "blueberr", "cherry--", "apple--2" }) do
+            assert(s:put(k, k:upper()))
+        end
+        return s, dir
+    end
+
+    it("scans in key order across shards, both ways, with a limit", function()
+        local s = ordered()
+        assert.are.equal("apple--- apple--2 apricot- banana-- blueberr cherry--", keys(s:pairs()))
+        assert.are.equal("cherry-- blueberr banana--", keys(s:pairs({ reverse = true, limit = 3 })))
+        assert.are.equal("", keys(s:pairs({ limit = 0 })))
+        for k, v in s:pairs({ limit = 1 }) do
+            assert.are.equal("apple---", k)
+            assert.are.equal("APPLE---", v)
+        end
+    end)
+
+    it("takes [lo, hi) with bounds shorter than the key", function()
+        local s = ordered()
+        assert.are.equal("apricot- banana-- blueberr", keys(s:range("apr", "c")))
+        assert.are.equal("blueberr banana-- apricot-", keys(s:range("apr", "c", { reverse = true })))
+        assert.are.equal("apple--- apple--2", keys(s:range(nil, "apr")))
+        assert.are.equal("cherry--", keys(s:range("c", nil)))
+        assert.are.equal("", keys(s:range("c", "a")))
+    end)
+
+    it("takes a prefix, forwards and in reverse", function()
+        local s = ordered()
+        assert.are.equal("apple--- apple--2 apricot-", keys(s:prefix("ap")))
+        assert.are.equal("apricot- apple--2 apple---", keys(s:prefix("ap", { reverse = true })))
+        assert.are.equal("banana-- blueberr", keys(s:prefix("b")))
+        assert.are.equal("", keys(s:prefix("zz")))
+        assert.are.equal(6, #keys(s:prefix("")):gsub("%S+", "x"):gsub(" ", ""))
+    end)
+
+    it("keeps the order across a reopen, and sees later writes in place", function()
+        local s, dir = ordered()
+        assert(s:close())
+        s = assert(armdb.store(dir, { sync = "none" })) -- ordered as created
+        defer(function() s:close() end)
+        assert(s:put("avocado-", "x"))
+        assert(s:delete("banana--"))
+        assert.are.equal("apple--- apple--2 apricot- avocado- blueberr cherry--", keys(s:pairs()))
+    end)
+
+    it("refuses bounds on an unordered store and bad options, naming the problem", function()
+        local s = fresh()
+        local ok, err = pcall(s.range, s, "a", "b")
+        assert.is_false(ok)
+        assert.matches("need an ordered store %(ARMDB_ORDERED%)", err)
+        err = select(2, pcall(s.pairs, s, { reverse = true }))
+        assert.matches("need an ordered store", err)
+        local o = ordered()
+        err = select(2, pcall(o.range, o, "012345678", nil))
+        assert.matches("lo: 9 bytes, longer than the key length 8", err)
+        assert.matches("unknown scan option bogus", select(2, pcall(o.pairs, o, { bogus = 1 })))
+        assert.matches("limit must be a whole number", select(2, pcall(o.pairs, o, { limit = -1 })))
+        assert.matches("prefix cannot go with lo or hi", select(2, pcall(o.pairs, o, { prefix = "a", lo = "b" })))
+        assert.matches("prefix must be a string", select(2, pcall(o.prefix, o, 5)))
+    end)
+end)
+
 describe("store:close()", function()
     it("is idempotent, and a closed store raises", function()
         local s = fresh()

@@ -55,7 +55,7 @@ describe("armdb.open()", function()
         local again = assert(armdb.open(dir, { sync = "none" }))
         defer(function() again:close() end)
         local u = assert(again:collection("users"))
-        assert.are.same({ key = "u64", value = "json", key_len = 8, value_len = 0 }, u.spec)
+        assert.are.same({ key = "u64", value = "json", key_len = 8, value_len = 0, ordered = false }, u.spec)
         assert.are.same({ name = "ada" }, u:get(7))
         assert.are.same({ "users" }, again:collections())
     end)
@@ -215,7 +215,7 @@ describe("db:collection()", function()
         local ro = assert(armdb.open(dir, { read_only = true }))
         defer(function() ro:close() end)
         assert(db:collection("late", USERS))
-        assert.are.same({ key = "u64", value = "json", key_len = 8, value_len = 0 },
+        assert.are.same({ key = "u64", value = "json", key_len = 8, value_len = 0, ordered = false },
             assert(ro:collection("late")).spec)
     end)
 
@@ -230,12 +230,20 @@ describe("db:collection()", function()
         assert.matches("store " .. (dir .. "/users"):gsub("%p", "%%%0") .. " is locked by pid %d+", msg)
     end)
 
-    it("returns INVAL for an ordered collection (not available yet)", function()
-        local db = fresh()
-        local c, msg, code = db:collection("o", { key = "u64", value = "json", ordered = true })
+    it("records ordered in the catalog and holds a later spec to it", function()
+        local db, dir = fresh()
+        assert(db:collection("o", { key = "u64", value = "json", ordered = true }))
+        assert.matches('"o":{[^}]*"ordered":true}', read(dir .. "/CATALOG"))
+        local c, msg, code = db:collection("o", { key = "u64", value = "json" })
         assert.is_nil(c)
-        assert.are.equal("collection o: ordered collections are not available yet", msg)
-        assert.are.equal(codes.INVAL, code)
+        assert.are.equal("collection o is ordered in the catalog, the spec asks for ordered = false", msg)
+        assert.are.equal(codes.MISMATCH, code)
+        assert.matches("spec field ordered must be a boolean", raised(db.collection, db, "p",
+            { key = "u64", value = "json", ordered = 1 }))
+        db:close()
+        local again = assert(armdb.open(dir, { sync = "none" }))
+        defer(function() again:close() end)
+        assert.is_true(assert(again:collection("o")).spec.ordered) -- from the catalog
     end)
 
     it("rebuilds an FFI value codec from the catalog, or says it cannot", function()
@@ -564,8 +572,8 @@ describe("collection:count(), pairs() and get_many()", function()
     end)
 end)
 
-describe("collection:stats(), range() and prefix()", function()
-    it("reports the store's stats and refuses ordered scans", function()
+describe("collection:stats()", function()
+    it("reports the store's stats", function()
         local db = fresh()
         local c = assert(db:collection("c", { key = "u64", value = "json" }))
         assert(c:put(1, "x"))
@@ -575,14 +583,76 @@ describe("collection:stats(), range() and prefix()", function()
         assert.are.equal("u64", st.key)
         assert.are.equal("json", st.value)
         assert.are.equal(8, st.key_len)
-        for _, fn in ipairs({ c.range, c.prefix }) do
-            local r, msg, code = fn(c, 1, 2)
-            assert.is_nil(r)
-            assert.are.equal("collection c is not ordered", msg)
-            assert.are.equal(codes.INVAL, code)
-        end
         db:close()
         assert.are.equal("armdb: collection c is closed", raised(c.stats, c))
-        assert.are.equal("armdb: collection c is closed", raised(c.range, c, 1, 2))
+    end)
+end)
+
+describe("ordered collections: pairs(), range() and prefix()", function()
+    local function collect(it)
+        local ks, vs = {}, {}
+        for k, v in it do
+            ks[#ks + 1] = k
+            vs[#vs + 1] = v
+        end
+        return ks, vs
+    end
+
+    it("scans u64 keys in numeric order, ranges and reverse with a limit", function()
+        local db = fresh()
+        local c = assert(db:collection("n", { key = "u64", value = "json", ordered = true }))
+        for _, i in ipairs({ 300, 2, 70000, 1, 256, 65536, 0 }) do
+            assert(c:put(i, { i = i }))
+        end
+        local ks, vs = collect(c:pairs())
+        assert.are.same({ 0, 1, 2, 256, 300, 65536, 70000 }, ks)
+        assert.are.equal(256, vs[4].i)
+        assert.are.same({ 2, 256, 300 }, (collect(c:range(2, 301))))
+        assert.are.same({ 70000, 65536 }, (collect(c:range(257, nil, { reverse = true, limit = 2 }))))
+        assert.are.same({ 300, 256 }, (collect(c:range(nil, 301, { reverse = true, limit = 2 }))))
+        assert.are.same({ 70000, 65536 }, (collect(c:pairs({ reverse = true, limit = 2 }))))
+        assert.are.same({}, (collect(c:range(300, 300))))
+    end)
+
+    it("orders i64 keys with negatives first", function()
+        local db = fresh()
+        local c = assert(db:collection("i", { key = "i64", value = "number", ordered = true }))
+        for _, i in ipairs({ 5, -1, 0, -1000, 1000 }) do
+            assert(c:put(i, i))
+        end
+        assert.are.same({ -1000, -1, 0, 5, 1000 }, (collect(c:pairs())))
+        assert.are.same({ -1, 0 }, (collect(c:range(-1, 5))))
+    end)
+
+    it("takes string prefixes, and keys shorter than the width sort first", function()
+        local db = fresh()
+        local c = assert(db:collection("s", { key = "string(12)", value = "raw", ordered = true }))
+        for _, n in ipairs({ "user:10", "user:1", "user:2", "usa", "group:1" }) do
+            assert(c:put(n, n:upper()))
+        end
+        local ks, vs = collect(c:prefix("user:"))
+        assert.are.same({ "user:1", "user:10", "user:2" }, ks)
+        assert.are.same({ "USER:1", "USER:10", "USER:2" }, vs)
+        assert.are.same({ "user:2", "user:10", "user:1" }, (collect(c:prefix("user:", { reverse = true }))))
+        assert.are.same({ "group:1", "usa", "user:1", "user:10", "user:2" }, (collect(c:pairs())))
+        assert.matches("prefix of 13 bytes is longer than its 12%-byte keys",
+            raised(c.prefix, c, "0123456789abc"))
+    end)
+
+    it("refuses ordered scans on an unordered collection and bad arguments", function()
+        local db = fresh()
+        local c = assert(db:collection("c", { key = "u64", value = "json" }))
+        local o = assert(db:collection("o", { key = "u64", value = "json", ordered = true }))
+        assert(c:put(1, "x"))
+        assert.are.equal("armdb: collection c is not ordered: range needs a collection created with ordered = true",
+            raised(c.range, c, 1, 2))
+        assert.matches("prefix needs a collection created with ordered", raised(c.prefix, c, "a"))
+        assert.matches("a reverse scan needs a collection", raised(c.pairs, c, { reverse = true }))
+        assert.are.equal(1, #(collect(c:pairs({ limit = 5 })))) -- limit alone works anywhere
+        assert.matches("prefix needs string%(N%) or bytes%(N%) keys, not u64", raised(o.prefix, o, "a"))
+        assert.matches("codec u64: %-1 is out of range", raised(o.range, o, -1, 5))
+        assert.matches("unknown scan option lo", raised(o.pairs, o, { lo = 1 }))
+        db:close()
+        assert.are.equal("armdb: collection o is closed", raised(o.range, o, 1, 2))
     end)
 end)

@@ -22,7 +22,6 @@ local show = codecs.show
 
 local CORRUPT = C.ARMDB_CORRUPT
 local CONFLICT = C.ARMDB_CONFLICT
-local INVAL = C.ARMDB_INVAL
 local UPDATE_TRIES = 100
 
 local Collection = {}
@@ -162,10 +161,8 @@ function Collection:compact()
     return store_of(self):compact()
 end
 
--- for k, v in coll:pairs() do ... end: every pair, decoded, in no order.
-function Collection:pairs()
-    local s = store_of(self)
-    local nxt = s:pairs()
+-- Decoded pairs from raw scan nxt of collection self.
+local function decoded(self, nxt)
     local kdec, vdec, name = self._kc.decode, self._vc.decode, self.name
     return function()
         local kb, vb = nxt()
@@ -180,6 +177,82 @@ function Collection:pairs()
         end
         return k, v
     end
+end
+
+-- The raw scan options of opts ({reverse = bool, limit = n}), checked.
+local function scan_opts(self, opts, level)
+    if opts == nil then
+        return {}
+    end
+    if type(opts) ~= "table" then
+        error("armdb: collection " .. self.name .. ": scan options must be a table, got " .. type(opts), level)
+    end
+    local o = {}
+    for k, v in pairs(opts) do
+        if k ~= "reverse" and k ~= "limit" then
+            error("armdb: collection " .. self.name .. ": unknown scan option " .. tostring(k)
+                .. " (reverse and limit are known)", level)
+        end
+        o[k] = v
+    end
+    return o
+end
+
+local function need_ordered(self, what)
+    if not self.spec.ordered then
+        error("armdb: collection " .. self.name .. " is not ordered: " .. what .. " needs a collection"
+            .. " created with ordered = true", 3)
+    end
+end
+
+-- for k, v in coll:pairs(opts) do ... end: every pair, decoded; in the key
+-- codec's order (numeric for u32, u64, i64) if the collection is ordered,
+-- else in no order. opts: reverse (ordered only), limit.
+function Collection:pairs(opts)
+    local s = store_of(self)
+    local o = scan_opts(self, opts, 3)
+    if o.reverse then
+        need_ordered(self, "a reverse scan")
+    end
+    return decoded(self, s:pairs(o))
+end
+
+-- coll:range(lo, hi, opts): the pairs with lo <= key < hi in the key
+-- codec's order (either nil: unbounded), decoded. opts: reverse, limit.
+function Collection:range(lo, hi, opts)
+    local s = store_of(self)
+    need_ordered(self, "range")
+    local o = scan_opts(self, opts, 3)
+    local enc = self._kc.encode
+    if lo ~= nil then
+        o.lo = enc(lo, 2)
+    end
+    if hi ~= nil then
+        o.hi = enc(hi, 2)
+    end
+    return decoded(self, s:pairs(o))
+end
+
+-- coll:prefix(p, opts): the pairs whose key begins with the bytes p, for
+-- string(N) and bytes(N) keys (a string(N) key is its text, then zeros).
+function Collection:prefix(p, opts)
+    local s = store_of(self)
+    need_ordered(self, "prefix")
+    local kname = self._kc.name
+    if not (kname:find("^string%(") or kname:find("^bytes%(")) then
+        error("armdb: collection " .. self.name .. ": prefix needs string(N) or bytes(N) keys, not "
+            .. kname .. " (use range)", 2)
+    end
+    if type(p) ~= "string" then
+        error("armdb: collection " .. self.name .. ": prefix must be a string, got " .. type(p), 2)
+    end
+    if #p > self._kc.len then
+        error("armdb: collection " .. self.name .. ": prefix of " .. #p .. " bytes is longer than its "
+            .. self._kc.len .. "-byte keys", 2)
+    end
+    local o = scan_opts(self, opts, 3)
+    o.prefix = p
+    return decoded(self, s:pairs(o))
 end
 
 -- get_many(keys) -> array of values (nil holes, field n) | nil, msg, code
@@ -223,17 +296,6 @@ function Collection:stats()
     t.key = self.spec.key
     t.value = self.spec.value
     return t
-end
-
--- Ordered collections (range and prefix scans) come with ordered stores.
-function Collection:range()
-    store_of(self)
-    return nil, "collection " .. self.name .. " is not ordered", INVAL
-end
-
-function Collection:prefix()
-    store_of(self)
-    return nil, "collection " .. self.name .. " is not ordered", INVAL
 end
 
 -- Called by db:close(): close the store; later calls raise.

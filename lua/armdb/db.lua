@@ -131,6 +131,9 @@ local function entry_problem(name, e)
     if vc and vc.len ~= e.value_len then
         return where .. "value_len is " .. e.value_len .. ", codec " .. e.value .. " has " .. vc.len
     end
+    if e.ordered ~= nil and type(e.ordered) ~= "boolean" then
+        return where .. "ordered is not true or false"
+    end
     return nil
 end
 
@@ -158,7 +161,8 @@ local function parse_catalog(dir, text)
     end
     local colls = {}
     for name, e in pairs(cat.collections) do
-        colls[name] = { key = e.key, value = e.value, key_len = e.key_len, value_len = e.value_len }
+        colls[name] = { key = e.key, value = e.value, key_len = e.key_len, value_len = e.value_len,
+            ordered = e.ordered == true or nil }
     end
     return { format = FORMAT, collections = colls }
 end
@@ -196,8 +200,8 @@ local function catalog_json(cat)
     local parts = {}
     for _, name in ipairs(names_of(cat.collections)) do
         local e = cat.collections[name]
-        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d}',
-            quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len)
+        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d%s}',
+            quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len, e.ordered and ',"ordered":true' or "")
     end
     if #parts == 0 then
         return '{"format":' .. FORMAT .. ',"collections":{}}\n'
@@ -235,7 +239,7 @@ end
 
 -- nil if entry e (of the catalog) agrees with codecs kc, vc; else the
 -- MISMATCH message.
-local function contradiction(name, e, kc, vc)
+local function contradiction(name, e, kc, vc, ordered)
     local function differ(what, have, have_len, want, want_len)
         if have ~= want then
             return "collection " .. name .. ": " .. what .. " is " .. have .. " in the catalog, the spec asks for "
@@ -246,8 +250,13 @@ local function contradiction(name, e, kc, vc)
                 .. " bytes in the catalog, the spec asks for " .. want .. " of " .. want_len .. " bytes"
         end
     end
-    return differ("key", e.key, e.key_len, kc.name, kc.len)
+    local why = differ("key", e.key, e.key_len, kc.name, kc.len)
         or differ("value", e.value, e.value_len, vc.name, vc.len)
+    if why == nil and (e.ordered == true) ~= ordered then
+        why = "collection " .. name .. " is " .. (e.ordered and "" or "not ") .. "ordered in the catalog, the"
+            .. " spec asks for ordered = " .. tostring(ordered)
+    end
+    return why
 end
 
 -- ---- the database ----
@@ -339,15 +348,17 @@ function Db:collection(name, spec)
         end
         kc = codecs.key(spec.key, 2)
         vc = codecs.value(spec.value, 2)
-        if spec.ordered then
-            return nil, "collection " .. name .. ": ordered collections are not available yet", INVAL
+        if spec.ordered ~= nil and type(spec.ordered) ~= "boolean" then
+            error("armdb: collection " .. name .. ": spec field ordered must be a boolean, got "
+                .. type(spec.ordered), 2)
         end
     end
+    local ordered = spec ~= nil and spec.ordered == true
 
     local coll = self._colls[name]
     if coll then
         if spec then
-            local why = contradiction(name, coll.spec, kc, vc)
+            local why = contradiction(name, coll.spec, kc, vc, ordered)
             if why then
                 return nil, why, MISMATCH
             end
@@ -364,7 +375,7 @@ function Db:collection(name, spec)
         entry = self._catalog.collections[name]
     end
     if entry and spec then
-        local why = contradiction(name, entry, kc, vc)
+        local why = contradiction(name, entry, kc, vc, ordered)
         if why then
             return nil, why, MISMATCH
         end
@@ -390,12 +401,13 @@ function Db:collection(name, spec)
         return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
             .. ", and opts.create is false", NOTFOUND
     else
-        local want = { key = kc.name, value = vc.name, key_len = kc.len, value_len = vc.len }
+        local want = { key = kc.name, value = vc.name, key_len = kc.len, value_len = vc.len,
+            ordered = ordered or nil }
         local why
         local cat, msg, code = catalog_update(self.dir, function(c)
             local e = c.collections[name]
             if e then -- another handle added it meanwhile
-                why = contradiction(name, e, kc, vc)
+                why = contradiction(name, e, kc, vc, ordered)
                 return false
             end
             c.collections[name] = want
@@ -417,12 +429,13 @@ function Db:collection(name, spec)
     end
     sopts.key_len = entry.key_len
     sopts.value_len = entry.value_len
+    sopts.ordered = entry.ordered == true
     local s, msg, code = store.open(self.dir .. "/" .. name, sopts)
     if s == nil then
         return nil, msg, code
     end
     coll = Collection.new(name, { key = entry.key, value = entry.value, key_len = entry.key_len,
-        value_len = entry.value_len }, kc, vc, s)
+        value_len = entry.value_len, ordered = entry.ordered == true }, kc, vc, s)
     self._colls[name] = coll
     return coll
 end

@@ -347,33 +347,89 @@ function Store:stats()
     return t
 end
 
--- for k, v in s:pairs() do ... end: every live pair, in no particular
--- order. A damaged entry raises, since a for loop cannot return it, unless
--- opts.errors is true: then it comes as k, nil, message, code and the
--- scan goes on (what `armdb verify` counts). The iterator is closed at the
--- end, on that error, with the store, or by the garbage collector if the
--- loop is left early.
-function Store:pairs(opts)
-    local h = handle(self)
-    if opts ~= nil and type(opts) ~= "table" then
-        error("armdb: pairs options must be a table, got " .. type(opts), 2)
+-- Scan options besides errors: lo, hi (byte strings, at most key_len
+-- bytes; nil = unbounded) select [lo, hi); prefix (a byte string) the keys
+-- that begin with it; reverse descends; limit (a count) ends the scan
+-- after that many pairs. All but limit need an ordered store (created with
+-- ordered = true); C's message says so otherwise.
+local SCAN_OPTS = { lo = "string", hi = "string", prefix = "string", reverse = "boolean", limit = "number",
+    errors = "boolean" }
+
+local function scan_args(opts, level)
+    if opts == nil then
+        return nil, nil, 0, nil, false
     end
-    local keep_going = opts ~= nil and opts.errors == true
-    local rc = C.armdb_iter_open(h, nil, 0, nil, 0, 0, iter_out)
+    if type(opts) ~= "table" then
+        error("armdb: scan options must be a table, got " .. type(opts), level)
+    end
+    for name, v in pairs(opts) do
+        local want = SCAN_OPTS[name]
+        if want == nil then
+            error("armdb: unknown scan option " .. tostring(name), level)
+        end
+        if type(v) ~= want then
+            error("armdb: scan option " .. name .. " must be a " .. want .. ", got " .. type(v), level)
+        end
+    end
+    local limit = opts.limit
+    if limit ~= nil and (limit < 0 or limit ~= math.floor(limit)) then
+        error("armdb: scan option limit must be a whole number >= 0, got " .. tostring(limit), level)
+    end
+    local lo, hi, flags = opts.lo, opts.hi, 0
+    if opts.prefix ~= nil then
+        if lo ~= nil or hi ~= nil then
+            error("armdb: scan option prefix cannot go with lo or hi", level)
+        end
+        lo, flags = opts.prefix, C.ARMDB_ITER_PREFIX
+    end
+    if opts.reverse then
+        flags = bit.bor(flags, C.ARMDB_ITER_REVERSE)
+    end
+    return lo, hi, flags, limit, opts.errors == true
+end
+
+-- for k, v in s:pairs(opts) do ... end: every live pair; in key order
+-- (bytewise) in an ordered store, in no particular order in another.
+-- opts as above. A damaged entry raises, since a for loop cannot return
+-- it, unless opts.errors is true: then it comes as k, nil, message, code
+-- and the scan goes on (what `armdb verify` counts). The iterator is
+-- closed at the end, on that error, with the store, or by the garbage
+-- collector if the loop is left early.
+-- (scan is what pairs, range and prefix share; errors are raised at
+-- level, counted from scan: pairs, range and prefix call it not as a
+-- tail call, so their caller is always at 3.)
+local function scan(self, opts, level)
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", level)
+    end
+    local lo, hi, flags, limit, keep_going = scan_args(opts, level + 1)
+    local rc = C.armdb_iter_open(h, lo, lo and #lo or 0, hi, hi and #hi or 0, flags, iter_out)
     if rc ~= 0 then
         local _, msg = fail(rc)
-        error("armdb: scan of " .. self.dir .. ": " .. msg, 2)
+        error("armdb: scan of " .. self.dir .. ": " .. msg, level)
     end
     local it = ffi_gc(iter_out[0], C.armdb_iter_close)
     iter_out[0] = nil
     local state = { it = it }
     self._iters[state] = true
     local store = self
+    local left = limit or -1
+    local function finish(cur)
+        state.it = nil
+        store._iters[state] = nil
+        C.armdb_iter_close(ffi_gc(cur, nil))
+    end
     return function()
         local cur = state.it
         if cur == nil then
             return nil
         end
+        if left == 0 then
+            finish(cur)
+            return nil
+        end
+        left = left - 1
         it_key[0] = nil -- set by C only for an entry it reached
         local r = C.armdb_iter_next(cur, it_key, it_klen, it_val, it_vlen)
         if r == 0 then
@@ -384,15 +440,53 @@ function Store:pairs(opts)
             local _, msg, code = fail(r)
             return ffi_string(it_key[0], it_klen[0]), nil, msg, code
         end
-        state.it = nil
-        store._iters[state] = nil
-        C.armdb_iter_close(ffi_gc(cur, nil))
+        finish(cur)
         if r ~= NOTFOUND then
             local _, msg = fail(r)
             error("armdb: scan of " .. store.dir .. ": " .. msg, 2)
         end
         return nil
     end
+end
+
+function Store:pairs(opts)
+    local nxt = scan(self, opts, 3)
+    return nxt
+end
+
+-- s:range(lo, hi, opts): pairs over [lo, hi) (either nil: unbounded).
+function Store:range(lo, hi, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb: scan options must be a table, got " .. type(opts), 2)
+    end
+    local o = { lo = lo, hi = hi }
+    for k, v in pairs(opts or {}) do
+        if k == "lo" or k == "hi" or k == "prefix" then
+            error("armdb: range takes its bounds as arguments, not as option " .. k, 2)
+        end
+        o[k] = v
+    end
+    local nxt = scan(self, o, 3)
+    return nxt
+end
+
+-- s:prefix(p, opts): pairs over the keys that begin with p.
+function Store:prefix(p, opts)
+    if type(p) ~= "string" then
+        error("armdb: prefix must be a string, got " .. type(p), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb: scan options must be a table, got " .. type(opts), 2)
+    end
+    local o = { prefix = p }
+    for k, v in pairs(opts or {}) do
+        if k == "lo" or k == "hi" or k == "prefix" then
+            error("armdb: prefix takes its prefix as an argument, not option " .. k, 2)
+        end
+        o[k] = v
+    end
+    local nxt = scan(self, o, 3)
+    return nxt
 end
 
 -- Close the store (and any scan still open on it). true, or nil, message,
