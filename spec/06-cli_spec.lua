@@ -207,6 +207,27 @@ describe("armdb on a raw store", function()
             { run(tmp, { "scan", dir, "--limit", "-1" }) })
     end)
 
+    it("scan takes --from, --to, --prefix and --reverse on an ordered store, in key order", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        make_store(dir, { aa01 = "1", aa02 = "2", ab01 = "3", ba01 = "4", bb01 = "5" }, { ordered = true, shards = 3 })
+        assert.same({ "aa01\t1\naa02\t2\nab01\t3\nba01\t4\nbb01\t5\n", "", 0 }, { run(tmp, { "scan", dir }) })
+        assert.same({ "aa02\nab01\n", "", 0 },
+            { run(tmp, { "scan", dir, "--keys-only", "--from", "aa02", "--to", "b" }) })
+        assert.same({ "ab01\naa02\naa01\n", "", 0 },
+            { run(tmp, { "scan", dir, "--keys-only", "--prefix", "a", "--reverse" }) })
+        assert.same({ "bb01\n", "", 0 }, { run(tmp, { "scan", dir, "--keys-only", "--reverse", "--limit", "1" }) })
+        assert.same({ "61623031\n", "", 0 },
+            { run(tmp, { "scan", dir, "--keys-only", "--hex", "--prefix", "6162" }) })
+        assert.same({ "", "armdb: --prefix cannot go with --from or --to\n", 2 },
+            { run(tmp, { "scan", dir, "--prefix", "a", "--from", "b" }) })
+        local plain = tmp .. "/p"
+        make_store(plain, { aa01 = "1" })
+        local out, err, code = run(tmp, { "scan", plain, "--from", "a" })
+        assert.same({ "", 1 }, { out, code })
+        assert.matches("need an ordered store %(ARMDB_ORDERED%)", err)
+    end)
+
     it("dump writes JSON lines, hex fields for bytes that are not UTF-8, all hex with --hex", function()
         local tmp = tmpdir()
         local dir = tmp .. "/s"
@@ -561,6 +582,23 @@ describe("armdb on a database", function()
         assert.equal(2, st.users.keys)
         assert.equal(0, st.scores.keys)
         assert.equal(8, st.scores.value_len)
+    end)
+
+    it("scan of an ordered collection takes --from and --to per the key codec", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/db"
+        local db = assert(armdb.open(dir, { sync = "none" }))
+        local c = assert(db:collection("nums", { key = "u64", value = "number", ordered = true }))
+        for _, i in ipairs({ 100, 9, 10, 2, 1000 }) do
+            assert(c:put(i, i * 2))
+        end
+        db:close()
+        assert.same({ "9\t18\n10\t20\n100\t200\n", "", 0 },
+            { run(tmp, { "scan", dir .. "/nums", "--from", "3", "--to", "1000" }) })
+        assert.same({ "1000\n100\n", "", 0 },
+            { run(tmp, { "scan", dir, "-c", "nums", "--keys-only", "--reverse", "--from", "11" }) })
+        assert.same({ "", "armdb: key ten is not a decimal integer (the key codec of nums is u64)\n", 2 },
+            { run(tmp, { "scan", dir .. "/nums", "--from", "ten" }) })
     end)
 
     it("commands that take keys need a collection", function()

@@ -98,8 +98,13 @@
  *   copies live data: a burst of overwrites can take disk space well past
  *   live / (1 - compaction_threshold) until it has caught up. Every data
  *   file holds an open descriptor: max_file_size sets how many there are.
- * - Ordered stores, range scans and encryption are not in this version: the
- *   ARMDB_ORDERED flag and an encryption key are refused with ARMDB_INVAL.
+ * - Ordered stores (ARMDB_ORDERED, chosen at creation) keep a B+tree of
+ *   record numbers per shard besides: about 4.5 to 6 more bytes per key
+ *   (included in index_bytes_per_key), a put of a new key or a delete
+ *   walks it under the shard's lock, and the open sorts every shard's keys
+ *   to build it. Scans are not a point-in-time view (see armdb_iter_open).
+ * - Encryption is not in this version: an encryption key is refused with
+ *   ARMDB_INVAL.
  * - Values read from disk are copied out; values larger than 64 KiB make the
  *   reading thread keep a scratch buffer of that size until it exits.
  * - O_DIRECT bypasses the kernel's page cache: reads are served by armdb's
@@ -179,7 +184,7 @@ enum armdb_sync_mode {
 enum armdb_flags {
     ARMDB_CREATE = 1u << 0,    /* create the store if it does not exist */
     ARMDB_RDONLY = 1u << 1,    /* no writes, no lock, view as of open */
-    ARMDB_ORDERED = 1u << 2,   /* ordered index (not in this version) */
+    ARMDB_ORDERED = 1u << 2,   /* create an ordered store: range, prefix, reverse scans */
     ARMDB_NO_URING = 1u << 3,  /* never use io_uring (also: env ARMDB_NO_URING=1) */
     ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
     ARMDB_NO_AUTO_COMPACT = 1u << 5, /* compact only when armdb_compact() is called */
@@ -278,8 +283,10 @@ void armdb_options_init(armdb_options *opts);
  *
  * Returns 0, or
  *   ARMDB_INVAL     dir/out NULL, an option out of range (errmsg names it),
- *                   ARMDB_ORDERED or an encryption key (not in this version)
- *   ARMDB_MISMATCH  key_len, value_len or shards differ from the store's
+ *                   an encryption key (not in this version)
+ *   ARMDB_MISMATCH  key_len, value_len or shards differ from the store's, or
+ *                   ARMDB_ORDERED given for a store created without it (an
+ *                   ordered store opens ordered with or without the flag)
  *   ARMDB_LOCKED    another process writes the store (errmsg: its pid)
  *   ARMDB_CORRUPT   the meta file fails its checksum or magic
  *   ARMDB_FULL      a shard holds more keys than the index can address
@@ -380,12 +387,32 @@ const char *armdb_errmsg(void);
 int armdb_abi_version(void);
 
 /*
- * Iterate over the store. This version supports only the full scan:
- * lo = hi = NULL, flags = 0, in no particular order (else ARMDB_INVAL).
- * A scan sees every key that is live for its whole duration exactly once,
- * with the value current when it is returned; a key written or deleted
- * during the scan may or may not be seen (a key deleted and re-inserted
- * during the scan may be seen twice). Returns 0 or ARMDB_INVAL, -ENOMEM.
+ * Iterate over the store.
+ *
+ * Unordered stores support only the full scan: lo = hi = NULL, flags = 0,
+ * in no particular order; anything else is ARMDB_INVAL. A key deleted and
+ * re-inserted during such a scan may be seen twice.
+ *
+ * Ordered stores return keys in bytewise order (memcmp), merged across
+ * shards, ascending or, with ARMDB_ITER_REVERSE, descending:
+ *   lo, hi      the range [lo, hi); either NULL for unbounded. A bound may
+ *               be shorter than key_len: a key that starts with the bound
+ *               sorts after it (so lo = "ab" starts at the first key
+ *               beginning "ab", hi = "ab" stops before it). lo >= hi is an
+ *               empty scan. Longer than key_len: ARMDB_INVAL.
+ *   ARMDB_ITER_PREFIX  lo is a prefix (0 .. key_len bytes): the keys that
+ *               begin with it; hi must be NULL.
+ *
+ * While writes go on: every key that is live for the whole scan is
+ * returned exactly once, with the value current when it is returned; the
+ * order is strict (no key twice, even if deleted and re-inserted); a key
+ * deleted before its turn is not returned; a key inserted during the scan
+ * may or may not be. The scan is not a point-in-time view: two keys
+ * changed together by a writer may be seen one old and one new. Each step
+ * holds one shard's lock for a lookup or for buffering up to 16 KiB of
+ * keys, never for a whole scan, and values are read as gets read them.
+ *
+ * Returns 0 or ARMDB_INVAL (errmsg names the argument), -ENOMEM.
  */
 int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, size_t hilen,
                     unsigned flags, armdb_iter **out);

@@ -105,15 +105,26 @@ given). Collections of an FFI struct type cannot be written from here (use
       text = [[
 Deletes KEY. A missing key is a failure: "armdb: KEY: not found", exit
 status 1, nothing written. Opens for writing.]] },
-    { name = "scan", args = "DIR", summary = "print every key and value, one pair a line",
+    { name = "scan", args = "DIR", summary = "print the pairs, in key order for ordered stores",
       text = [[
-Prints every live pair as KEY<TAB>VALUE lines, in no particular order. In
-text output a backslash, tab, newline and other control bytes are escaped
-(\\, \t, \n, \xNN), so one line is always one pair; --hex prints hex. Opens
-read-only.
+Prints live pairs as KEY<TAB>VALUE lines: every one by default, in key order
+for an ordered store or collection (created with ordered = true), in no
+particular order otherwise. In text output a backslash, tab, newline and
+other control bytes are escaped (\\, \t, \n, \xNN), so one line is always
+one pair; --hex prints hex. Opens read-only.
 
   --limit N        stop after N pairs
-  --keys-only      print only the keys]] },
+  --keys-only      print only the keys
+  --from KEY       start at KEY (or the first key after it)
+  --to KEY         stop before KEY
+  --prefix P       only keys that begin with P
+  --reverse        in descending key order
+
+--from, --to, --prefix and --reverse need an ordered store or collection.
+Raw stores take bounds as bytes (hex with --hex), shorter than key_len if
+you like: --from ab starts at the first key beginning "ab". Collections
+parse --from and --to per the key codec (u64: a number, so ranges are
+numeric); --prefix is for string(N) and bytes(N) keys.]] },
     { name = "dump", args = "DIR", summary = "write every pair as JSON lines",
       text = [[
 Writes every live pair as one JSON object a line:
@@ -215,7 +226,7 @@ end
 -- Options each command accepts besides the common ones: name -> takes a value.
 local OPTIONS = {
     get = { ["no-newline"] = false },
-    scan = { limit = true, ["keys-only"] = false },
+    scan = { limit = true, ["keys-only"] = false, from = true, to = true, prefix = true, reverse = false },
     dump = { output = true },
     stats = { json = false },
     run = { ["read-only"] = false },
@@ -797,17 +808,51 @@ end
 
 -- Open DIR (a store or a collection) read-only: an object with pairs(),
 -- count(), close() and key/value text functions.
+-- A scan bound of a raw store as bytes (given as hex with --hex).
+local function raw_bound(opts, text, what)
+    if not opts.hex then
+        return text
+    end
+    local b, err = from_hex(text, what)
+    if not b then
+        usage_error("%s", err)
+    end
+    return b
+end
+
+-- r.pairs(scan): scan = { from, to, prefix, reverse } as given (text).
 local function open_reader(t, opts)
     if t.kind == "store" then
         local s = open_store(t.dir, true)
         local function txt(v)
             return opts.hex and to_hex(v) or escape(v)
         end
-        return { pairs = function() return s:pairs() end, count = function() return s:count() end,
+        local function pairs_of(sc)
+            if not sc then
+                return s:pairs()
+            end
+            return s:pairs({ lo = sc.from and raw_bound(opts, sc.from, "--from"),
+                hi = sc.to and raw_bound(opts, sc.to, "--to"),
+                prefix = sc.prefix and raw_bound(opts, sc.prefix, "--prefix"), reverse = sc.reverse })
+        end
+        return { pairs = pairs_of, count = function() return s:count() end,
             close = function() s:close() end, key_text = txt, value_text = txt }
     end
     local coll, db = open_collection(t, true)
-    return { pairs = function() return coll:pairs() end, count = function() return coll:count() end,
+    local function pairs_of(sc)
+        if not sc then
+            return coll:pairs()
+        end
+        local o = { reverse = sc.reverse }
+        if sc.prefix then
+            return coll:prefix(sc.prefix, o)
+        end
+        if sc.from or sc.to then
+            return coll:range(sc.from and coll_key(t, sc.from), sc.to and coll_key(t, sc.to), o)
+        end
+        return coll:pairs(o)
+    end
+    return { pairs = pairs_of, count = function() return coll:count() end,
         close = function() db:close() end,
         key_text = function(k) return coll_key_text(t, k) end,
         value_text = function(v) return coll_value_text(t, v) end }
@@ -836,6 +881,13 @@ function cmds.scan(opts, pos)
             usage_error("--limit needs a non-negative integer, got %s", opts.limit)
         end
     end
+    if opts.prefix and (opts.from or opts.to) then
+        usage_error("--prefix cannot go with --from or --to")
+    end
+    local sc
+    if opts.from or opts.to or opts.prefix or opts.reverse then
+        sc = { from = opts.from, to = opts.to, prefix = opts.prefix, reverse = opts.reverse or nil }
+    end
     local r = open_reader(t, opts)
     out:setvbuf("full")
     with(r, function()
@@ -843,7 +895,7 @@ function cmds.scan(opts, pos)
         if limit == 0 then
             return
         end
-        for k, v in r.pairs() do
+        for k, v in r.pairs(sc) do
             if opts["keys-only"] then
                 out:write(r.key_text(k), "\n")
             else
