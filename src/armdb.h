@@ -52,6 +52,37 @@
  * both (holding the same entries), or the new one; a leftover .tmp file is
  * removed at the next open by a writer.
  *
+ * ATOMIC BATCHES (FORMAT)
+ *
+ * armdb_batch() writes several keys, in any shards, all or nothing. On
+ * disk a batch of m >= 2 writes is m ordinary entries, one in each key's
+ * shard, whose GSNs are consecutive and whose GSN field carries flags in
+ * the bits the entry format reserves:
+ *
+ *   bit 63  tombstone (a delete), as for any entry
+ *   bit 62  GSN_BATCH: a member of a batch
+ *   bit 61  GSN_FIRST: its first member (with bit 62)
+ *   bit 60  GSN_LAST:  its last member (with bit 62)
+ *
+ * Recovery applies a member only if every GSN from its batch's first
+ * member to its last is found, in whatever shards; otherwise none of
+ * them. Members are flagged in hint files too. The file DURABLE in the
+ * store directory (written to a temp name, fsynced, renamed) says which
+ * members need that check:
+ *
+ *   0   8  magic "ARMDBDUR"
+ *   8   8  D: every entry with a GSN up to D is durable in every shard
+ *   16  4  n, then 4 zero bytes
+ *   24  16 n times: first and last GSN of a run of members never to apply
+ *          (a batch found torn at open, or cut short by a failed write)
+ *   ..  8  XXH3-64 of the bytes before
+ *
+ * A member at or below D and in no such run is an ordinary entry; only
+ * those may be dropped by compaction (a member above D is copied even when
+ * dead, since its batch's check needs it). D moves up when the store is
+ * closed and before a compaction pass (after a barrier on every shard).
+ * A damaged DURABLE file fails the open with ARMDB_CORRUPT.
+ *
  * DURABILITY
  *
  * A durability barrier writes the partial last page of each dirty shard and
@@ -375,6 +406,42 @@ uint64_t armdb_count(armdb *db);
 
 /* Fill *out. Returns 0 or ARMDB_INVAL. */
 int armdb_stats(armdb *db, armdb_stat *out);
+
+/* armdb_op.type */
+enum armdb_op_type {
+    ARMDB_OP_PUT = 1,    /* set key to val (vlen bytes) */
+    ARMDB_OP_DELETE = 2, /* delete key (absent: nothing happens) */
+    ARMDB_OP_CHECK = 3,  /* guard: key's value is val (vlen bytes); val NULL: key is absent */
+};
+
+typedef struct armdb_op {
+    unsigned type;
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+} armdb_op;
+
+/*
+ * Apply ops[0..n) atomically: after a crash at any point, every put and
+ * delete of the batch is visible or none is, whatever shards they touch.
+ * Checks are evaluated first, against the store as it is before the batch;
+ * if one fails, nothing is written. A key may be written (put or deleted)
+ * at most once per batch; it may also be checked. Concurrent readers see
+ * the batch's writes shard by shard (a get never waits for a whole batch),
+ * but no write of another thread comes between its members. With
+ * ARMDB_SYNC_ALWAYS the call returns once every member is durable.
+ *
+ * Returns 0, or
+ *   ARMDB_INVAL     n over ARMDB_BATCH_MAX, an unknown type, a NULL key, two
+ *                   writes of one key (errmsg names the ops by index)
+ *   ARMDB_KEYLEN, ARMDB_TOOBIG   as for armdb_put (errmsg names the op)
+ *   ARMDB_EXISTS, ARMDB_NOTFOUND, ARMDB_CONFLICT   a check failed (errmsg:
+ *                   which op, and why); nothing was written
+ *   ARMDB_READONLY, -errno   as for armdb_put; nothing is applied, and
+ *                   members already appended are recorded as never to apply
+ */
+int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
 
 /* Static text for any return code (library or -errno); never NULL. */
 const char *armdb_strerror(int rc);

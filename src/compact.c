@@ -75,6 +75,7 @@ struct compact_ctx {
     struct move *moves;
     size_t nmoves, moves_cap;
     const atomic_bool *stop;
+    bool pinned; /* a dead batch member was copied (above D) */
 };
 
 /* Any file but f (a tombstone's own) that may hold an entry older than
@@ -165,18 +166,24 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     uint32_t klen = ix->key_len;
     if (atomic_load_explicit(c->stop, memory_order_relaxed))
         return -ECANCELED;
-    bool tomb = (gsn & GSN_TOMB) != 0, keep;
+    bool tomb = (gsn & GSN_TOMB) != 0, keep, live = false;
     uint64_t h = key_hash(key, klen);
     int64_t r;
+    /* A batch member above D: its batch's check at open needs it, dead or
+     * not. One in an aborted run is garbage whatever it is. */
+    bool member = gsn & GSN_BATCH, aborted = member && batch_aborted(sh->db, gsn);
+    bool pinned = member && !aborted && (gsn & GSN_MASK) > atomic_load(&sh->db->durable_gsn);
     pthread_mutex_lock(&sh->mu);
     r = index_find(ix, key, h);
     if (tomb) {
         keep = r < 0 && older_elsewhere(sh, c->f, gsn & GSN_MASK);
     } else {
         const unsigned char *rec = r >= 0 ? index_rec(ix, (uint32_t)r) : NULL;
-        keep = rec && rec_gsn(rec) == gsn && rec_u32(rec, REC_FILE) == c->f->id && rec_u32(rec, REC_VOFF) == voff;
+        live = rec && rec_gsn(rec) == gsn && rec_u32(rec, REC_FILE) == c->f->id && rec_u32(rec, REC_VOFF) == voff;
+        keep = live;
     }
     pthread_mutex_unlock(&sh->mu);
+    keep = (keep && !aborted) || pinned;
     if (!keep)
         return 0;
     uint32_t nvoff = 0;
@@ -185,8 +192,10 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
         return rc;
     if ((rc = hint_add(&c->hb, klen, ix->inline_len, gsn, nvoff, vlen, key, value)) < 0)
         return rc;
-    if (tomb)
+    if (!live) {
+        c->pinned |= pinned && !tomb;
         return 0;
+    }
     if (c->nmoves == c->moves_cap) {
         size_t cap = c->moves_cap ? c->moves_cap * 2 : 1024;
         struct move *m = realloc(c->moves, cap * sizeof *m);
@@ -351,6 +360,9 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         o->min_gsn = c.acc.min_gsn;
         o->max_gsn = c.acc.max_gsn;
         o->tomb = c.acc.tomb;
+        /* Garbage it could not drop yet: not again in this run (the next
+         * open or pass, with D moved up, can). */
+        o->keep = c.pinned;
         pthread_mutex_lock(&sh->mu);
         rc = shard_add_file(sh, o);
         pthread_mutex_unlock(&sh->mu);
@@ -417,6 +429,9 @@ int db_compact_pass(armdb *db, bool force)
 {
     int rc = 0;
     pthread_mutex_lock(&db->compact_mu);
+    /* Batch members below D can go like any entry: move D up first. (If
+     * that fails, they are kept: nothing is lost but space.) */
+    (void)durable_checkpoint(db);
     for (uint32_t i = 0; i < db->nshards && rc == 0; i++) {
         struct shard *sh = &db->shards[i];
         if (force) {

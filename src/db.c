@@ -21,6 +21,8 @@
 static atomic_uint_fast64_t gsn_counter = 1;
 
 uint64_t gsn_next(void) { return atomic_fetch_add(&gsn_counter, 1); }
+uint64_t gsn_next_n(uint32_t n) { return atomic_fetch_add(&gsn_counter, n); }
+uint64_t gsn_last(void) { return atomic_load(&gsn_counter) - 1; }
 
 void gsn_observe(armdb *db, uint64_t gsn)
 {
@@ -361,6 +363,8 @@ static void db_free(armdb *db)
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->sync_cv);
     pthread_mutex_destroy(&db->compact_mu);
+    pthread_mutex_destroy(&db->durable_mu);
+    free(db->aborted);
     free(db->dir);
     free(db);
 }
@@ -386,6 +390,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     db->dirfd = db->lockfd = -1;
     pthread_mutex_init(&db->bg_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
+    pthread_mutex_init(&db->durable_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -442,7 +447,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
             goto fail;
         }
     }
-    if ((rc = recover_shards(db)) < 0)
+    if ((rc = durable_load(db)) < 0 || (rc = recover_shards(db)) < 0)
         goto fail;
     if (!db->rdonly && (rc = start_threads(db)) < 0)
         goto fail;
@@ -473,6 +478,8 @@ API int armdb_close(armdb *db)
     int failed = atomic_load(&db->failed);
     if (rc == 0 && failed)
         rc = failed;
+    if (rc == 0)
+        rc = durable_close(db);
     db_free(db);
     return rc;
 }
@@ -505,7 +512,7 @@ static int check_write(armdb *db, const void *val, size_t vlen)
 
 static inline struct shard *shard_of(armdb *db, uint64_t h)
 {
-    return &db->shards[((h >> 32) * db->nshards) >> 32];
+    return &db->shards[shard_index(db, h)];
 }
 
 API int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size_t vlen)

@@ -44,7 +44,7 @@ bool entry_valid(const unsigned char *p, uint32_t klen, uint32_t vmax, uint64_t 
         return false;
     uint32_t vlen = get_le32(p + 4);
     uint64_t gsn = get_le64(p + 8);
-    if (vlen > vmax || (gsn & GSN_RESERVED) || (gsn & GSN_MASK) == 0)
+    if (vlen > vmax || !gsn_flags_ok(gsn) || (gsn & GSN_MASK) == 0)
         return false;
     if ((gsn & GSN_TOMB) && vlen != 0)
         return false;

@@ -122,7 +122,7 @@ int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen,
         const unsigned char *r = p + HINT_HDR + i * rec;
         uint64_t gsn = get_le64(r);
         uint64_t voff = get_le32(r + 8), vlen = get_le32(r + 12);
-        if ((gsn & GSN_RESERVED) || (gsn & GSN_MASK) == 0 || ((gsn & GSN_TOMB) && vlen) ||
+        if (!gsn_flags_ok(gsn) || (gsn & GSN_MASK) == 0 || ((gsn & GSN_TOMB) && vlen) ||
             voff < ENTRY_HDR + klen || voff + vlen > dlen || (ilen && !(gsn & GSN_TOMB) && vlen != ilen))
             return 2;
     }

@@ -27,8 +27,20 @@
 #define PAGE 4096u
 #define ENTRY_HDR 16u
 #define GSN_TOMB (1ull << 63)
+/* Members of an atomic batch of two or more writes (armdb.h, FORMAT): every
+ * member has GSN_BATCH, the first also GSN_FIRST, the last GSN_LAST; their
+ * GSNs are consecutive. */
+#define GSN_BATCH (1ull << 62)
+#define GSN_FIRST (1ull << 61)
+#define GSN_LAST (1ull << 60)
 #define GSN_RESERVED (7ull << 60)
 #define GSN_MASK ((1ull << 60) - 1)
+/* The flag bits of gsn are a valid combination. */
+static inline bool gsn_flags_ok(uint64_t gsn)
+{
+    uint64_t b = gsn & GSN_RESERVED;
+    return b == 0 || ((b & GSN_BATCH) && (b & (GSN_FIRST | GSN_LAST)) != (GSN_FIRST | GSN_LAST));
+}
 
 #define DEFAULT_WBUF (1u << 20)
 #define MIN_WBUF (64u << 10)
@@ -466,8 +478,27 @@ int shard_new_active(struct shard *sh) MUST_CHECK;
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode);
 int shard_delete(struct shard *sh, const void *key, uint64_t h);
+/* ARMDB_READONLY (with a message) if the store failed an fdatasync. */
+int shard_failed(struct shard *sh);
 /* With mu held: drop record rec of the key with hash h from the indexes. */
 void shard_forget(struct shard *sh, uint32_t rec, uint64_t h);
+/* With mu held, for a put of mode (enum put_mode) on the key of record r
+ * (-1: absent): 0 if the guard holds, else ARMDB_EXISTS, ARMDB_NOTFOUND,
+ * ARMDB_CONFLICT or a read error. */
+int shard_check_locked(struct shard *sh, int64_t r, const void *key, const void *expected, size_t elen, int mode);
+/* With mu held: the key's record, added to the indexes (*fresh, zeroed but
+ * for the key) if absent, so that the put cannot fail once appended. */
+int64_t shard_claim(struct shard *sh, const void *key, uint64_t h, bool *fresh) MUST_CHECK;
+/* With mu held: point record r at the put appended to f at voff. */
+void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
+                  const void *val, uint32_t vlen);
+/* With mu held: the entry rec points at is dead now. */
+void shard_account_dead(struct shard *sh, const unsigned char *rec);
+int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, bool tomb, uint64_t gsn,
+                 uint64_t *gsn_out, uint32_t *voff) MUST_CHECK;
+/* With mu held: wait until the shard is durable up to upto (a position of
+ * sh->pos); drops mu while the fdatasync runs. */
+int shard_wait_durable(struct shard *sh, uint64_t upto);
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen);
 int shard_sync(struct shard *sh);
 int shard_close(struct shard *sh);
@@ -544,9 +575,41 @@ struct armdb {
     pthread_mutex_t compact_mu;
     atomic_bool compact_stop;
     atomic_bool compact_wanted; /* a file may have passed the threshold */
+    /* batches (batch.c): D of the DURABLE file, the largest GSN of a batch
+     * member, and the runs of members never to apply */
+    atomic_uint_fast64_t durable_gsn, batch_max;
+    pthread_mutex_t durable_mu;
+    bool durable_frozen; /* an aborted run could not be recorded: D stays */
+    struct gsn_run {
+        uint64_t first, last;
+    } *aborted;
+    uint32_t naborted, aborted_cap;
 };
 
 uint64_t gsn_next(void);
+/* n consecutive GSNs; the first is returned. */
+uint64_t gsn_next_n(uint32_t n);
+/* The largest GSN handed out so far. */
+uint64_t gsn_last(void);
+static inline uint32_t shard_index(const armdb *db, uint64_t h)
+{
+    return (uint32_t)(((h >> 32) * db->nshards) >> 32);
+}
+
+/* ---- batch.c ---- */
+/* Read the DURABLE file (absent: D = 0, no aborted runs). */
+int durable_load(armdb *db) MUST_CHECK;
+/* Is gsn in a run of members recorded as never to apply? */
+bool batch_aborted(const armdb *db, uint64_t gsn);
+/* Record members [first, last] (runs[0..n)) as never to apply, durably
+ * unless the store is read-only. */
+int batch_abort(armdb *db, uint64_t first, uint64_t last);
+int batch_note_aborted(armdb *db, const struct gsn_run *runs, uint32_t n);
+/* If batch members may be above D: a barrier on every shard, then D moved
+ * up to the GSNs it covers. */
+int durable_checkpoint(armdb *db);
+/* At close, every shard durable: D moved up to the store's largest GSN. */
+int durable_close(armdb *db);
 void gsn_observe(armdb *db, uint64_t gsn);
 int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f);
 /* A file may have passed the compaction threshold: wake the background

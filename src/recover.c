@@ -176,12 +176,80 @@ out:
 
 /* ---- applying entries to a shard's index ---- */
 
+/* Batch members whose batch must be seen whole before they apply (above
+ * D, in no aborted run), kept per shard until every shard is read:
+ * records of gsn u64, file u32, value offset u32, value length u32, 4
+ * spare bytes, key, inline value. */
+struct pend {
+    unsigned char *buf;
+    size_t len, cap;
+    uint32_t stride, n;
+};
+#define PEND_KEY 24u
+
+static int pend_add(struct pend *p, uint64_t gsn, uint32_t file, uint32_t voff, uint32_t vlen,
+                    const unsigned char *key, uint32_t klen, const unsigned char *value, uint32_t ilen)
+{
+    if (p->len + p->stride > p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : (size_t)p->stride * 64;
+        unsigned char *b = realloc(p->buf, cap);
+        if (!b)
+            return -ENOMEM;
+        p->buf = b;
+        p->cap = cap;
+    }
+    unsigned char *r = p->buf + p->len;
+    memset(r, 0, p->stride);
+    memcpy(r, &gsn, 8);
+    memcpy(r + 8, &file, 4);
+    memcpy(r + 12, &voff, 4);
+    memcpy(r + 16, &vlen, 4);
+    memcpy(r + PEND_KEY, key, klen);
+    if (ilen && value && vlen == ilen)
+        memcpy(r + PEND_KEY + klen, value, ilen);
+    p->len += p->stride;
+    p->n++;
+    return 0;
+}
+
 struct apply_ctx {
     struct shard *sh;
     struct dfile *f;
     struct hint_buf *hb; /* records for the hint a scan produces, or NULL */
+    struct pend *pend;   /* where batch members wait */
     uint64_t max_gsn;    /* observed once per file: shards recover in parallel */
 };
+
+/* Make the entry the key's newest if its GSN is the highest seen. */
+static int apply_index(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
+                       const unsigned char *key, const unsigned char *value)
+{
+    struct index *ix = &sh->ix;
+    uint32_t klen = ix->key_len;
+    uint64_t h = key_hash(key, klen);
+    bool fresh;
+    int64_t r = index_find_or_insert(ix, key, h, &fresh);
+    if (r < 0)
+        return (int)r;
+    unsigned char *rec = index_rec(ix, (uint32_t)r);
+    if (!fresh) {
+        uint64_t old = rec_gsn(rec);
+        if ((old & GSN_MASK) >= (gsn & GSN_MASK))
+            return 0;
+        if (!(old & GSN_TOMB)) {
+            struct dfile *of = shard_file(sh, rec_u32(rec, REC_FILE));
+            if (of)
+                of->live -= entry_size(klen, rec_u32(rec, REC_VLEN));
+        }
+    }
+    rec_set(rec, gsn, f->id, voff, vlen);
+    if (!(gsn & GSN_TOMB)) {
+        f->live += entry_size(klen, vlen);
+        if (ix->inline_len && value)
+            memcpy(rec + REC_KEY + klen, value, ix->inline_len);
+    }
+    return 0;
+}
 
 static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
                        const unsigned char *value)
@@ -199,29 +267,14 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
         return 0;
     if ((gsn & GSN_MASK) > c->max_gsn)
         c->max_gsn = gsn & GSN_MASK;
-    uint64_t h = key_hash(key, klen);
-    bool fresh;
-    int64_t r = index_find_or_insert(ix, key, h, &fresh);
-    if (r < 0)
-        return (int)r;
-    unsigned char *rec = index_rec(ix, (uint32_t)r);
-    if (!fresh) {
-        uint64_t old = rec_gsn(rec);
-        if ((old & GSN_MASK) >= (gsn & GSN_MASK))
+    if (gsn & GSN_BATCH) {
+        armdb *db = sh->db;
+        if (batch_aborted(db, gsn))
             return 0;
-        if (!(old & GSN_TOMB)) {
-            struct dfile *of = shard_file(sh, rec_u32(rec, REC_FILE));
-            if (of)
-                of->live -= entry_size(klen, rec_u32(rec, REC_VLEN));
-        }
+        if ((gsn & GSN_MASK) > atomic_load(&db->durable_gsn))
+            return pend_add(c->pend, gsn, c->f->id, voff, vlen, key, klen, value, ix->inline_len);
     }
-    rec_set(rec, gsn, c->f->id, voff, vlen);
-    if (!(gsn & GSN_TOMB)) {
-        c->f->live += entry_size(klen, vlen);
-        if (ix->inline_len && value)
-            memcpy(rec + REC_KEY + klen, value, ix->inline_len);
-    }
-    return 0;
+    return apply_index(sh, c->f, gsn, voff, vlen, key, value);
 }
 
 /* "NNNNNNNN.<ext>" with a non-zero id. */
@@ -314,7 +367,7 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
     return 0;
 }
 
-static int recover_file(struct shard *sh, uint32_t id, bool last)
+static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool last)
 {
     armdb *db = sh->db;
     struct dfile *f;
@@ -346,7 +399,7 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
         dfile_unref(f);
         return err_set(rc, "open %s/%s", sh->path, name);
     }
-    struct apply_ctx c = {.sh = sh, .f = f};
+    struct apply_ctx c = {.sh = sh, .f = f, .pend = pend};
     uint64_t data_len = 0;
     /* Size the index for the hint's records up front (a hint of a file of
      * new keys adds that many). */
@@ -392,6 +445,12 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
             hint_buf_free(&hb);
             return err_set(rc, "cut the torn tail of %s/%s", sh->path, name);
         }
+        /* What a crashed writer left in the page cache is durable from
+         * now on, so D may pass the batch members it holds. */
+        if (torn_tail && !res.torn && res.end && (rc = io_fdatasync(f->fd)) < 0) {
+            hint_buf_free(&hb);
+            return err_set(rc, "fdatasync %s/%s", sh->path, name);
+        }
         /* A missing hint only costs a scan at the next open: not fatal. */
         if (hint_write(sh->dirfd, id, db->key_len, &hb, f->size) == 0)
             f->has_hint = true;
@@ -400,7 +459,8 @@ static int recover_file(struct shard *sh, uint32_t id, bool last)
     return 0;
 }
 
-static int recover_shard(struct shard *sh)
+/* Phase one: the shard's files into its index (batch members aside). */
+static int recover_files(struct shard *sh, struct pend *pend)
 {
     uint32_t *ids = NULL, n = 0;
     int rc = list_files(sh, &ids, &n);
@@ -419,11 +479,17 @@ static int recover_shard(struct shard *sh)
             last = ids[i];
     }
     for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = recover_file(sh, ids[i], ids[i] == last);
+        rc = recover_file(sh, pend, ids[i], ids[i] == last);
     sh->next_id = n ? ids[n - 1] + 1 : 1;
     free(ids);
-    if (rc < 0)
-        return rc;
+    return rc;
+}
+
+/* Phase three, once batches are settled: tombstones dropped, the ordered
+ * index built, a fresh active file. */
+static int recover_finish(struct shard *sh)
+{
+    int rc = 0;
     /* Tombstones have done their work: drop them. */
     struct index *ix = &sh->ix;
     for (uint32_t r = 0; r < ix->nrecs; r++) {
@@ -440,8 +506,110 @@ static int recover_shard(struct shard *sh)
     return rc;
 }
 
+/* ---- phase two: batches seen whole, or not at all ---- */
+
+struct pref {
+    uint64_t gsn; /* with flags */
+    uint32_t shard, at;
+};
+
+static int by_gsn(const void *a, const void *b)
+{
+    uint64_t x = ((const struct pref *)a)->gsn & GSN_MASK, y = ((const struct pref *)b)->gsn & GSN_MASK;
+    return (x > y) - (x < y);
+}
+
+static int apply_pending(armdb *db, struct pend *pend, const struct pref *r)
+{
+    struct shard *sh = &db->shards[r->shard];
+    const unsigned char *p = pend[r->shard].buf + (size_t)r->at * pend[r->shard].stride;
+    uint32_t file, voff, vlen;
+    memcpy(&file, p + 8, 4);
+    memcpy(&voff, p + 12, 4);
+    memcpy(&vlen, p + 16, 4);
+    struct dfile *f = shard_file(sh, file);
+    if (!f)
+        return 0; /* cannot happen: its file was listed */
+    return apply_index(sh, f, r->gsn, voff, vlen, p + PEND_KEY, p + PEND_KEY + db->key_len);
+}
+
+/* Apply the members of every batch whose GSNs are all there, first to
+ * last; record the others as never to apply. (Equal GSNs are copies of one
+ * entry: an interrupted compaction leaves both.) */
+static int settle_batches(armdb *db, struct pend *pend)
+{
+    uint64_t total = 0;
+    for (uint32_t s = 0; s < db->nshards; s++)
+        total += pend[s].n;
+    if (!total)
+        return 0;
+    struct pref *v = malloc(total * sizeof *v);
+    if (!v)
+        return err_set(-ENOMEM, "recover the batches of %s", db->dir);
+    uint64_t n = 0;
+    for (uint32_t s = 0; s < db->nshards; s++)
+        for (uint32_t i = 0; i < pend[s].n; i++) {
+            uint64_t g;
+            memcpy(&g, pend[s].buf + (size_t)i * pend[s].stride, 8);
+            v[n++] = (struct pref){g, s, i};
+        }
+    qsort(v, n, sizeof *v, by_gsn);
+    struct gsn_run *torn = NULL;
+    uint32_t ntorn = 0;
+    int rc = 0;
+    uint64_t i = 0;
+    while (i < n && rc == 0) {
+        /* A run: consecutive GSNs from a first member (or from an orphan)
+         * to a last member, no first member inside. */
+        uint64_t start = i, end = i; /* [start, end] distinct GSNs, with their copies */
+        bool whole = false;
+        for (;;) {
+            uint64_t g = v[end].gsn & GSN_MASK, next = end;
+            while (next < n && (v[next].gsn & GSN_MASK) == g)
+                next++;
+            if (v[end].gsn & GSN_LAST) {
+                whole = (v[start].gsn & GSN_FIRST) != 0;
+                end = next;
+                break;
+            }
+            if (next < n && (v[next].gsn & GSN_MASK) == g + 1 && !(v[next].gsn & GSN_FIRST)) {
+                end = next;
+                continue;
+            }
+            end = next;
+            break;
+        }
+        if (whole) {
+            for (uint64_t k = start; k < end && rc == 0; k++)
+                rc = apply_pending(db, pend, &v[k]);
+        } else {
+            struct gsn_run *t = realloc(torn, (ntorn + 1) * sizeof *t);
+            if (!t) {
+                rc = -ENOMEM;
+                break;
+            }
+            torn = t;
+            torn[ntorn++] = (struct gsn_run){v[start].gsn & GSN_MASK, v[end - 1].gsn & GSN_MASK};
+        }
+        i = end;
+    }
+    uint64_t top = v[n - 1].gsn & GSN_MASK;
+    free(v);
+    if (rc == 0 && ntorn)
+        rc = batch_note_aborted(db, torn, ntorn);
+    free(torn);
+    if (rc < 0)
+        return err_set(rc, "recover the batches of %s", db->dir);
+    uint64_t cur = atomic_load(&db->batch_max);
+    if (top > cur)
+        atomic_store(&db->batch_max, top);
+    return 0;
+}
+
 struct recover_job {
     armdb *db;
+    struct pend *pend;
+    int phase; /* 1: files, 3: finish */
     atomic_uint next;
     pthread_mutex_t mu;
     int rc;
@@ -455,7 +623,8 @@ static void *recover_worker(void *arg)
         unsigned i = atomic_fetch_add(&j->next, 1);
         if (i >= j->db->nshards)
             break;
-        int rc = recover_shard(&j->db->shards[i]);
+        struct shard *sh = &j->db->shards[i];
+        int rc = j->phase == 1 ? recover_files(sh, &j->pend[i]) : recover_finish(sh);
         if (rc < 0) {
             pthread_mutex_lock(&j->mu);
             if (j->rc == 0) {
@@ -468,26 +637,51 @@ static void *recover_worker(void *arg)
     return NULL;
 }
 
-int recover_shards(armdb *db)
+/* Run one phase on every shard, on up to one thread per CPU. */
+static int run_phase(struct recover_job *j, int phase)
 {
-    struct recover_job j = {.db = db};
-    atomic_init(&j.next, 0);
-    pthread_mutex_init(&j.mu, NULL);
+    armdb *db = j->db;
+    j->phase = phase;
+    atomic_store(&j->next, 0);
     unsigned nthreads = (unsigned)online_cpus();
     if (nthreads > db->nshards)
         nthreads = db->nshards;
     pthread_t th[ARMDB_SHARDS_MAX];
     unsigned started = 0;
     for (unsigned i = 1; i < nthreads; i++) {
-        if (pthread_create(&th[started], NULL, recover_worker, &j) != 0)
+        if (pthread_create(&th[started], NULL, recover_worker, j) != 0)
             break;
         started++;
     }
-    recover_worker(&j);
+    recover_worker(j);
     for (unsigned i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+    return j->rc < 0 ? err_restore(j->rc, j->msg) : 0;
+}
+
+int recover_shards(armdb *db)
+{
+    struct recover_job j = {.db = db};
+    atomic_init(&j.next, 0);
+    pthread_mutex_init(&j.mu, NULL);
+    int rc = 0;
+    j.pend = calloc(db->nshards, sizeof *j.pend);
+    if (!j.pend)
+        rc = err_set(-ENOMEM, "open %s", db->dir);
+    for (uint32_t s = 0; rc == 0 && s < db->nshards; s++)
+        j.pend[s].stride = (uint32_t)round_up(PEND_KEY + db->key_len + db->value_len, 8);
+    if (rc == 0)
+        rc = run_phase(&j, 1);
+    if (rc == 0)
+        rc = settle_batches(db, j.pend);
+    if (j.pend)
+        for (uint32_t s = 0; s < db->nshards; s++)
+            free(j.pend[s].buf);
+    free(j.pend);
+    if (rc == 0)
+        rc = run_phase(&j, 3);
     pthread_mutex_destroy(&j.mu);
-    return j.rc < 0 ? err_restore(j.rc, j.msg) : 0;
+    return rc;
 }
 
 struct hint_ctx {

@@ -172,7 +172,7 @@ int shard_new_active(struct shard *sh)
 
 void shard_account_write(struct shard *sh, uint64_t written) { sh->bytes_written += written; }
 
-static int shard_failed(struct shard *sh)
+int shard_failed(struct shard *sh)
 {
     int failed = atomic_load(&sh->db->failed);
     if (failed)
@@ -215,7 +215,7 @@ static int barrier_finish(struct shard *sh, struct dfile *f, bool queued)
  * fdatasync outside the lock, and let waiters share that one fdatasync
  * (group commit: one write + fdatasync submission for all of them).
  * Called and returns with mu held. */
-static int shard_wait_durable(struct shard *sh, uint64_t upto)
+int shard_wait_durable(struct shard *sh, uint64_t upto)
 {
     while (sh->durable < upto) {
         int rc = shard_failed(sh);
@@ -301,9 +301,10 @@ int shard_seal(struct shard *sh)
 }
 
 /* Append one entry to the active file, rotating first if it would pass
- * max_file_size. On error nothing was appended. */
-static int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, bool tomb,
-                        uint64_t *gsn_out, uint32_t *voff)
+ * max_file_size. gsn: its GSN with flags, or 0 for the next one (returned
+ * in *gsn_out with GSN_TOMB if tomb). On error nothing was appended. */
+int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, bool tomb, uint64_t gsn,
+                 uint64_t *gsn_out, uint32_t *voff)
 {
     armdb *db = sh->db;
     uint32_t klen = db->key_len;
@@ -330,10 +331,14 @@ static int shard_append(struct shard *sh, const void *key, const void *val, uint
     memset(wb->buf + wb->len, 0, gap);
     wb->len += gap;
     uint64_t off = wbuf_tail(wb);
-    uint64_t gsn = gsn_next();
-    gsn_observe(db, gsn);
-    entry_encode(wb->buf + wb->len, tomb ? gsn | GSN_TOMB : gsn, key, klen, val, vlen);
-    dfile_note(sh->active, tomb ? gsn | GSN_TOMB : gsn, esize);
+    if (!gsn) {
+        gsn = gsn_next();
+        gsn_observe(db, gsn);
+    }
+    if (tomb)
+        gsn |= GSN_TOMB;
+    entry_encode(wb->buf + wb->len, gsn, key, klen, val, vlen);
+    dfile_note(sh->active, gsn, esize);
     wb->len += (uint32_t)esize;
     sh->pos += gap + esize;
     sh->active->size = wbuf_tail(wb);
@@ -620,7 +625,7 @@ void shard_forget(struct shard *sh, uint32_t rec, uint64_t h)
     index_remove(&sh->ix, rec, h);
 }
 
-static void account_dead(struct shard *sh, const unsigned char *rec)
+void shard_account_dead(struct shard *sh, const unsigned char *rec)
 {
     struct dfile *f = shard_file(sh, rec_u32(rec, REC_FILE));
     if (!f)
@@ -630,66 +635,83 @@ static void account_dead(struct shard *sh, const unsigned char *rec)
         want_compaction(sh, f);
 }
 
+int shard_check_locked(struct shard *sh, int64_t r, const void *key, const void *expected, size_t elen, int mode)
+{
+    if (mode == PUT_IF_ABSENT && r >= 0)
+        return err_set(ARMDB_EXISTS, "cas in %s", sh->path);
+    if (mode != PUT_IF_EQUAL)
+        return 0;
+    if (r < 0)
+        return err_set(ARMDB_NOTFOUND, "cas in %s", sh->path);
+    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r), *cur;
+    if (rec_u32(rec, REC_VLEN) != elen)
+        return err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
+    int rc = value_locked(sh, rec, key, &cur);
+    if (rc < 0)
+        return rc;
+    if (elen && memcmp(cur, expected, elen) != 0)
+        return err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
+    return 0;
+}
+
+int64_t shard_claim(struct shard *sh, const void *key, uint64_t h, bool *fresh)
+{
+    struct index *ix = &sh->ix;
+    int64_t r = index_find(ix, key, h);
+    *fresh = r < 0;
+    if (r >= 0)
+        return r;
+    if ((r = index_insert(ix, key, h)) < 0)
+        return err_set((int)r, "index of %s", sh->path);
+    int rc;
+    if (sh->ordered && (rc = otree_insert(&sh->ot, ix, (uint32_t)r)) < 0) {
+        index_remove(ix, (uint32_t)r, h);
+        return err_set(rc, "ordered index of %s", sh->path);
+    }
+    return r;
+}
+
+void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
+                  const void *val, uint32_t vlen)
+{
+    struct index *ix = &sh->ix;
+    unsigned char *rec = index_rec(ix, r);
+    if (!fresh)
+        shard_account_dead(sh, rec);
+    else
+        sh->live_keys++;
+    rec_set(rec, gsn, f->id, voff, vlen);
+    if (ix->inline_len)
+        memcpy(rec + REC_KEY + ix->key_len, val, vlen);
+    f->live += entry_size(ix->key_len, vlen);
+    sh->puts++;
+}
+
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode)
 {
-    struct index *ix = &sh->ix;
     int rc;
     pthread_mutex_lock(&sh->mu);
     if ((rc = shard_failed(sh)))
         goto out;
-    int64_t r = index_find(ix, key, h);
-    if (mode == PUT_IF_ABSENT && r >= 0) {
-        rc = err_set(ARMDB_EXISTS, "cas in %s", sh->path);
+    int64_t r = index_find(&sh->ix, key, h);
+    if ((rc = shard_check_locked(sh, r, key, expected, elen, mode)) < 0)
         goto out;
-    }
-    if (mode == PUT_IF_EQUAL) {
-        const unsigned char *cur;
-        if (r < 0) {
-            rc = err_set(ARMDB_NOTFOUND, "cas in %s", sh->path);
-            goto out;
-        }
-        unsigned char *rec = index_rec(ix, (uint32_t)r);
-        if (rec_u32(rec, REC_VLEN) != elen) {
-            rc = err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
-            goto out;
-        }
-        if ((rc = value_locked(sh, rec, key, &cur)) < 0)
-            goto out;
-        if (elen && memcmp(cur, expected, elen) != 0) {
-            rc = err_set(ARMDB_CONFLICT, "cas in %s", sh->path);
-            goto out;
-        }
-    }
     /* Take the index record first: once the entry is appended the put
      * must not fail. */
-    bool fresh = r < 0;
-    if (fresh && (r = index_insert(ix, key, h)) < 0) {
-        rc = err_set((int)r, "index of %s", sh->path);
-        goto out;
-    }
-    if (fresh && sh->ordered && (rc = otree_insert(&sh->ot, ix, (uint32_t)r)) < 0) {
-        index_remove(ix, (uint32_t)r, h);
-        rc = err_set(rc, "ordered index of %s", sh->path);
+    bool fresh;
+    if ((r = shard_claim(sh, key, h, &fresh)) < 0) {
+        rc = (int)r;
         goto out;
     }
     uint64_t gsn;
     uint32_t voff;
-    if ((rc = shard_append(sh, key, val, vlen, false, &gsn, &voff)) < 0) {
+    if ((rc = shard_append(sh, key, val, vlen, false, 0, &gsn, &voff)) < 0) {
         if (fresh)
             shard_forget(sh, (uint32_t)r, h);
         goto out;
     }
-    unsigned char *rec = index_rec(ix, (uint32_t)r);
-    if (!fresh)
-        account_dead(sh, rec);
-    else
-        sh->live_keys++;
-    rec_set(rec, gsn, sh->active->id, voff, vlen);
-    if (ix->inline_len)
-        memcpy(rec + REC_KEY + ix->key_len, val, vlen);
-    sh->active->live += entry_size(ix->key_len, vlen);
-    sh->puts++;
+    shard_settle(sh, (uint32_t)r, fresh, sh->active, gsn, voff, val, vlen);
     if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
         rc = shard_wait_durable(sh, sh->pos);
 out:
@@ -710,9 +732,9 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h)
     }
     uint64_t gsn;
     uint32_t voff;
-    if ((rc = shard_append(sh, key, NULL, 0, true, &gsn, &voff)) < 0)
+    if ((rc = shard_append(sh, key, NULL, 0, true, 0, &gsn, &voff)) < 0)
         goto out;
-    account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
+    shard_account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
     shard_forget(sh, (uint32_t)r, h);
     sh->live_keys--;
     sh->deletes++;

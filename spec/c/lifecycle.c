@@ -457,8 +457,7 @@ static void case_invalid_create(void)
             o.sync_interval_ms = 60001;
             field = "sync_interval_ms";
             break;
-        case 15: o.flags |= ARMDB_ORDERED; break;
-        case 16: o.encryption_key = enc_key; break;
+        case 15: o.encryption_key = enc_key; break;
         default: goto done;
         }
         for (int where = 0; where < 2; where++) {
