@@ -183,7 +183,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 3
+#define ARMDB_ABI_VERSION 4
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -442,6 +442,43 @@ typedef struct armdb_op {
  *                   members already appended are recorded as never to apply
  */
 int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
+
+/*
+ * WRITE HOOKS
+ *
+ * A function called after each committed write to the store: every put,
+ * cas that succeeded, delete that removed a key, and each put and delete
+ * of a batch. It runs in the thread that wrote, after the shard's lock is
+ * released (so it may read the store and even write to it: a write from a
+ * hook fires the hook again), after the write is durable when sync_mode is
+ * ARMDB_SYNC_ALWAYS, and before the call that wrote returns. Two threads'
+ * hooks run at the same time and in no set order; a batch's hooks run in
+ * the order of its ops, after the whole batch is applied. Pointers in
+ * *w are valid during the call only.
+ */
+typedef struct armdb_write {
+    const void *key;
+    size_t klen;
+    const void *val; /* the new value; NULL for a delete */
+    size_t vlen;
+    const void *old; /* the value before (only with ARMDB_HOOK_OLD); NULL if absent */
+    size_t oldlen;
+    uint64_t gsn;    /* of the entry written */
+    int deleted;     /* 1 for a delete */
+    int had_old;     /* 1 if the key was present before */
+} armdb_write;
+
+typedef void (*armdb_hook_fn)(void *ctx, const armdb_write *w);
+
+/* armdb_set_hook() flags */
+enum armdb_hook_flags {
+    ARMDB_HOOK_OLD = 1u << 0, /* pass the old value (costs a read of it under the lock) */
+};
+
+/* Set (fn != NULL) or clear (fn == NULL) the store's write hook, replacing
+ * any other. Call it while no other thread writes to the store. Returns 0
+ * or ARMDB_INVAL. */
+int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags);
 
 /* Static text for any return code (library or -errno); never NULL. */
 const char *armdb_strerror(int rc);

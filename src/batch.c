@@ -175,6 +175,7 @@ struct bop {
     bool fresh;     /* ... added for this batch */
     uint64_t gsn;   /* writes: with flags */
     uint32_t file, voff;
+    struct hook_note hn;
 };
 
 static int check_op(armdb *db, const armdb_op *op, size_t i)
@@ -295,10 +296,16 @@ API int armdb_batch(armdb *db, const armdb_op *ops, size_t n)
         }
     }
     /* Records for the puts first: once entries are appended nothing may
-     * fail. */
+     * fail. (And the old values, for the hook.) */
     for (uint32_t i = 0; i < n; i++) {
         if (b[i].op->type == ARMDB_OP_CHECK)
             continue;
+        if (db->hook) {
+            struct shard *sh = &db->shards[b[i].shard];
+            b[i].hn.want_old = db->hook_old;
+            if ((rc = shard_note_old(sh, index_find(&sh->ix, b[i].op->key, b[i].h), b[i].op->key, &b[i].hn)) < 0)
+                goto out_release;
+        }
         if (b[i].op->type == ARMDB_OP_PUT &&
             (b[i].rec = shard_claim(&db->shards[b[i].shard], b[i].op->key, b[i].h, &b[i].fresh)) < 0) {
             rc = (int)b[i].rec;
@@ -366,6 +373,18 @@ API int armdb_batch(armdb *db, const armdb_op *ops, size_t n)
         }
         locked = 0;
     }
+    for (uint32_t s = locked; s-- > 0;)
+        if (touched[s])
+            pthread_mutex_unlock(&db->shards[s].mu);
+    locked = 0;
+    /* The hooks, outside every lock, in op order. */
+    for (uint32_t k = 0; rc == 0 && db->hook && k < nw; k++) {
+        struct bop *x = &w[k];
+        bool del = x->op->type == ARMDB_OP_DELETE;
+        x->hn.gsn = x->gsn;
+        if (!del || x->hn.had_old)
+            db_fire_hook(db, x->op->key, x->op->val, x->op->vlen, del, &x->hn);
+    }
     goto out_unlock;
 
 out_release:
@@ -378,6 +397,8 @@ out_unlock:
         if (touched[s])
             pthread_mutex_unlock(&db->shards[s].mu);
 out_free:
+    for (uint32_t i = 0; i < n; i++)
+        free(b[i].hn.old);
     free(b);
     free(w);
     return rc;

@@ -523,7 +523,14 @@ API int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size
     if (rc < 0)
         return rc;
     uint64_t h = key_hash(key, klen);
-    return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, NULL, 0, PUT_ALWAYS);
+    if (!db->hook)
+        return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, NULL, 0, PUT_ALWAYS, NULL);
+    struct hook_note hn = {.want_old = db->hook_old};
+    rc = shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, NULL, 0, PUT_ALWAYS, &hn);
+    if (rc == 0)
+        db_fire_hook(db, key, val, vlen, false, &hn);
+    free(hn.old);
+    return rc;
 }
 
 API int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected, size_t elen, const void *val,
@@ -535,8 +542,15 @@ API int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected,
     if (rc < 0)
         return rc;
     uint64_t h = key_hash(key, klen);
-    return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, expected, elen,
-                     expected ? PUT_IF_EQUAL : PUT_IF_ABSENT);
+    int mode = expected ? PUT_IF_EQUAL : PUT_IF_ABSENT;
+    if (!db->hook)
+        return shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, expected, elen, mode, NULL);
+    struct hook_note hn = {.want_old = db->hook_old};
+    rc = shard_put(shard_of(db, h), key, h, val, (uint32_t)vlen, expected, elen, mode, &hn);
+    if (rc == 0)
+        db_fire_hook(db, key, val, vlen, false, &hn);
+    free(hn.old);
+    return rc;
 }
 
 API int armdb_delete(armdb *db, const void *key, size_t klen)
@@ -547,7 +561,44 @@ API int armdb_delete(armdb *db, const void *key, size_t klen)
     if (db->rdonly)
         return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
     uint64_t h = key_hash(key, klen);
-    return shard_delete(shard_of(db, h), key, h);
+    if (!db->hook)
+        return shard_delete(shard_of(db, h), key, h, NULL);
+    struct hook_note hn = {.want_old = db->hook_old};
+    rc = shard_delete(shard_of(db, h), key, h, &hn);
+    if (rc == 0)
+        db_fire_hook(db, key, NULL, 0, true, &hn);
+    free(hn.old);
+    return rc;
+}
+
+void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool del, struct hook_note *hn)
+{
+    armdb_write w = {
+        .key = key,
+        .klen = db->key_len,
+        .val = del ? NULL : val,
+        .vlen = del ? 0 : vlen,
+        .old = hn->old,
+        .oldlen = hn->oldlen,
+        .gsn = hn->gsn & GSN_MASK,
+        .deleted = del,
+        .had_old = hn->had_old,
+    };
+    if (w.val == NULL && !del)
+        w.val = "";
+    db->hook(db->hook_ctx, &w);
+}
+
+API int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags)
+{
+    if (!db)
+        return err_set(ARMDB_INVAL, "store handle must not be NULL");
+    if (flags & ~(unsigned)ARMDB_HOOK_OLD)
+        return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", flags & ~(unsigned)ARMDB_HOOK_OLD);
+    db->hook = fn;
+    db->hook_ctx = ctx;
+    db->hook_old = fn && (flags & ARMDB_HOOK_OLD);
+    return 0;
 }
 
 API int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)

@@ -475,9 +475,19 @@ int shard_seal(struct shard *sh) MUST_CHECK;
 /* With mu held: 0 if the shard has a data file id left, else ARMDB_FULL. */
 int shard_ids_left(struct shard *sh);
 int shard_new_active(struct shard *sh) MUST_CHECK;
+/* What a write hook needs from the write, filled under the shard's lock. */
+struct hook_note {
+    bool want_old;      /* copy the old value (ARMDB_HOOK_OLD) */
+    bool had_old;       /* the key was present */
+    unsigned char *old; /* malloc()ed copy, or NULL */
+    size_t oldlen;
+    uint64_t gsn;       /* of the entry written */
+};
+/* With mu held: note key's current value (record r, -1: absent) in hn. */
+int shard_note_old(struct shard *sh, int64_t r, const void *key, struct hook_note *hn) MUST_CHECK;
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
-              const void *expected, size_t elen, int mode);
-int shard_delete(struct shard *sh, const void *key, uint64_t h);
+              const void *expected, size_t elen, int mode, struct hook_note *hn);
+int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note *hn);
 /* ARMDB_READONLY (with a message) if the store failed an fdatasync. */
 int shard_failed(struct shard *sh);
 /* With mu held: drop record rec of the key with hash h from the indexes. */
@@ -575,6 +585,10 @@ struct armdb {
     pthread_mutex_t compact_mu;
     atomic_bool compact_stop;
     atomic_bool compact_wanted; /* a file may have passed the threshold */
+    /* the write hook (armdb_set_hook), set while no write is under way */
+    armdb_hook_fn hook;
+    void *hook_ctx;
+    bool hook_old;
     /* batches (batch.c): D of the DURABLE file, the largest GSN of a batch
      * member, and the runs of members never to apply */
     atomic_uint_fast64_t durable_gsn, batch_max;
@@ -595,6 +609,9 @@ static inline uint32_t shard_index(const armdb *db, uint64_t h)
 {
     return (uint32_t)(((h >> 32) * db->nshards) >> 32);
 }
+
+/* Call the write hook, if any, for one committed write; frees hn->old. */
+void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool del, struct hook_note *hn);
 
 /* ---- batch.c ---- */
 /* Read the DURABLE file (absent: D = 0, no aborted runs). */

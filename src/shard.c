@@ -635,6 +635,23 @@ void shard_account_dead(struct shard *sh, const unsigned char *rec)
         want_compaction(sh, f);
 }
 
+int shard_note_old(struct shard *sh, int64_t r, const void *key, struct hook_note *hn)
+{
+    hn->had_old = r >= 0;
+    if (r < 0 || !hn->want_old)
+        return 0;
+    const unsigned char *rec = index_rec(&sh->ix, (uint32_t)r), *cur;
+    size_t n = rec_u32(rec, REC_VLEN);
+    int rc = value_locked(sh, rec, key, &cur);
+    if (rc < 0)
+        return rc;
+    if (!(hn->old = malloc(n ? n : 1)))
+        return err_set(-ENOMEM, "copy the old value for the write hook");
+    memcpy(hn->old, cur, n);
+    hn->oldlen = n;
+    return 0;
+}
+
 int shard_check_locked(struct shard *sh, int64_t r, const void *key, const void *expected, size_t elen, int mode)
 {
     if (mode == PUT_IF_ABSENT && r >= 0)
@@ -688,7 +705,7 @@ void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uin
 }
 
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
-              const void *expected, size_t elen, int mode)
+              const void *expected, size_t elen, int mode, struct hook_note *hn)
 {
     int rc;
     pthread_mutex_lock(&sh->mu);
@@ -696,6 +713,8 @@ int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, ui
         goto out;
     int64_t r = index_find(&sh->ix, key, h);
     if ((rc = shard_check_locked(sh, r, key, expected, elen, mode)) < 0)
+        goto out;
+    if (hn && (rc = shard_note_old(sh, r, key, hn)) < 0)
         goto out;
     /* Take the index record first: once the entry is appended the put
      * must not fail. */
@@ -712,6 +731,8 @@ int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, ui
         goto out;
     }
     shard_settle(sh, (uint32_t)r, fresh, sh->active, gsn, voff, val, vlen);
+    if (hn)
+        hn->gsn = gsn;
     if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
         rc = shard_wait_durable(sh, sh->pos);
 out:
@@ -719,7 +740,7 @@ out:
     return rc;
 }
 
-int shard_delete(struct shard *sh, const void *key, uint64_t h)
+int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note *hn)
 {
     int rc;
     pthread_mutex_lock(&sh->mu);
@@ -730,6 +751,8 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h)
         rc = err_set(ARMDB_NOTFOUND, "delete in %s", sh->path);
         goto out;
     }
+    if (hn && (rc = shard_note_old(sh, r, key, hn)) < 0)
+        goto out;
     uint64_t gsn;
     uint32_t voff;
     if ((rc = shard_append(sh, key, NULL, 0, true, 0, &gsn, &voff)) < 0)
@@ -738,6 +761,8 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h)
     shard_forget(sh, (uint32_t)r, h);
     sh->live_keys--;
     sh->deletes++;
+    if (hn)
+        hn->gsn = gsn;
     if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
         rc = shard_wait_durable(sh, sh->pos);
 out:

@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 3 }
+local M = { ABI_VERSION = 4 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -59,8 +59,40 @@ enum armdb_limits {
     ARMDB_BATCH_MAX = 1024,
 };
 
+enum armdb_op_type {
+    ARMDB_OP_PUT = 1,
+    ARMDB_OP_DELETE = 2,
+    ARMDB_OP_CHECK = 3,
+};
+
+enum armdb_hook_flags {
+    ARMDB_HOOK_OLD = 1,
+};
+
 typedef struct armdb armdb;
 typedef struct armdb_iter armdb_iter;
+
+typedef struct armdb_op {
+    unsigned type;
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+} armdb_op;
+
+typedef struct armdb_write {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+    const void *old;
+    size_t oldlen;
+    uint64_t gsn;
+    int deleted;
+    int had_old;
+} armdb_write;
+
+typedef void (*armdb_hook_fn)(void *ctx, const armdb_write *w);
 
 typedef struct armdb_options {
     uint32_t key_len;
@@ -135,6 +167,8 @@ int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, siz
 int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void **val,
                     size_t *vlen);
 void armdb_iter_close(armdb_iter *it);
+int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
+int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags);
 ]])
 
 return M
