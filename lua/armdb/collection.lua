@@ -59,13 +59,90 @@ function Collection.new(name, spec, kc, vc, store)
     return setmetatable({ name = name, spec = spec, _kc = kc, _vc = vc, _store = store }, Collection)
 end
 
+-- ---- write hooks (on_write) ----
+--
+-- Called after each write through this collection (put, cas, update,
+-- delete of a present key, and each write of a db:batch) has succeeded:
+-- fn(k, v, old) with the key and value as given (v nil for a delete) and,
+-- if opts.old, the value before (nil if absent; read before the write,
+-- one more get). Hooks run in registration order; an error in one is
+-- raised to the writer, the write staying done. Writes through the raw
+-- store or another process do not call them.
+
+-- The value of k before a write, if a hook wants it.
+local function old_for_hooks(self, k)
+    if not self._hooks_old then
+        return nil
+    end
+    local old, msg, code = self:get(k)
+    if old == nil and msg ~= nil then
+        return nil, msg, code
+    end
+    return old
+end
+
+function Collection:_fire(k, v, old)
+    local hooks = self._hooks
+    for i = 1, #hooks do
+        hooks[i].fn(k, v, hooks[i].old and old or nil)
+    end
+end
+
+-- coll:on_write(fn, {old = true}) -> a function that removes the hook.
+function Collection:on_write(fn, opts)
+    store_of(self)
+    if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
+        error("armdb: collection " .. self.name .. ": on_write needs a function, got " .. type(fn), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb: collection " .. self.name .. ": on_write options must be a table, got " .. type(opts), 2)
+    end
+    for k in pairs(opts or {}) do
+        if k ~= "old" then
+            error("armdb: collection " .. self.name .. ": unknown on_write option " .. tostring(k), 2)
+        end
+    end
+    local h = { fn = fn, old = opts ~= nil and opts.old == true }
+    local hooks = self._hooks or {}
+    hooks[#hooks + 1] = h
+    self._hooks = hooks
+    self._hooks_old = self._hooks_old or h.old
+    return function()
+        local list = self._hooks or {}
+        for i = #list, 1, -1 do
+            if list[i] == h then
+                table.remove(list, i)
+            end
+        end
+        local want_old = false
+        for i = 1, #list do
+            want_old = want_old or list[i].old
+        end
+        self._hooks = #list > 0 and list or nil
+        self._hooks_old = want_old
+    end
+end
+
 -- put(k, v) -> true | nil, msg, code
 function Collection:put(k, v)
     local s = store_of(self)
     check_value(self, v)
     local vp, vl = self._vc.encode_p(v, 2)
     local kp, kl = self._kc.encode_p(k, 2)
-    return s:_put_p(kp, kl, vp, vl)
+    if not self._hooks then
+        return s:_put_p(kp, kl, vp, vl)
+    end
+    local kb, vb = self._kc.encode(k, 2), self._vc.encode(v, 2) -- kp, vp may share a codec buffer
+    local old, msg, code = old_for_hooks(self, k)
+    if msg ~= nil then
+        return nil, msg, code
+    end
+    local ok
+    ok, msg, code = s:put(kb, vb)
+    if ok then
+        self:_fire(k, v, old)
+    end
+    return ok, msg, code
 end
 
 -- get(k) -> value | nil (absent) | nil, msg, code
@@ -90,7 +167,19 @@ end
 function Collection:delete(k)
     local s = store_of(self)
     local kb = self._kc.encode(k, 2)
-    return s:delete(kb)
+    if not self._hooks then
+        return s:delete(kb)
+    end
+    local old, msg, code = old_for_hooks(self, k)
+    if msg ~= nil then
+        return nil, msg, code
+    end
+    local ok
+    ok, msg, code = s:delete(kb)
+    if ok then
+        self:_fire(k, nil, old)
+    end
+    return ok, msg, code
 end
 
 -- cas(k, old, new) -> true (set) | false (the current value is not old;
@@ -105,7 +194,11 @@ function Collection:cas(k, old, new)
     end
     check_value(self, new)
     local nb = self._vc.encode(new, 2)
-    return s:cas(kb, ob, nb)
+    local ok, msg, code = s:cas(kb, ob, nb)
+    if ok and self._hooks then
+        self:_fire(k, new, old)
+    end
+    return ok, msg, code
 end
 
 -- update(k, fn): new = fn(current value or nil); new == nil writes
@@ -143,6 +236,9 @@ function Collection:update(k, fn)
         local ok
         ok, msg, code = s:cas(kb, raw, vc.encode(new, 2))
         if ok then
+            if self._hooks then
+                self:_fire(k, new, cur)
+            end
             return true, new
         elseif ok == nil then
             return nil, msg, code

@@ -30,6 +30,8 @@ local MISMATCH = C.ARMDB_MISMATCH
 local INVAL = C.ARMDB_INVAL
 local NOTFOUND = C.ARMDB_NOTFOUND
 local READONLY = C.ARMDB_READONLY
+local CONFLICT = C.ARMDB_CONFLICT
+local EXISTS = C.ARMDB_EXISTS
 local FORMAT = 1
 local NAME_MAX = 64
 local INLINE_MAX = C.ARMDB_INLINE_MAX
@@ -270,6 +272,9 @@ local function check_open(self)
     end
 end
 
+-- Completes a batch a crash cut short (db:batch, below).
+local settle_intent
+
 function M.open(dir, opts)
     if type(dir) ~= "string" or dir == "" then
         error("armdb.open: dir must be a non-empty string, got " .. codecs.show(dir), 2)
@@ -304,7 +309,7 @@ function M.open(dir, opts)
             return nil, msg, code
         end
     end
-    return setmetatable({
+    local db = setmetatable({
         dir = dir,
         read_only = read_only,
         _create = create,
@@ -313,6 +318,13 @@ function M.open(dir, opts)
         _colls = {},
         _closed = false,
     }, Db)
+    local ok
+    ok, msg, code = settle_intent(db)
+    if not ok then
+        db:close()
+        return nil, msg, code
+    end
+    return db
 end
 
 -- Re-read the catalog (it may have grown in another process).
@@ -430,6 +442,13 @@ function Db:collection(name, spec)
     sopts.key_len = entry.key_len
     sopts.value_len = entry.value_len
     sopts.ordered = entry.ordered == true
+    local settled, smsg, scode = settle_intent(self)
+    if not settled then
+        return nil, smsg, scode
+    end
+    if self._colls[name] then -- opened to complete that batch
+        return self._colls[name]
+    end
     local s, msg, code = store.open(self.dir .. "/" .. name, sopts)
     if s == nil then
         return nil, msg, code
@@ -438,6 +457,290 @@ function Db:collection(name, spec)
         value_len = entry.value_len, ordered = entry.ordered == true }, kc, vc, s)
     self._colls[name] = coll
     return coll
+end
+
+-- ---- db:batch ----
+--
+-- db:batch(function(b) b:put(coll, k, v) b:delete(coll, k) b:check(coll,
+-- k, v) end): the function records operations (coll is a collection of
+-- this database or its name; check with v nil: k must be absent); if it
+-- raises, nothing is applied and the error goes on. Then, all or nothing:
+--
+-- * within one collection, one armdb_batch call: checks and writes under
+--   the store's locks, atomic across shards and crashes;
+-- * across collections (separate stores), an intent: the whole batch is
+--   written to DIR/BATCH (temp file, fsync, rename, fsync of DIR) under
+--   the database's directory lock, then each collection's part is applied
+--   with armdb_batch and synced, then BATCH is removed (so a batch across
+--   collections costs about three fsyncs plus one per collection, whatever
+--   the sync mode). A crash in between leaves
+--   BATCH, and the next writer that opens the database, or a collection of
+--   it, applies it again before anything else: its writes are the newest
+--   of their keys, since no write could follow them. Checks are evaluated
+--   first, against what the stores hold; writes by other threads of this
+--   process to the same keys between the checks and the apply are not
+--   excluded (the stores have no lock across them).
+--
+-- A key written twice in one batch keeps the last write. Returns true, or
+-- nil, message, code (a failed check: CONFLICT, EXISTS or NOTFOUND, and
+-- nothing written).
+
+local Batch = {}
+Batch.__index = Batch
+
+local function batch_coll(b, coll, level)
+    if b._sealed then
+        error("armdb: the batch is over: record operations inside its function", level)
+    end
+    if type(coll) == "string" then
+        local c, msg = b._db:collection(coll)
+        if c == nil then
+            error("armdb: batch: " .. msg, level)
+        end
+        coll = c
+    end
+    if getmetatable(coll) ~= Collection or b._db._colls[coll.name] ~= coll then
+        error("armdb: batch: " .. tostring(coll) .. " is not a collection of " .. b._db.dir, level)
+    end
+    local g = b._groups[coll.name]
+    if g == nil then
+        g = { coll = coll, ops = {}, at = {} }
+        b._groups[coll.name] = g
+        b._order[#b._order + 1] = g
+    end
+    return g
+end
+
+-- A write: the last one of a key wins, in the first one's place.
+local function batch_write(g, kind, k, kb, v, vb)
+    local i = g.at[kb]
+    local op = { kind, kb, vb, key = k, value = v }
+    if i then
+        g.ops[i] = op
+    else
+        g.ops[#g.ops + 1] = op
+        g.at[kb] = #g.ops
+    end
+end
+
+function Batch:put(coll, k, v)
+    local g = batch_coll(self, coll, 3)
+    if v == nil then
+        error("armdb: batch: value is nil (use delete to remove a key)", 2)
+    end
+    batch_write(g, "put", k, g.coll._kc.encode(k, 3), v, g.coll._vc.encode(v, 3))
+end
+
+function Batch:delete(coll, k)
+    local g = batch_coll(self, coll, 3)
+    batch_write(g, "delete", k, g.coll._kc.encode(k, 3))
+end
+
+function Batch:check(coll, k, v)
+    local g = batch_coll(self, coll, 3)
+    local vb = v ~= nil and g.coll._vc.encode(v, 3) or nil
+    table.insert(g.ops, 1, { "check", g.coll._kc.encode(k, 3), vb, key = k })
+    for kb, i in pairs(g.at) do
+        g.at[kb] = i + 1
+    end
+end
+
+local function to_hex(s)
+    return (s:gsub(".", function(c)
+        return string.format("%02x", c:byte())
+    end))
+end
+
+local function from_hex(h)
+    return (h:gsub("%x%x", function(x)
+        return string.char(tonumber(x, 16))
+    end))
+end
+
+local INTENT = "BATCH"
+
+-- forward: applies an intent a crashed batch left (below)
+local redo_intent
+
+-- If a crashed batch left its intent, complete it (writers only), before
+-- any other write can reach its keys.
+function settle_intent(self)
+    if self.read_only or self._redoing or fs.exists(self.dir .. "/" .. INTENT) ~= true then
+        return true
+    end
+    self._redoing = true
+    local ok, msg, code = fs.with_lock(self.dir, function()
+        return redo_intent(self)
+    end)
+    self._redoing = false
+    if ok == nil then
+        return nil, msg, code
+    end
+    return true
+end
+
+-- Apply an intent left by a crashed batch, then remove it. Under the
+-- directory lock, or at open.
+function redo_intent(self)
+    local f = io.open(self.dir .. "/" .. INTENT, "rb")
+    if f == nil then
+        return true
+    end
+    local text = f:read("*a")
+    f:close()
+    local ok, t = pcall(cjson.decode, text)
+    if not ok or type(t) ~= "table" or type(t.parts) ~= "table" then
+        return nil, INTENT .. " of " .. self.dir .. " is damaged", CORRUPT
+    end
+    for _, part in ipairs(t.parts) do
+        local coll, msg, code = self:collection(part.collection)
+        if coll == nil then
+            return nil, "completing the batch in " .. INTENT .. " of " .. self.dir .. ": " .. msg, code
+        end
+        local ops = {}
+        for i, op in ipairs(part.ops) do
+            ops[i] = { op[1], from_hex(op[2]), op[3] and from_hex(op[3]) or nil }
+        end
+        local done
+        done, msg, code = coll._store:batch(ops)
+        if done then
+            done, msg, code = coll._store:sync()
+        end
+        if not done then
+            return nil, "completing the batch in " .. INTENT .. " of " .. self.dir .. ": " .. msg, code
+        end
+    end
+    return fs.remove(self.dir, INTENT)
+end
+
+local function check_failed(g, op, cur)
+    local what = cur == nil and "the key is absent" or op[3] == nil and "the key is present" or "the value differs"
+    local code = cur == nil and NOTFOUND or op[3] == nil and EXISTS or CONFLICT
+    return nil, "batch: check of key " .. codecs.show(op.key) .. " in collection " .. g.coll.name .. " failed: "
+        .. what, code
+end
+
+-- The parts of a batch across collections, applied through an intent.
+local function apply_across(self, order)
+    for _, g in ipairs(order) do
+        for _, op in ipairs(g.ops) do
+            if op[1] == "check" then
+                local cur, msg, code = g.coll._store:get(op[2])
+                if cur == nil and msg ~= nil then
+                    return nil, msg, code
+                end
+                if cur ~= op[3] then
+                    return check_failed(g, op, cur)
+                end
+            end
+        end
+    end
+    local parts = {}
+    for i, g in ipairs(order) do
+        local ops = {}
+        for _, op in ipairs(g.ops) do
+            if op[1] ~= "check" then
+                ops[#ops + 1] = { op[1], to_hex(op[2]), op[3] and to_hex(op[3]) or nil }
+            end
+        end
+        parts[i] = { collection = g.coll.name, ops = ops }
+    end
+    local ok, msg, code = fs.replace(self.dir, INTENT, cjson.encode({ format = 1, parts = parts }))
+    if not ok then
+        return nil, msg, code
+    end
+    for _, g in ipairs(order) do
+        local ops = {}
+        for _, op in ipairs(g.ops) do
+            if op[1] ~= "check" then
+                ops[#ops + 1] = op
+            end
+        end
+        ok, msg, code = g.coll._store:batch(ops)
+        if ok then -- durable before the intent goes
+            ok, msg, code = g.coll._store:sync()
+        end
+        if not ok then
+            -- Some parts may be in: the intent stays, for the next open.
+            self._broken = "a batch across collections failed halfway (" .. msg .. "); reopen the database to"
+                .. " complete it"
+            return nil, msg, code
+        end
+    end
+    ok, msg, code = fs.remove(self.dir, INTENT)
+    if ok == nil then
+        return nil, msg, code
+    end
+    return true
+end
+
+function Db:batch(fn)
+    check_open(self)
+    if type(fn) ~= "function" then
+        error("armdb: batch needs a function, got " .. type(fn), 2)
+    end
+    if self.read_only then
+        return nil, "database " .. self.dir .. " is read-only", READONLY
+    end
+    if self._broken then
+        return nil, self._broken, C.ARMDB_READONLY
+    end
+    local b = setmetatable({ _db = self, _groups = {}, _order = {} }, Batch)
+    local ok, err = pcall(fn, b)
+    b._sealed = true
+    if not ok then
+        error(err, 0)
+    end
+    local order = b._order
+    -- Old values for the hooks (a delete calls them only if the key was
+    -- there), before anything changes.
+    local olds = {}
+    for _, g in ipairs(order) do
+        if g.coll._hooks then
+            for _, op in ipairs(g.ops) do
+                if op[1] ~= "check" then
+                    local old, msg, code = g.coll._store:get(op[2])
+                    if old == nil and msg ~= nil then
+                        return nil, msg, code
+                    end
+                    olds[op] = old
+                end
+            end
+        end
+    end
+    local msg, code
+    if #order == 1 then
+        local g = order[1]
+        ok, msg, code = g.coll._store:batch(g.ops)
+        local at = not ok and (code == CONFLICT or code == EXISTS or code == NOTFOUND) and msg:match("ops%[(%d+)%]")
+        if at then -- a check failed: say which, as across collections
+            local op = g.ops[tonumber(at) + 1]
+            return check_failed(g, op, code ~= NOTFOUND and "" or nil)
+        end
+    elseif #order > 1 then
+        ok, msg, code = fs.with_lock(self.dir, function()
+            local done, m, c = redo_intent(self)
+            if not done and m ~= nil then
+                return nil, m, c
+            end
+            return apply_across(self, order)
+        end)
+    else
+        ok = true
+    end
+    if not ok then
+        return nil, msg, code
+    end
+    for _, g in ipairs(order) do
+        if g.coll._hooks then
+            for _, op in ipairs(g.ops) do
+                if op[1] == "put" or (op[1] == "delete" and olds[op] ~= nil) then
+                    g.coll:_fire(op.key, op.value, olds[op] and g.coll._vc.decode(olds[op]) or nil)
+                end
+            end
+        end
+    end
+    return true
 end
 
 -- Names of the collections in the catalog (as now on disk), sorted; or

@@ -19,6 +19,7 @@ local DECLS = {
     rename = "int rename(const char *from, const char *to);",
     mkdir = "int mkdir(const char *path, unsigned int mode);",
     flock = "int flock(int fd, int op);",
+    unlink = "int unlink(const char *path);",
     strerror = "char *strerror(int errnum);",
 }
 for name, decl in pairs(DECLS) do
@@ -113,6 +114,19 @@ function M.replace(dir, name, data)
     end
     if C.rename(tmp, path) ~= 0 then
         return fail("rename " .. tmp .. " to " .. path)
+    end
+    return M.fsync_path(dir)
+end
+
+-- Remove dir/name and make that durable (fsync of dir). true, false if
+-- it was not there, or nil, message, -errno.
+function M.remove(dir, name)
+    local path = dir .. "/" .. name
+    if C.unlink(path) ~= 0 then
+        if ffi.errno() == M.ENOENT then
+            return false
+        end
+        return fail("remove " .. path)
     end
     return M.fsync_path(dir)
 end

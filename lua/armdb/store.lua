@@ -296,6 +296,61 @@ function Store:get_many(keys)
     return out
 end
 
+-- s:batch(ops): ops is an array of {"put", k, v}, {"delete", k} and
+-- {"check", k, v} (v nil: k must be absent), applied all or nothing
+-- (armdb_batch). true, or nil, message, code: a failed check is CONFLICT,
+-- EXISTS or NOTFOUND with the op named, and nothing written.
+local OP_TYPES = { put = C.ARMDB_OP_PUT, delete = C.ARMDB_OP_DELETE, check = C.ARMDB_OP_CHECK }
+local ops_buf, ops_cap = nil, 0
+
+function Store:batch(ops)
+    local h = handle(self)
+    if type(ops) ~= "table" then
+        error("armdb: batch needs an array of ops, got " .. type(ops), 2)
+    end
+    local n = #ops
+    if n > BATCH_MAX then
+        return nil, "a batch of " .. n .. " operations is over the maximum of " .. BATCH_MAX, C.ARMDB_INVAL
+    end
+    if n > ops_cap then
+        ops_cap = math.max(n, 64)
+        ops_buf = ffi.new("armdb_op[?]", ops_cap)
+    end
+    for i = 1, n do
+        local op = ops[i]
+        if type(op) ~= "table" then
+            error("armdb: batch op " .. i .. " must be a table, got " .. type(op), 2)
+        end
+        local t = OP_TYPES[op[1]]
+        if t == nil then
+            error("armdb: batch op " .. i .. ': type must be "put", "delete" or "check", got ' .. tostring(op[1]), 2)
+        end
+        local k, v = op[2], op[3]
+        if type(k) ~= "string" then
+            error("armdb: batch op " .. i .. ": key must be a string, got " .. type(k), 2)
+        end
+        if (t == C.ARMDB_OP_PUT or v ~= nil) and type(v) ~= "string" then
+            error("armdb: batch op " .. i .. ": value must be a string, got " .. type(v), 2)
+        end
+        local o = ops_buf[i - 1]
+        o.type, o.key, o.klen = t, k, #k
+        if t ~= C.ARMDB_OP_DELETE and v ~= nil then
+            o.val, o.vlen = v, #v
+        else
+            o.val, o.vlen = nil, 0
+        end
+    end
+    local rc = C.armdb_batch(h, ops_buf, n)
+    -- ops still anchors the strings ops_buf points into; drop the pointers.
+    for i = 0, n - 1 do
+        ops_buf[i].key, ops_buf[i].val = nil, nil
+    end
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
 -- true for rc 0, else nil, message, code.
 local function ok_or_fail(rc)
     if rc ~= 0 then
