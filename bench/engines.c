@@ -6,7 +6,9 @@
  * bytes) and each engine: fillrandom, fillseq, overwrite, readrandom with a
  * hot cache and with a cold one, batched reads, a 90/10 read/write mix,
  * durable writes with 1 and 4 threads, reopen time, bytes on disk, resident
- * memory per key and armdb's index bytes per key. Every figure is measured
+ * memory per key, armdb's index bytes per key, and scans in key order (full,
+ * reverse, short ranges; armdb on an ordered store, the "armdb-ordered"
+ * row). Every figure is measured
  * REPS times; the engines run in one order in even repetitions and in the
  * reverse order in odd ones, so machine drift hits all alike. The result is
  * one JSON document on stdout (median, min, max and the raw runs of every
@@ -15,7 +17,8 @@
  *
  *   bench-engines [--keys N] [--reps N] [--sizes 100,1024,4096]
  *                 [--only WORKLOAD,..] [--engines armdb,lmdb,rocksdb,leveldb]
- *                 [--sync-keys N] [--cold-keys N] [--drop all|fadvise]
+ *                 [--sync-keys N] [--cold-keys N] [--scan-ranges N]
+ *                 [--drop all|fadvise]
  *
  * Stores are made in a fresh directory under $TMPDIR (or /tmp), removed at
  * the end, also on failure or ^C. Every value read is compared with the one
@@ -64,6 +67,8 @@ enum {
     INLINE_VLEN = 100, /* the fixed-length armdb row */
     MAX_ROWS = 4096,
     VERIFY_SAMPLE = 1000, /* keys read back (untimed) after a fill nothing else reads */
+    SCAN_RANGE_LEN = 100, /* pairs of each short range */
+    SCAN_RANGES = 20000,  /* short ranges per test: 2M pairs, a few seconds at 4 KiB */
 };
 
 #define COLD_CACHE (8ull << 20) /* cache of every engine in the cold tests */
@@ -106,7 +111,7 @@ static void progress(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-static size_t g_nkeys, g_sync_keys, g_cold_keys;
+static size_t g_nkeys, g_sync_keys, g_cold_keys, g_scan_ranges;
 static int g_reps;
 static size_t g_sizes[MAX_SIZES];
 static int g_nsizes;
@@ -250,11 +255,16 @@ enum workload {
     W_REOPEN = 1 << 9,
     W_DISK = 1 << 10,
     W_RSS = 1 << 11,
+    W_SCAN_FULL = 1 << 12,
+    W_SCAN_REVERSE = 1 << 13,
+    W_SCAN_RANGE = 1 << 14,
+    W_SCANS = W_SCAN_FULL | W_SCAN_REVERSE | W_SCAN_RANGE,
 };
 
 static const char *const g_wnames[] = {"fillrandom",      "fillseq",      "overwrite",     "readrandom_hot",
                                        "readrandom_cold", "multiget_hot", "multiget_cold", "mix",
-                                       "durable",         "reopen",       "disk",          "rss"};
+                                       "durable",         "reopen",       "disk",          "rss",
+                                       "scan_full",       "scan_reverse", "scan_range100"};
 enum { NWORK = sizeof g_wnames / sizeof g_wnames[0] };
 static unsigned g_only = (1u << NWORK) - 1;
 
@@ -266,6 +276,7 @@ struct eopts {
     uint64_t cache;      /* armdb cache_size, RocksDB block cache, LevelDB LRU */
     bool durable;        /* every write synced before it returns */
     uint32_t fixed_vlen; /* armdb only: value_len (inline values) */
+    bool ordered;        /* armdb only: ARMDB_ORDERED (the others are always ordered) */
 };
 
 /* A batch of keys for get_batch; values come back packed into out. */
@@ -291,6 +302,13 @@ struct engine {
     /* Copies the value into buf; a missing key aborts the run. */
     void (*get)(void *h, const unsigned char *k, unsigned char *buf, size_t cap, size_t *vlen);
     void (*get_batch)(void *h, struct batch *b);
+    /* A cursor in ascending key order from the first key >= lo (lo NULL:
+     * from the first key), or descending from the last key (lo NULL only).
+     * One open cursor per handle at a time, on the main thread. */
+    void *(*scan_open)(void *h, const unsigned char *lo, bool reverse);
+    /* The next pair (pointers valid until the next call), false at the end. */
+    bool (*scan_next)(void *c, const void **k, size_t *klen, const void **v, size_t *vlen);
+    void (*scan_close)(void *c);
 };
 
 /* -- armdb -- */
@@ -303,7 +321,7 @@ static void *armdb_e_open(const char *dir, const struct eopts *o)
     op.value_len = o->fixed_vlen;
     op.sync_mode = o->durable ? ARMDB_SYNC_ALWAYS : ARMDB_SYNC_NONE;
     op.cache_size = o->cache;
-    op.flags = ARMDB_CREATE;
+    op.flags = ARMDB_CREATE | (o->ordered ? ARMDB_ORDERED : 0);
     armdb *db;
     ARMDB_OK(armdb_open(dir, &op, &db));
     return db;
@@ -326,12 +344,35 @@ static void armdb_e_get_batch(void *h, struct batch *b)
     ARMDB_OK(armdb_get_many(h, b->keys, KEY_LEN, b->n, b->out, b->cap, b->offs, b->vlens, b->rcs));
 }
 
+/* An iterator per scan or range: lo as the lower bound, no upper bound (a
+ * short range stops by count, as the peers' cursors do). */
+static void *armdb_e_scan_open(void *h, const unsigned char *lo, bool reverse)
+{
+    armdb_iter *it;
+    ARMDB_OK(armdb_iter_open(h, lo, lo ? KEY_LEN : 0, NULL, 0, reverse ? ARMDB_ITER_REVERSE : 0, &it));
+    return it;
+}
+
+static bool armdb_e_scan_next(void *c, const void **k, size_t *klen, const void **v, size_t *vlen)
+{
+    int rc = armdb_iter_next(c, k, klen, v, vlen);
+    if (rc == ARMDB_NOTFOUND)
+        return false;
+    ARMDB_OK(rc);
+    return true;
+}
+
+static void armdb_e_scan_close(void *c) { armdb_iter_close(c); }
+
 /* -- LMDB -- */
 
 struct lmdb {
     MDB_env *env;
     MDB_dbi dbi;
-    MDB_txn *rtxn; /* the main thread's read txn, reset between uses */
+    MDB_txn *rtxn;          /* the main thread's read txn, reset between uses */
+    MDB_cursor *cur;        /* the scans' cursor, renewed with rtxn */
+    MDB_cursor_op op, step; /* the scan's next cursor op; the one after it */
+    MDB_val lo;             /* MDB_SET_RANGE's key */
     bool nosync;
 };
 
@@ -352,12 +393,15 @@ static void *lmdb_e_open(const char *dir, const struct eopts *o)
     MDB_OK(mdb_txn_commit(txn));
     MDB_OK(mdb_txn_begin(l->env, NULL, MDB_RDONLY, &l->rtxn));
     mdb_txn_reset(l->rtxn);
+    l->cur = NULL;
     return l;
 }
 
 static void lmdb_e_close(void *h)
 {
     struct lmdb *l = h;
+    if (l->cur)
+        mdb_cursor_close(l->cur);
     mdb_txn_abort(l->rtxn);
     if (l->nosync)
         MDB_OK(mdb_env_sync(l->env, 1)); /* a clean close leaves the data on disk */
@@ -411,6 +455,43 @@ static void lmdb_e_get_batch(void *h, struct batch *b)
     mdb_txn_reset(l->rtxn);
 }
 
+/* A scan or range in a read transaction renewed for it, with one cursor
+ * renewed in it (LMDB's way to reuse a read-only cursor): MDB_FIRST,
+ * MDB_LAST or MDB_SET_RANGE, then MDB_NEXT or MDB_PREV. */
+static void *lmdb_e_scan_open(void *h, const unsigned char *lo, bool reverse)
+{
+    struct lmdb *l = h;
+    MDB_OK(mdb_txn_renew(l->rtxn));
+    if (l->cur)
+        MDB_OK(mdb_cursor_renew(l->rtxn, l->cur));
+    else
+        MDB_OK(mdb_cursor_open(l->rtxn, l->dbi, &l->cur));
+    l->op = lo ? MDB_SET_RANGE : reverse ? MDB_LAST : MDB_FIRST;
+    l->step = reverse ? MDB_PREV : MDB_NEXT;
+    l->lo = (MDB_val){KEY_LEN, (void *)lo};
+    return l;
+}
+
+static bool lmdb_e_scan_next(void *c, const void **k, size_t *klen, const void **v, size_t *vlen)
+{
+    struct lmdb *l = c;
+    MDB_val kv = l->lo, vv;
+    int rc = mdb_cursor_get(l->cur, &kv, &vv, l->op);
+    l->op = l->step;
+    if (rc == MDB_NOTFOUND)
+        return false;
+    MDB_OK(rc);
+    *k = kv.mv_data, *klen = kv.mv_size;
+    *v = vv.mv_data, *vlen = vv.mv_size;
+    return true;
+}
+
+static void lmdb_e_scan_close(void *c)
+{
+    struct lmdb *l = c;
+    mdb_txn_reset(l->rtxn);
+}
+
 /* -- RocksDB -- */
 
 struct rdb {
@@ -421,6 +502,8 @@ struct rdb {
     rocksdb_column_family_handle_t *cf;
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it; /* the open scan */
+    bool started, reverse;
 };
 
 static char g_rocksdb_version[32] = "unknown";
@@ -532,6 +615,50 @@ static void rocksdb_e_get_batch(void *h, struct batch *b)
     }
 }
 
+/* An iterator per scan or range (default ReadOptions): Seek, SeekToFirst
+ * or SeekToLast, then Next or Prev; keys and values are slices into its
+ * blocks. */
+static void *rocksdb_e_scan_open(void *h, const unsigned char *lo, bool reverse)
+{
+    struct rdb *r = h;
+    r->it = rocksdb_create_iterator(r->db, r->ro);
+    if (lo)
+        rocksdb_iter_seek(r->it, (const char *)lo, KEY_LEN);
+    else if (reverse)
+        rocksdb_iter_seek_to_last(r->it);
+    else
+        rocksdb_iter_seek_to_first(r->it);
+    r->started = false;
+    r->reverse = reverse;
+    return r;
+}
+
+static bool rocksdb_e_scan_next(void *c, const void **k, size_t *klen, const void **v, size_t *vlen)
+{
+    struct rdb *r = c;
+    if (r->started && r->reverse)
+        rocksdb_iter_prev(r->it);
+    else if (r->started)
+        rocksdb_iter_next(r->it);
+    r->started = true;
+    if (!rocksdb_iter_valid(r->it)) {
+        char *err = NULL;
+        rocksdb_iter_get_error(r->it, &err);
+        ERR_OK("rocksdb_iter", err);
+        return false;
+    }
+    *k = rocksdb_iter_key(r->it, klen);
+    *v = rocksdb_iter_value(r->it, vlen);
+    return true;
+}
+
+static void rocksdb_e_scan_close(void *c)
+{
+    struct rdb *r = c;
+    rocksdb_iter_destroy(r->it);
+    r->it = NULL;
+}
+
 /* -- LevelDB -- */
 
 struct ldb {
@@ -541,6 +668,8 @@ struct ldb {
     leveldb_filterpolicy_t *bloom;
     leveldb_writeoptions_t *wo;
     leveldb_readoptions_t *ro;
+    leveldb_iterator_t *it; /* the open scan */
+    bool started, reverse;
 };
 
 static void *leveldb_e_open(const char *dir, const struct eopts *o)
@@ -612,17 +741,64 @@ static void leveldb_e_get_batch(void *h, struct batch *b)
     }
 }
 
-enum { E_ARMDB, E_ARMDB_INLINE, E_LMDB, E_ROCKSDB, E_LEVELDB, E_COUNT };
+/* An iterator per scan or range, as for RocksDB. */
+static void *leveldb_e_scan_open(void *h, const unsigned char *lo, bool reverse)
+{
+    struct ldb *l = h;
+    l->it = leveldb_create_iterator(l->db, l->ro);
+    if (lo)
+        leveldb_iter_seek(l->it, (const char *)lo, KEY_LEN);
+    else if (reverse)
+        leveldb_iter_seek_to_last(l->it);
+    else
+        leveldb_iter_seek_to_first(l->it);
+    l->started = false;
+    l->reverse = reverse;
+    return l;
+}
+
+static bool leveldb_e_scan_next(void *c, const void **k, size_t *klen, const void **v, size_t *vlen)
+{
+    struct ldb *l = c;
+    if (l->started && l->reverse)
+        leveldb_iter_prev(l->it);
+    else if (l->started)
+        leveldb_iter_next(l->it);
+    l->started = true;
+    if (!leveldb_iter_valid(l->it)) {
+        char *err = NULL;
+        leveldb_iter_get_error(l->it, &err);
+        ERR_OK("leveldb_iter", err);
+        return false;
+    }
+    *k = leveldb_iter_key(l->it, klen);
+    *v = leveldb_iter_value(l->it, vlen);
+    return true;
+}
+
+static void leveldb_e_scan_close(void *c)
+{
+    struct ldb *l = c;
+    leveldb_iter_destroy(l->it);
+    l->it = NULL;
+}
+
+enum { E_ARMDB, E_ARMDB_INLINE, E_ARMDB_ORDERED, E_LMDB, E_ROCKSDB, E_LEVELDB, E_COUNT };
+
+#define ARMDB_E_FNS                                                                                          \
+    armdb_e_open, armdb_e_close, armdb_e_put, armdb_e_get, armdb_e_get_batch, armdb_e_scan_open,             \
+        armdb_e_scan_next, armdb_e_scan_close
 
 static const struct engine g_eng[E_COUNT] = {
-    [E_ARMDB] = {"armdb", armdb_e_open, armdb_e_close, armdb_e_put, armdb_e_get, armdb_e_get_batch},
-    [E_ARMDB_INLINE] = {"armdb-inline", armdb_e_open, armdb_e_close, armdb_e_put, armdb_e_get,
-                        armdb_e_get_batch},
-    [E_LMDB] = {"lmdb", lmdb_e_open, lmdb_e_close, lmdb_e_put, lmdb_e_get, lmdb_e_get_batch},
+    [E_ARMDB] = {"armdb", ARMDB_E_FNS},
+    [E_ARMDB_INLINE] = {"armdb-inline", ARMDB_E_FNS},
+    [E_ARMDB_ORDERED] = {"armdb-ordered", ARMDB_E_FNS},
+    [E_LMDB] = {"lmdb", lmdb_e_open, lmdb_e_close, lmdb_e_put, lmdb_e_get, lmdb_e_get_batch, lmdb_e_scan_open,
+                lmdb_e_scan_next, lmdb_e_scan_close},
     [E_ROCKSDB] = {"rocksdb", rocksdb_e_open, rocksdb_e_close, rocksdb_e_put, rocksdb_e_get,
-                   rocksdb_e_get_batch},
+                   rocksdb_e_get_batch, rocksdb_e_scan_open, rocksdb_e_scan_next, rocksdb_e_scan_close},
     [E_LEVELDB] = {"leveldb", leveldb_e_open, leveldb_e_close, leveldb_e_put, leveldb_e_get,
-                   leveldb_e_get_batch},
+                   leveldb_e_get_batch, leveldb_e_scan_open, leveldb_e_scan_next, leveldb_e_scan_close},
 };
 static unsigned g_engines = (1u << E_ARMDB) | (1u << E_LMDB) | (1u << E_ROCKSDB) | (1u << E_LEVELDB);
 
@@ -733,6 +909,68 @@ static void verify_sample(const struct engine *e, void *h, const uint32_t *order
     free(buf);
 }
 
+/* The pair a scan returned must be key i with its current value. */
+static void check_pair(const struct engine *e, size_t i, const void *k, size_t klen, const void *v,
+                       size_t vlen)
+{
+    if (klen != KEY_LEN || memcmp(k, key_of(i), KEY_LEN) != 0)
+        DIE("%s: scan out of key order (key %zu expected)", e->name, i);
+    check_val(i, v, vlen);
+}
+
+/* Keys/s of one scan of every key, ascending or descending; seq is the key
+ * order. Each key and value is compared with what was written (inside the
+ * time: it reads every byte of the value, the same for all engines). */
+static double run_scan_full(const struct engine *e, void *h, const uint32_t *seq, bool reverse)
+{
+    size_t n = g_nkeys, j = 0, klen, vlen;
+    const void *k, *v;
+    double t = now_s();
+    void *c = e->scan_open(h, NULL, reverse);
+    for (; e->scan_next(c, &k, &klen, &v, &vlen); j++) {
+        if (j == n)
+            DIE("%s: scan returned more than the %zu keys written", e->name, n);
+        check_pair(e, seq[reverse ? n - 1 - j : j], k, klen, v, vlen);
+    }
+    e->scan_close(c);
+    double s = now_s() - t;
+    if (j != n)
+        DIE("%s: scan returned %zu keys, %zu written", e->name, j, n);
+    return (double)n / s;
+}
+
+/* Ranges/s of short ranges: from key seq[starts[r]] (a key in the store),
+ * the next SCAN_RANGE_LEN pairs, checked as above; the cursor is opened and
+ * closed for each range, inside the time. */
+static double run_scan_ranges(const struct engine *e, void *h, const uint32_t *seq, const uint32_t *starts,
+                              size_t nr)
+{
+    size_t klen, vlen;
+    const void *k, *v;
+    double t = now_s();
+    for (size_t r = 0; r < nr; r++) {
+        const uint32_t *expect = seq + starts[r];
+        void *c = e->scan_open(h, key_of(expect[0]), false);
+        for (size_t j = 0; j < SCAN_RANGE_LEN; j++) {
+            if (!e->scan_next(c, &k, &klen, &v, &vlen))
+                DIE("%s: range ended after %zu keys", e->name, j);
+            check_pair(e, expect[j], k, klen, v, vlen);
+        }
+        e->scan_close(c);
+    }
+    return (double)nr / (now_s() - t);
+}
+
+/* Start positions (in key order) of the short ranges: uniform over the keys
+ * that have SCAN_RANGE_LEN - 1 keys after them, so every range is full. */
+static uint32_t *range_starts(size_t n, uint64_t seed)
+{
+    uint32_t *o = xmalloc(n * sizeof *o);
+    for (size_t i = 0; i < n; i++)
+        o[i] = (uint32_t)(splitmix64(&seed) % (g_nkeys - SCAN_RANGE_LEN + 1));
+    return o;
+}
+
 struct put_arg {
     const struct engine *e;
     void *h;
@@ -753,7 +991,7 @@ static void *put_worker(void *p)
 static double run_durable(const struct engine *e, int threads)
 {
     const char *dir = store_dir("durable");
-    struct eopts o = {0, true, 0};
+    struct eopts o = {0, true, 0, false};
     o.cache = 64u << 20;
     void *h = e->open(dir, &o);
     pthread_t th[SYNC_THREADS];
@@ -786,6 +1024,7 @@ static armdb_stat g_armdb_stat; /* of the last armdb fill: backend, shards */
 
 struct orders {
     const uint32_t *a, *b, *seq, *mix; /* two read orders, key order, mix ops */
+    const uint32_t *ranges;            /* positions in seq where short ranges start */
 };
 
 static double stat_pct(uint64_t part, uint64_t whole)
@@ -797,14 +1036,21 @@ static void run_engine(int ei, const struct orders *ord)
 {
     const struct engine *e = &g_eng[ei];
     const char *en = e->name;
-    bool is_armdb = ei == E_ARMDB || ei == E_ARMDB_INLINE;
+    bool is_armdb = ei == E_ARMDB || ei == E_ARMDB_INLINE || ei == E_ARMDB_ORDERED;
     bool inline_row = ei == E_ARMDB_INLINE;
+    bool ordered_row = ei == E_ARMDB_ORDERED;
+    bool extra_row = inline_row || ordered_row; /* rows of a few workloads only */
+    /* armdb scans in key order on its ordered row only; the peers always. */
+    bool scans = want(W_SCANS) && (ordered_row || !is_armdb);
+    bool hot_reads = want(W_READ_HOT | W_MGET_HOT) && !ordered_row;
     size_t n = g_nkeys, cold = g_cold_keys;
-    unsigned need_fill = W_FILLRANDOM | W_READ_HOT | W_MGET_HOT | W_RSS | W_DISK;
-    if (!inline_row)
+    unsigned need_fill = W_FILLRANDOM | W_RSS | (scans ? W_SCANS : 0);
+    if (!ordered_row)
+        need_fill |= W_READ_HOT | W_MGET_HOT | W_DISK;
+    if (!extra_row)
         need_fill |= W_READ_COLD | W_MGET_COLD | W_REOPEN | W_OVERWRITE | W_MIX;
-    struct eopts hot = {g_hot_cache, false, inline_row ? INLINE_VLEN : 0};
-    struct eopts cold_o = {COLD_CACHE, false, 0};
+    struct eopts hot = {g_hot_cache, false, inline_row ? INLINE_VLEN : 0, ordered_row};
+    struct eopts cold_o = {COLD_CACHE, false, 0, false};
 
     if (want(need_fill)) {
         const char *dir = store_dir(en);
@@ -825,12 +1071,12 @@ static void run_engine(int ei, const struct orders *ord)
         if (is_armdb) {
             armdb_stat st;
             ARMDB_OK(armdb_stats(h, &st));
-            if (!inline_row)
+            if (ei == E_ARMDB || (ordered_row && !g_armdb_stat.shards))
                 g_armdb_stat = st;
             if (want(W_RSS))
                 record("index_bytes_per_key", "", en, "bytes/key", (double)st.index_bytes_per_key);
         }
-        if (want(W_READ_HOT | W_MGET_HOT)) {
+        if (hot_reads) {
             progress("  %s: readrandom hot", en);
             (void)run_gets(e, h, ord->a, n); /* untimed warm-up: fills the caches */
             armdb_stat s0, s1;
@@ -852,11 +1098,23 @@ static void run_engine(int ei, const struct orders *ord)
                        run_batches(e, h, bi ? ord->b : ord->a, n, g_batches[bi]));
             }
         }
+        if (scans) {
+            progress("  %s: scans", en);
+            if (!hot_reads)
+                (void)run_gets(e, h, ord->a, n); /* untimed warm-up, as for the hot reads */
+            if (want(W_SCAN_FULL))
+                record("scan_full", "", en, "keys/s", run_scan_full(e, h, ord->seq, false));
+            if (want(W_SCAN_REVERSE))
+                record("scan_reverse", "", en, "keys/s", run_scan_full(e, h, ord->seq, true));
+            if (want(W_SCAN_RANGE))
+                record("scan_range100", "", en, "ranges/s",
+                       run_scan_ranges(e, h, ord->seq, ord->ranges, g_scan_ranges));
+        }
         e->close(h);
-        if (want(W_DISK) && !inline_row)
+        if (want(W_DISK) && !extra_row)
             record("disk", "", en, "bytes", (double)disk_usage(dir));
 
-        if (want(W_REOPEN | W_READ_COLD) && !inline_row) {
+        if (want(W_REOPEN | W_READ_COLD) && !extra_row) {
             progress("  %s: reopen, readrandom cold", en);
             drop_caches(dir);
             double t = now_s();
@@ -879,7 +1137,7 @@ static void run_engine(int ei, const struct orders *ord)
             }
             e->close(h);
         }
-        for (int bi = 0; bi < 2 && want(W_MGET_COLD) && !inline_row; bi++) {
+        for (int bi = 0; bi < 2 && want(W_MGET_COLD) && !extra_row; bi++) {
             progress("  %s: multiget cold x%zu", en, g_batches[bi]);
             char var[16];
             snprintf(var, sizeof var, "batch%zu", g_batches[bi]);
@@ -888,7 +1146,7 @@ static void run_engine(int ei, const struct orders *ord)
             record("multiget_cold", var, en, "ops/s", run_batches(e, h, ord->a, g_mget_cold_keys(), g_batches[bi]));
             e->close(h);
         }
-        if (want(W_OVERWRITE | W_MIX) && !inline_row) {
+        if (want(W_OVERWRITE | W_MIX) && !extra_row) {
             progress("  %s: overwrite, mix", en);
             h = e->open(dir, &hot);
             rate = run_puts(e, h, ord->b, n, true);
@@ -905,7 +1163,7 @@ static void run_engine(int ei, const struct orders *ord)
         rm_tree(dir);
     }
 
-    if (want(W_FILLSEQ) && !inline_row) {
+    if (want(W_FILLSEQ) && !extra_row) {
         progress("  %s: fillseq", en);
         const char *dir = store_dir(en);
         memset(g_gen, 0, n);
@@ -916,7 +1174,7 @@ static void run_engine(int ei, const struct orders *ord)
         rm_tree(dir);
     }
 
-    if (want(W_DURABLE) && !inline_row) {
+    if (want(W_DURABLE) && !extra_row) {
         progress("  %s: durable puts (%zu keys, 1 and %d threads)", en, g_sync_keys, SYNC_THREADS);
         record("durable", "threads1", en, "ops/s", run_durable(e, 1));
         record("durable", "threads4", en, "ops/s", run_durable(e, SYNC_THREADS));
@@ -972,6 +1230,7 @@ static void print_json(const char *date, double wall, const int *order, int nord
     printf("\"multiget_cold_keys\": %zu, \"leveldb_max_open_files\": %d, ", g_mget_cold_keys(), g_leveldb_files);
     printf("\"mix_ops\": %zu, \"mix_write_pct\": %d, \"batches\": [%zu, %zu], ", g_nkeys, MIX_WRITE_PCT,
            g_batches[0], g_batches[1]);
+    printf("\"scan_ranges\": %zu, \"scan_range_len\": %d, ", g_scan_ranges, SCAN_RANGE_LEN);
     printf("\"hot_cache_bytes\": {");
     for (int i = 0; i < g_nsizes; i++)
         printf("%s\"%zu\": %" PRIu64, i ? ", " : "", g_sizes[i], hot_cache_for(g_sizes[i]));
@@ -990,15 +1249,18 @@ static void print_json(const char *date, double wall, const int *order, int nord
             first = false;
         }
     printf("],\n    \"armdb\": {\"shards\": %u, \"io_backend\": \"%s\", \"direct_io\": %s, "
-           "\"sync_mode\": \"none (durable: always)\", \"inline_value_len\": %d},\n",
+           "\"sync_mode\": \"none (durable: always)\", \"inline_value_len\": %d, "
+           "\"scans\": \"armdb-ordered row: ARMDB_ORDERED store, an iterator per scan or range\"},\n",
            g_armdb_stat.shards, g_armdb_stat.io_backend == ARMDB_IO_URING ? "io_uring" : "pwrite",
            g_armdb_stat.direct_io ? "true" : "false", INLINE_VLEN);
     printf("    \"lmdb\": \"MDB_NOSYNC|MDB_NOMETASYNC|MDB_WRITEMAP, one write txn per put, read txn "
-           "renew/reset per get or per batch (durable: flags 0)\",\n");
+           "renew/reset per get, per batch, per scan or range (cursor renewed in it) "
+           "(durable: flags 0)\",\n");
     printf("    \"rocksdb\": \"defaults + bloom 10 bits/key, LRU block cache = armdb cache_size, "
-           "compression off, WAL on, sync=0 (durable: sync=1), get_pinned, batched_multi_get_cf\",\n");
+           "compression off, WAL on, sync=0 (durable: sync=1), get_pinned, batched_multi_get_cf, "
+           "an iterator per scan or range\",\n");
     printf("    \"leveldb\": \"defaults + bloom 10 bits/key, LRU cache = armdb cache_size, compression off, "
-           "sync=0 (durable: sync=1)\",\n");
+           "sync=0 (durable: sync=1), an iterator per scan or range\",\n");
     printf("    \"wall_seconds\": %.1f},\n", wall);
     printf("  \"results\": [\n");
     for (int i = 0; i < g_nrows; i++) {
@@ -1034,7 +1296,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench-engines [--keys N] [--reps N] [--sizes 100,1024,4096] [--only WORKLOAD,..]\n"
             "                     [--engines armdb,lmdb,rocksdb,leveldb] [--sync-keys N] [--cold-keys N]\n"
-            "                     [--drop all|fadvise]\n"
+            "                     [--scan-ranges N] [--drop all|fadvise]\n"
             "N may end in k or M (10M = 10,000,000). Workloads:");
     for (int i = 0; i < NWORK; i++)
         fprintf(stderr, " %s", g_wnames[i]);
@@ -1078,6 +1340,7 @@ static unsigned parse_names(const char *opt, const char *s, const char *const *n
 int main(int argc, char **argv)
 {
     size_t sync_keys = 0, cold_keys = 0;
+    g_scan_ranges = SCAN_RANGES;
     const char *drop = NULL;
     g_nkeys = 1000000;
     g_reps = 3;
@@ -1091,7 +1354,7 @@ int main(int argc, char **argv)
     }
     g_nsizes = 3;
     g_sizes[0] = 100, g_sizes[1] = 1024, g_sizes[2] = 4096;
-    static const char *const engine_names[E_COUNT] = {"armdb", NULL, "lmdb", "rocksdb", "leveldb"};
+    static const char *const engine_names[E_COUNT] = {"armdb", NULL, NULL, "lmdb", "rocksdb", "leveldb"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -1107,6 +1370,8 @@ int main(int argc, char **argv)
             sync_keys = parse_count(a, v, SYNC_THREADS, 100000000);
         else if (!strcmp(a, "--cold-keys"))
             cold_keys = parse_count(a, v, 1, 100000000);
+        else if (!strcmp(a, "--scan-ranges"))
+            g_scan_ranges = parse_count(a, v, 1, 100000000);
         else if (!strcmp(a, "--drop"))
             drop = v;
         else if (!strcmp(a, "--only"))
@@ -1144,14 +1409,16 @@ int main(int argc, char **argv)
     if (drop && !strcmp(drop, "all") && g_drop != DROP_ALL)
         DIE("--drop all: cannot write /proc/sys/vm/drop_caches (not root?)");
     make_data();
-    uint32_t *seq = want(W_FILLSEQ) ? sorted_order() : NULL;
+    uint32_t *seq = want(W_FILLSEQ | W_SCANS) ? sorted_order() : NULL;
 
     /* The engine order of even repetitions; odd ones run it backwards. */
     int order[E_COUNT], norder = 0;
     for (int i = 0; i < E_COUNT; i++) {
-        bool on = i == E_ARMDB_INLINE
-                      ? (g_engines & (1u << E_ARMDB)) && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
-                      : (g_engines & (1u << i)) != 0;
+        bool armdb_on = (g_engines & (1u << E_ARMDB)) != 0;
+        bool on = i == E_ARMDB           ? armdb_on && (g_only & ~(unsigned)W_SCANS)
+                  : i == E_ARMDB_INLINE  ? armdb_on && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
+                  : i == E_ARMDB_ORDERED ? armdb_on && want(W_SCANS)
+                                         : (g_engines & (1u << i)) != 0;
         if (on)
             order[norder++] = i;
     }
@@ -1170,7 +1437,8 @@ int main(int argc, char **argv)
         struct orders ord;
         uint32_t *a = shuffled(g_nkeys, 1000 + (uint64_t)rep), *b = shuffled(g_nkeys, 2000 + (uint64_t)rep);
         uint32_t *mix = mix_ops(g_nkeys, 3000 + (uint64_t)rep);
-        ord = (struct orders){a, b, seq, mix};
+        uint32_t *ranges = want(W_SCAN_RANGE) ? range_starts(g_scan_ranges, 4000 + (uint64_t)rep) : NULL;
+        ord = (struct orders){a, b, seq, mix, ranges};
         for (int si = 0; si < g_nsizes; si++) {
             g_vlen = g_sizes[si];
             g_hot_cache = hot_cache_for(g_vlen);
@@ -1188,7 +1456,7 @@ int main(int argc, char **argv)
                 progress("  %s: %.1f s", g_eng[ei].name, now_s() - t);
             }
         }
-        free(a), free(b), free(mix);
+        free(a), free(b), free(mix), free(ranges);
     }
     wall = now_s() - wall;
     if (getloadavg(g_m.load_after, 3) != 3)

@@ -53,8 +53,17 @@ local function num(v)
     return string.format("%.3g", v)
 end
 
--- Lower is better for these units; higher for the rest (ops/s, MiB/s).
+-- Lower is better for these units; higher for the rest (ops/s, keys/s, ranges/s, MiB/s).
 local LOWER_BETTER = { ms = true, bytes = true, ["bytes/key"] = true, us = true, ["pages/get"] = true }
+-- Rates drawn in the throughput charts (scans count keys or ranges).
+local RATES = { ["ops/s"] = true, ["keys/s"] = true, ["ranges/s"] = true }
+-- armdb's rows: the store of most workloads, then the special stores (an
+-- older engines.json may lack them).
+local ARMDB_ROWS = {
+    { "armdb", "" },
+    { "armdb-inline", " (inline values)" },
+    { "armdb-ordered", " (ordered store)" },
+}
 
 -- ---- engines: armdb against the best peer ----
 
@@ -143,14 +152,13 @@ if #rows > 0 then
         for _, key in ipairs(order) do
             local f = figure[size][key]
             if f then
-                for _, who in ipairs({ "armdb", "armdb-inline" }) do
-                    local a = f[who]
+                for _, row in ipairs(ARMDB_ROWS) do
+                    local a = f[row[1]]
                     if a then
                         local best = best_peer(f)
                         local adv = advantage(a, best, f.unit)
                         local cell = function(e) return num(f[e] and f[e].median) end
-                        say("| %s%s | %s | %s | %s | %s | %s | %s | %s |", key,
-                            who == "armdb" and "" or " (inline values)", f.unit, num(a.median),
+                        say("| %s%s | %s | %s | %s | %s | %s | %s | %s |", key, row[2], f.unit, num(a.median),
                             cell("lmdb"), cell("rocksdb"), cell("leveldb"), best and best.engine or "-",
                             adv and string.format("%.2fx", adv) or "-")
                     end
@@ -310,13 +318,13 @@ set grid ytics
 set xtics rotate by -30
 ]]
 
-local ENGINES = { "armdb", "armdb-inline", "lmdb", "rocksdb", "leveldb" }
+local ENGINES = { "armdb", "armdb-inline", "armdb-ordered", "lmdb", "rocksdb", "leveldb" }
 for _, size in ipairs(sizes) do
-    -- The engines with a figure at this size, and the workloads in ops/s.
+    -- The engines with a figure at this size, and the workloads measured as rates.
     local present, keys = {}, {}
     for _, key in ipairs(order) do
         local fg = figure[size][key]
-        if fg and fg.unit == "ops/s" then
+        if fg and RATES[fg.unit] then
             keys[#keys + 1] = key
             for _, e in ipairs(ENGINES) do
                 present[e] = present[e] or (fg[e] ~= nil and fg[e].median ~= nil)
@@ -341,7 +349,7 @@ for _, size in ipairs(sizes) do
     if #keys > 0 and #cols > 0 then
         plot("throughput-" .. size, BARS .. string.format([[
 set title "Throughput, %d-byte values, 16-byte keys (median; log scale)"
-set ylabel "operations per second"
+set ylabel "per second (operations; scans: keys; scan_range100: ranges)"
 set logscale y
 plot for [i=2:%d] 'DATA' using i:xtic(1) title columnheader(i)
 ]], size, #cols + 1), table.concat(lines, "\n") .. "\n")
