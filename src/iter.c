@@ -29,6 +29,8 @@ struct scur {
     uint32_t want;  /* keys the next fill asks for (doubling up to cap) */
     bool started, done;
     unsigned char *keys;
+    uint32_t *recs; /* the record of each key when buffered... */
+    uint64_t *gsns; /* ...and its GSN then: unchanged, no lookup needed */
 };
 
 struct armdb_iter {
@@ -103,6 +105,9 @@ static void fill(armdb_iter *it, struct scur *c)
         const unsigned char *key = index_rec(ix, otree_rec(t, &pos)) + REC_KEY;
         if (!in_range(it, key))
             break;
+        uint32_t r = otree_rec(t, &pos);
+        c->recs[n] = r;
+        c->gsns[n] = rec_gsn(index_rec(ix, r));
         memcpy(c->keys + (size_t)n++ * klen, key, klen);
         ok = it->reverse ? otree_prev(t, &pos) : otree_next(t, &pos);
     }
@@ -158,7 +163,8 @@ static int open_ordered(armdb_iter *it)
         struct scur *c = &it->cur[s];
         c->shard = s;
         c->want = FILL_FIRST;
-        if (!(c->keys = malloc((size_t)it->cap * it->klen)))
+        if (!(c->keys = malloc((size_t)it->cap * it->klen)) || !(c->recs = malloc((size_t)it->cap * 4)) ||
+            !(c->gsns = malloc((size_t)it->cap * 8)))
             return -ENOMEM;
         fill(it, c);
         if (c->n)
@@ -188,6 +194,8 @@ static int next_ordered(armdb_iter *it, size_t *vlen)
     while (it->nheap) {
         struct scur *c = &it->cur[it->heap[0]];
         memcpy(it->key, cur_key(it, c), it->klen);
+        uint32_t hint_rec = c->recs[c->i];
+        uint64_t hint_gsn = c->gsns[c->i];
         if (++c->i == c->n && !c->done)
             fill(it, c);
         if (c->i == c->n) /* this shard is done */
@@ -196,7 +204,11 @@ static int next_ordered(armdb_iter *it, size_t *vlen)
 
         struct shard *sh = &db->shards[c->shard];
         pthread_mutex_lock(&sh->mu);
-        int64_t r = index_find(&sh->ix, it->key, key_hash(it->key, it->klen));
+        /* GSNs are never reused: the same GSN is the same entry of the
+         * same key. Else the key was written or deleted since. */
+        int64_t r = hint_rec < sh->ix.nrecs && rec_gsn(index_rec(&sh->ix, hint_rec)) == hint_gsn
+                        ? (int64_t)hint_rec
+                        : index_find(&sh->ix, it->key, key_hash(it->key, it->klen));
         if (r < 0) { /* deleted since it was buffered */
             pthread_mutex_unlock(&sh->mu);
             continue;
@@ -314,7 +326,7 @@ API void armdb_iter_close(armdb_iter *it)
         return;
     if (it->cur)
         for (uint32_t s = 0; s < it->db->nshards; s++)
-            free(it->cur[s].keys);
+            free(it->cur[s].keys), free(it->cur[s].recs), free(it->cur[s].gsns);
     free(it->cur);
     free(it->heap);
     free(it->bounds);
