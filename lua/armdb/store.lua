@@ -399,6 +399,9 @@ function Store:stats()
     t.shards = stat.shards
     t.key_len = stat.key_len
     t.value_len = stat.value_len
+    -- Bytes written to the device per byte the writers wrote, since open.
+    t.write_amplification = t.bytes_written > 0 and (t.bytes_written + t.compact_bytes_written) / t.bytes_written
+        or 1
     return t
 end
 
