@@ -311,6 +311,7 @@ int main(void)
     test_inline(base);
     test_compacted(base);
     t_rmtree(base);
+    free(base);
     printf("batch: passed\n");
     return 0;
 }

@@ -161,6 +161,7 @@ int main(void)
     CHECK(atomic_load(&g_calls) == 0);
     CHECK_OK(armdb_close(db));
     t_rmtree(base);
+    free(base);
     free(dir);
     printf("hooks: passed\n");
     return 0;

@@ -430,6 +430,7 @@ int main(void)
     test_sparse(base);
     test_concurrent(base);
     t_rmtree(base);
+    free(base);
     printf("ordered: passed (seed %" PRIu64 ")\n", g_seed);
     return 0;
 }
