@@ -612,6 +612,12 @@ describe("ordered collections: pairs(), range() and prefix()", function()
         assert.are.same({ 300, 256 }, (collect(c:range(nil, 301, { reverse = true, limit = 2 }))))
         assert.are.same({ 70000, 65536 }, (collect(c:pairs({ reverse = true, limit = 2 }))))
         assert.are.same({}, (collect(c:range(300, 300))))
+        -- A snapshot is the collection as of the call.
+        local it = c:range(1, 300, { snapshot = true })
+        assert(c:put(255, { i = 255 }))
+        assert(c:delete(2))
+        assert.are.same({ 1, 2, 256 }, (collect(it)))
+        assert.are.same({ 1, 255, 256 }, (collect(c:range(1, 300, { snapshot = true }))))
     end)
 
     it("orders i64 keys with negatives first", function()

@@ -231,6 +231,7 @@ enum armdb_io_backend {
 enum armdb_iter_flags {
     ARMDB_ITER_REVERSE = 1u << 0,
     ARMDB_ITER_PREFIX = 1u << 1,
+    ARMDB_ITER_SNAPSHOT = 1u << 2, /* a point-in-time view (see armdb_iter_open) */
 };
 
 enum armdb_limits {
@@ -511,10 +512,20 @@ int armdb_abi_version(void);
  * returned exactly once, with the value current when it is returned; the
  * order is strict (no key twice, even if deleted and re-inserted); a key
  * deleted before its turn is not returned; a key inserted during the scan
- * may or may not be. The scan is not a point-in-time view: two keys
+ * may or may not be. Such a scan is not a point-in-time view: two keys
  * changed together by a writer may be seen one old and one new. Each step
  * holds one shard's lock for a lookup or for buffering up to 16 KiB of
  * keys, never for a whole scan, and values are read as gets read them.
+ *
+ * ARMDB_ITER_SNAPSHOT (ordered or not) makes it a point-in-time view: the
+ * store as of the moment of the open call, with no write of any thread
+ * half in it (a batch is in whole or not at all), whatever is written,
+ * deleted or compacted while it is read. The open locks every shard at
+ * once to copy the location of every key in range (key_len + 32 bytes
+ * each, plus inline values), so writers wait for that copy, about 10 ms
+ * per million keys; and it holds a reference to every data file until the
+ * iterator is closed, so files compacted meanwhile give their disk space
+ * back only then.
  *
  * Returns 0 or ARMDB_INVAL (errmsg names the argument), -ENOMEM.
  */

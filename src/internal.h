@@ -516,6 +516,10 @@ int shard_close(struct shard *sh);
  * shard locked on entry; unlocks it. fill: pages read from the device go
  * into the block cache. */
 int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key, void *dst, bool fill);
+/* The same for the entry of gsn at voff of f (which the caller holds a
+ * reference to), in a store without inline values. */
+int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
+                         const void *key, void *dst);
 void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };

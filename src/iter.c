@@ -14,6 +14,13 @@
  * merged in key order through a heap. Each key is looked up again when its
  * turn comes, so the value is the one current then, and a key deleted since
  * it was buffered is skipped.
+ *
+ * Snapshots (ARMDB_ITER_SNAPSHOT): with every shard locked at once, the
+ * location of every key in range is copied (and inline values), and every
+ * data file is pinned by a reference; values are read from those files
+ * later, whatever was written, compacted or removed since. No write comes
+ * between the shards' copies, so the view is the store at one moment:
+ * a batch is in it whole or not at all.
  */
 #include "internal.h"
 
@@ -33,9 +40,23 @@ struct scur {
     uint64_t *gsns; /* ...and its GSN then: unchanged, no lookup needed */
 };
 
+/* A snapshot entry: shard u32, value length u32, value offset u32, 4
+ * spare, GSN u64, file pointer, key, inline value. */
+#define SNAP_KEY 32u
+
+struct snapshot {
+    unsigned char *buf;
+    size_t len, cap;
+    uint32_t stride;
+    uint64_t n, next; /* entries; how many handed out */
+    struct dfile **pins;
+    uint32_t npins;
+};
+
 struct armdb_iter {
     armdb *db;
     uint32_t klen;
+    struct snapshot *snap;
     /* unordered: the shard and record to look at next */
     uint32_t shard;
     uint32_t rec;
@@ -51,6 +72,7 @@ struct armdb_iter {
     unsigned char key[ARMDB_KEY_MAX];
     unsigned char *val;
     size_t val_cap;
+    const unsigned char *inline_val; /* a snapshot's inline value, handed out instead of val */
 };
 
 /* ---- ordered scans ---- */
@@ -225,6 +247,136 @@ static int next_ordered(armdb_iter *it, size_t *vlen)
     return ARMDB_NOTFOUND;
 }
 
+/* ---- snapshots ---- */
+
+static int snap_add(armdb_iter *it, uint32_t shard, const unsigned char *rec, struct dfile *f)
+{
+    struct snapshot *sn = it->snap;
+    if (sn->len + sn->stride > sn->cap) {
+        size_t cap = sn->cap ? sn->cap * 2 : (size_t)sn->stride * 256;
+        unsigned char *b = realloc(sn->buf, cap);
+        if (!b)
+            return -ENOMEM;
+        sn->buf = b;
+        sn->cap = cap;
+    }
+    unsigned char *e = sn->buf + sn->len;
+    uint32_t voff = rec_u32(rec, REC_VOFF), vlen = rec_u32(rec, REC_VLEN);
+    uint64_t gsn = rec_gsn(rec);
+    memcpy(e, &shard, 4);
+    memcpy(e + 4, &vlen, 4);
+    memcpy(e + 8, &voff, 4);
+    memcpy(e + 16, &gsn, 8);
+    memcpy(e + 24, &f, sizeof f);
+    memcpy(e + SNAP_KEY, rec + REC_KEY, it->klen + it->db->value_len);
+    sn->len += sn->stride;
+    sn->n++;
+    return 0;
+}
+
+/* With every shard locked: pin the shard's files, copy its entries in
+ * range (in key order for an ordered store). */
+static int snap_shard(armdb_iter *it, uint32_t s)
+{
+    struct shard *sh = &it->db->shards[s];
+    struct snapshot *sn = it->snap;
+    struct dfile **p = realloc(sn->pins, (sn->npins + sh->nfiles) * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    sn->pins = p;
+    for (uint32_t i = 0; i < sh->nfiles; i++) {
+        dfile_ref(sh->files[i]);
+        sn->pins[sn->npins++] = sh->files[i];
+    }
+    const struct index *ix = &sh->ix;
+    int rc = 0;
+    if (!it->ordered) {
+        for (uint32_t r = 0; r < ix->nrecs && rc == 0; r++) {
+            const unsigned char *rec = index_rec(ix, r);
+            if (rec_gsn(rec))
+                rc = snap_add(it, s, rec, shard_file(sh, rec_u32(rec, REC_FILE)));
+        }
+        return rc;
+    }
+    /* Ascending from the low bound; a reverse scan walks the result back. */
+    bool rev = it->reverse;
+    it->reverse = false;
+    struct opos pos;
+    for (bool ok = seek_start(it, &sh->ot, ix, &pos); ok && rc == 0; ok = otree_next(&sh->ot, &pos)) {
+        const unsigned char *rec = index_rec(ix, otree_rec(&sh->ot, &pos));
+        if (!in_range(it, rec + REC_KEY))
+            break;
+        rc = snap_add(it, s, rec, shard_file(sh, rec_u32(rec, REC_FILE)));
+    }
+    it->reverse = rev;
+    return rc;
+}
+
+static int snap_cmp(const void *a, const void *b, void *klen)
+{
+    return memcmp((const unsigned char *)a + SNAP_KEY, (const unsigned char *)b + SNAP_KEY, *(uint32_t *)klen);
+}
+
+static int open_snapshot(armdb_iter *it)
+{
+    armdb *db = it->db;
+    if (!(it->snap = calloc(1, sizeof *it->snap)))
+        return -ENOMEM;
+    it->snap->stride = (uint32_t)round_up(SNAP_KEY + it->klen + db->value_len, 8);
+    for (uint32_t s = 0; s < db->nshards; s++)
+        pthread_mutex_lock(&db->shards[s].mu);
+    int rc = 0;
+    for (uint32_t s = 0; s < db->nshards && rc == 0; s++)
+        rc = snap_shard(it, s);
+    for (uint32_t s = db->nshards; s-- > 0;)
+        pthread_mutex_unlock(&db->shards[s].mu);
+    if (rc == 0 && it->ordered)
+        qsort_r(it->snap->buf, it->snap->n, it->snap->stride, snap_cmp, &it->klen);
+    return rc;
+}
+
+static int next_snapshot(armdb_iter *it, size_t *vlen)
+{
+    struct snapshot *sn = it->snap;
+    if (sn->next == sn->n)
+        return ARMDB_NOTFOUND;
+    uint64_t i = it->reverse ? sn->n - 1 - sn->next : sn->next;
+    sn->next++;
+    const unsigned char *e = sn->buf + i * sn->stride;
+    uint32_t shard, vl, voff;
+    uint64_t gsn;
+    struct dfile *f;
+    memcpy(&shard, e, 4);
+    memcpy(&vl, e + 4, 4);
+    memcpy(&voff, e + 8, 4);
+    memcpy(&gsn, e + 16, 8);
+    memcpy(&f, e + 24, sizeof f);
+    memcpy(it->key, e + SNAP_KEY, it->klen);
+    *vlen = vl;
+    if (it->db->value_len) {
+        it->inline_val = e + SNAP_KEY + it->klen;
+        return 0;
+    }
+    if (val_room(it, vl) < 0)
+        return err_set(-ENOMEM, "iterate %s", it->db->dir);
+    if (!f) /* cannot happen: the index named a listed file */
+        return err_set(ARMDB_CORRUPT, "%s: a snapshot entry without its file", it->db->dir);
+    struct shard *sh = &it->db->shards[shard];
+    pthread_mutex_lock(&sh->mu);
+    return shard_read_at_unlock(sh, f, gsn, voff, vl, it->key, it->val);
+}
+
+static void close_snapshot(struct snapshot *sn)
+{
+    if (!sn)
+        return;
+    for (uint32_t i = 0; i < sn->npins; i++)
+        dfile_unref(sn->pins[i]);
+    free(sn->pins);
+    free(sn->buf);
+    free(sn);
+}
+
 /* ---- the unordered full scan ---- */
 
 static int next_unordered(armdb_iter *it, size_t *vlen)
@@ -263,9 +415,10 @@ API int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi,
         return err_set(ARMDB_INVAL, "store handle and out must not be NULL");
     *out = NULL;
     bool ordered = db->meta.flags & META_ORDERED;
-    if (flags & ~(unsigned)(ARMDB_ITER_REVERSE | ARMDB_ITER_PREFIX))
-        return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", flags & ~(unsigned)(ARMDB_ITER_REVERSE | ARMDB_ITER_PREFIX));
-    if ((lo || hi || flags) && !ordered)
+    const unsigned known = ARMDB_ITER_REVERSE | ARMDB_ITER_PREFIX | ARMDB_ITER_SNAPSHOT;
+    if (flags & ~known)
+        return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", flags & ~known);
+    if ((lo || hi || (flags & ~(unsigned)ARMDB_ITER_SNAPSHOT)) && !ordered)
         return err_set(ARMDB_INVAL, "range, prefix and reverse scans need an ordered store (ARMDB_ORDERED); %s is not",
                        db->dir);
     if (lo && lolen > db->key_len)
@@ -280,7 +433,7 @@ API int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi,
     it->db = db;
     it->klen = db->key_len;
     it->ordered = ordered;
-    if (ordered) {
+    if (ordered || (flags & ARMDB_ITER_SNAPSHOT)) {
         it->reverse = flags & ARMDB_ITER_REVERSE;
         it->prefix = flags & ARMDB_ITER_PREFIX;
         it->bounds = malloc((lo ? lolen : 0) + (hi ? hilen : 0) + 1);
@@ -298,7 +451,7 @@ API int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi,
             it->hi = it->bounds + it->lolen;
             it->hilen = (uint32_t)hilen;
         }
-        if (open_ordered(it) < 0) {
+        if (((flags & ARMDB_ITER_SNAPSHOT) ? open_snapshot(it) : open_ordered(it)) < 0) {
             armdb_iter_close(it);
             return err_set(-ENOMEM, "open an iterator on %s", db->dir);
         }
@@ -311,12 +464,13 @@ API int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const vo
 {
     if (!it || !key || !klen || !val || !vlen)
         return err_set(ARMDB_INVAL, "iterator and out pointers must not be NULL");
-    int rc = it->ordered ? next_ordered(it, vlen) : next_unordered(it, vlen);
+    it->inline_val = NULL;
+    int rc = it->snap ? next_snapshot(it, vlen) : it->ordered ? next_ordered(it, vlen) : next_unordered(it, vlen);
     if (rc == ARMDB_NOTFOUND || rc == -ENOMEM)
         return rc;
     *key = it->key;
     *klen = it->klen;
-    *val = it->val;
+    *val = it->inline_val ? it->inline_val : it->val;
     return rc;
 }
 
@@ -327,6 +481,7 @@ API void armdb_iter_close(armdb_iter *it)
     if (it->cur)
         for (uint32_t s = 0; s < it->db->nshards; s++)
             free(it->cur[s].keys), free(it->cur[s].recs), free(it->cur[s].gsns);
+    close_snapshot(it->snap);
     free(it->cur);
     free(it->heap);
     free(it->bounds);

@@ -511,11 +511,30 @@ static int value_locked(struct shard *sh, const unsigned char *rec, const void *
     return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb), true);
 }
 
+static int read_loc_unlock(struct shard *sh, const unsigned char *rec, struct loc l, int rc, const void *key,
+                           void *dst, bool fill);
+
 int shard_read_unlock(struct shard *sh, const unsigned char *rec, const void *key, void *dst, bool fill)
 {
     struct loc l;
-    const unsigned char *val;
     int rc = rec_loc(sh, rec, &l);
+    return read_loc_unlock(sh, rec, l, rc, key, dst, fill);
+}
+
+int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
+                         const void *key, void *dst)
+{
+    uint32_t klen = sh->db->key_len;
+    struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
+    return read_loc_unlock(sh, NULL, l, 0, key, dst, false);
+}
+
+/* The rest of shard_read_unlock, from the location (rc: rec_loc's). rec
+ * is only read for an inline value. */
+static int read_loc_unlock(struct shard *sh, const unsigned char *rec, struct loc l, int rc, const void *key,
+                           void *dst, bool fill)
+{
+    const unsigned char *val;
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
     if (rc == 1 && l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb))

@@ -49,6 +49,7 @@ enum armdb_io_backend {
 enum armdb_iter_flags {
     ARMDB_ITER_REVERSE = 1,
     ARMDB_ITER_PREFIX = 2,
+    ARMDB_ITER_SNAPSHOT = 4,
 };
 
 enum armdb_limits {

@@ -275,7 +275,8 @@ local function decoded(self, nxt)
     end
 end
 
--- The raw scan options of opts ({reverse = bool, limit = n}), checked.
+-- The raw scan options of opts ({reverse = bool, limit = n, snapshot =
+-- bool}), checked.
 local function scan_opts(self, opts, level)
     if opts == nil then
         return {}
@@ -285,9 +286,9 @@ local function scan_opts(self, opts, level)
     end
     local o = {}
     for k, v in pairs(opts) do
-        if k ~= "reverse" and k ~= "limit" then
+        if k ~= "reverse" and k ~= "limit" and k ~= "snapshot" then
             error("armdb: collection " .. self.name .. ": unknown scan option " .. tostring(k)
-                .. " (reverse and limit are known)", level)
+                .. " (reverse, limit and snapshot are known)", level)
         end
         o[k] = v
     end

@@ -408,10 +408,12 @@ end
 -- Scan options besides errors: lo, hi (byte strings, at most key_len
 -- bytes; nil = unbounded) select [lo, hi); prefix (a byte string) the keys
 -- that begin with it; reverse descends; limit (a count) ends the scan
--- after that many pairs. All but limit need an ordered store (created with
--- ordered = true); C's message says so otherwise.
+-- after that many pairs; snapshot makes it a point-in-time view (the
+-- store as of the call; see ARMDB_ITER_SNAPSHOT in armdb.h for its cost).
+-- lo, hi, prefix and reverse need an ordered store (created with ordered =
+-- true); C's message says so otherwise.
 local SCAN_OPTS = { lo = "string", hi = "string", prefix = "string", reverse = "boolean", limit = "number",
-    errors = "boolean" }
+    errors = "boolean", snapshot = "boolean" }
 
 local function scan_args(opts, level)
     if opts == nil then
@@ -442,6 +444,9 @@ local function scan_args(opts, level)
     end
     if opts.reverse then
         flags = bit.bor(flags, C.ARMDB_ITER_REVERSE)
+    end
+    if opts.snapshot then
+        flags = bit.bor(flags, C.ARMDB_ITER_SNAPSHOT)
     end
     return lo, hi, flags, limit, opts.errors == true
 end

@@ -12,7 +12,11 @@
  *    repacked, and still scans right;
  *  - errors: what unordered stores and bad bounds get;
  *  - concurrent: a writer changes keys while scans run; every key that is
- *    never touched is seen exactly once, in strict order, with its value.
+ *    never touched is seen exactly once, in strict order, with its value;
+ *  - snapshots: what an ARMDB_ITER_SNAPSHOT iterator returns is the store
+ *    at its open, after overwrites, deletes, inserts and a compaction that
+ *    removed the files it reads; and while a writer moves amounts between
+ *    keys with batches, every snapshot sees the same total.
  *
  * Replay: ARMDB_SEED=<seed>; ARMDB_TEST_SCALE=<percent> scales the counts.
  */
@@ -21,6 +25,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #define KEY_LEN 8
 #define NKEYS 2000
@@ -419,6 +424,213 @@ static void test_concurrent(const char *base)
     free(dir);
 }
 
+/* ---- snapshots ---- */
+
+static void snap_expect(armdb_iter *it, const struct model *m, bool rev, const bool *present, const uint64_t *ver)
+{
+    for (uint32_t n = 0; n < NKEYS; n++) {
+        uint32_t j = rev ? NKEYS - 1 - n : n;
+        uint32_t i = m->id[j];
+        if (!present[i])
+            continue;
+        const void *k, *v;
+        size_t kl, vl;
+        CHECK_OK(armdb_iter_next(it, &k, &kl, &v, &vl));
+        CHECK(memcmp(k, m->keys[j], KEY_LEN) == 0);
+        uint8_t want[VAL_LEN];
+        make_val(i, ver[i], want);
+        CHECK(vl == VAL_LEN && memcmp(v, want, VAL_LEN) == 0);
+    }
+    const void *k, *v;
+    size_t kl, vl;
+    CHECK_RC(armdb_iter_next(it, &k, &kl, &v, &vl), ARMDB_NOTFOUND);
+}
+
+static void test_snapshot(const char *base)
+{
+    char *dir = t_path(base, "snap");
+    armdb *db = open_store(dir, ARMDB_CREATE | ARMDB_ORDERED);
+    static bool present[NKEYS];
+    static uint64_t ver[NKEYS];
+    uint8_t k[KEY_LEN], v[VAL_LEN];
+    for (uint32_t i = 0; i < NKEYS; i += 2) {
+        make_key(i, k);
+        make_val(i, 1, v);
+        CHECK_OK(armdb_put(db, k, KEY_LEN, v, VAL_LEN));
+        present[i] = true;
+        ver[i] = 1;
+    }
+    armdb_iter *fwd, *rev;
+    CHECK_OK(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT, &fwd));
+    CHECK_OK(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT | ARMDB_ITER_REVERSE, &rev));
+    /* Everything changes: overwrites, deletes, new keys, and a compaction
+     * that rewrites and removes every file the snapshots point into. */
+    for (int round = 2; round < 6; round++)
+        for (uint32_t i = 0; i < NKEYS; i++) {
+            make_key(i, k);
+            if (i % 3 == 0) {
+                int rc = armdb_delete(db, k, KEY_LEN);
+                CHECK(rc == 0 || rc == ARMDB_NOTFOUND);
+            } else {
+                make_val(i, (uint64_t)round, v);
+                CHECK_OK(armdb_put(db, k, KEY_LEN, v, VAL_LEN));
+            }
+        }
+    armdb_stat st;
+    CHECK_OK(armdb_compact(db));
+    CHECK_OK(armdb_stats(db, &st));
+    CHECK(st.compactions > 0);
+    /* Consumed halfway, then more changes, then the rest. */
+    for (int n = 0; n < 10; n++) {
+        const void *kk, *vv;
+        size_t kl, vl;
+        CHECK_OK(armdb_iter_next(fwd, &kk, &kl, &vv, &vl));
+    }
+    armdb_iter_close(fwd);
+    CHECK_OK(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT, &fwd)); /* the store now */
+    static bool now_present[NKEYS];
+    static uint64_t now_ver[NKEYS];
+    for (uint32_t i = 0; i < NKEYS; i++) {
+        now_present[i] = i % 3 != 0;
+        now_ver[i] = 5;
+    }
+    snap_expect(rev, &g_m, true, present, ver);
+    armdb_iter_close(rev);
+    snap_expect(fwd, &g_m, false, now_present, now_ver);
+    armdb_iter_close(fwd);
+    /* A range and a prefix as snapshots. */
+    CHECK_OK(armdb_iter_open(db, "b", 1, "c", 1, ARMDB_ITER_SNAPSHOT, &fwd));
+    const void *kk, *vv;
+    size_t kl, vl;
+    uint32_t n = 0;
+    while (armdb_iter_next(fwd, &kk, &kl, &vv, &vl) == 0) {
+        CHECK(((const uint8_t *)kk)[0] == 'b');
+        n++;
+    }
+    CHECK(n > 0);
+    armdb_iter_close(fwd);
+    CHECK_OK(armdb_close(db));
+
+    /* Unordered stores and inline values take snapshots too. */
+    char *udir = t_path(base, "snap-unordered");
+    armdb_options o;
+    armdb_options_init(&o);
+    o.key_len = KEY_LEN;
+    o.value_len = 8;
+    o.shards = 3;
+    o.flags = ARMDB_CREATE;
+    CHECK_OK(armdb_open(udir, &o, &db));
+    for (uint64_t i = 0; i < 100; i++) {
+        make_key((uint32_t)i, k);
+        CHECK_OK(armdb_put(db, k, KEY_LEN, &i, 8));
+    }
+    CHECK_OK(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT, &fwd));
+    CHECK_RC(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT | ARMDB_ITER_REVERSE, &rev), ARMDB_INVAL);
+    for (uint64_t i = 0; i < 100; i++) {
+        uint64_t x = 1000 + i;
+        make_key((uint32_t)i, k);
+        CHECK_OK(armdb_put(db, k, KEY_LEN, &x, 8));
+    }
+    n = 0;
+    while (armdb_iter_next(fwd, &kk, &kl, &vv, &vl) == 0) {
+        uint64_t x;
+        memcpy(&x, vv, 8);
+        CHECK(vl == 8 && x < 100);
+        uint8_t want[KEY_LEN];
+        make_key((uint32_t)x, want);
+        CHECK(memcmp(want, kk, KEY_LEN) == 0);
+        n++;
+    }
+    CHECK(n == 100);
+    armdb_iter_close(fwd);
+    CHECK_OK(armdb_close(db));
+    free(udir);
+    free(dir);
+}
+
+/* Batches move amounts between accounts; every snapshot sums the same. */
+#define ACCOUNTS 64
+#define TOTAL (ACCOUNTS * 1000)
+
+static void *mover(void *arg)
+{
+    struct conc *c = arg;
+    uint64_t rng = g_seed ^ 0x5a5a;
+    while (!atomic_load(&c->stop)) {
+        uint32_t a = (uint32_t)(t_rand(&rng) % ACCOUNTS), b = (uint32_t)(t_rand(&rng) % ACCOUNTS);
+        if (a == b)
+            continue;
+        uint8_t ka[KEY_LEN], kb[KEY_LEN];
+        uint64_t va, vb;
+        size_t n;
+        make_key(a, ka);
+        make_key(b, kb);
+        CHECK_OK(armdb_get(c->db, ka, KEY_LEN, &va, 8, &n));
+        CHECK_OK(armdb_get(c->db, kb, KEY_LEN, &vb, 8, &n));
+        uint64_t amt = va ? t_rand(&rng) % va : 0, na = va - amt, nb = vb + amt;
+        armdb_op ops[] = {
+            {ARMDB_OP_CHECK, ka, KEY_LEN, &va, 8},
+            {ARMDB_OP_CHECK, kb, KEY_LEN, &vb, 8},
+            {ARMDB_OP_PUT, ka, KEY_LEN, &na, 8},
+            {ARMDB_OP_PUT, kb, KEY_LEN, &nb, 8},
+        };
+        int rc = armdb_batch(c->db, ops, 4);
+        CHECK(rc == 0 || rc == ARMDB_CONFLICT);
+        c->writes++;
+    }
+    return NULL;
+}
+
+static void test_snapshot_batches(const char *base)
+{
+    char *dir = t_path(base, "accounts");
+    armdb_options o;
+    armdb_options_init(&o);
+    o.key_len = KEY_LEN;
+    o.shards = 4;
+    o.max_file_size = 64 << 10;
+    o.flags = ARMDB_CREATE | ARMDB_ORDERED;
+    armdb *db;
+    CHECK_OK(armdb_open(dir, &o, &db));
+    for (uint32_t i = 0; i < ACCOUNTS; i++) {
+        uint8_t k[KEY_LEN];
+        uint64_t v = TOTAL / ACCOUNTS;
+        make_key(i, k);
+        CHECK_OK(armdb_put(db, k, KEY_LEN, &v, 8));
+    }
+    struct conc c = {.db = db};
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, mover, &c) == 0);
+    uint32_t scans = (uint32_t)scaled(200);
+    for (uint32_t s = 0; s < scans; s++) {
+        armdb_iter *it;
+        CHECK_OK(armdb_iter_open(db, NULL, 0, NULL, 0, ARMDB_ITER_SNAPSHOT | (s % 2 ? ARMDB_ITER_REVERSE : 0), &it));
+        uint64_t sum = 0, n = 0;
+        const void *k, *v;
+        size_t kl, vl;
+        while (armdb_iter_next(it, &k, &kl, &v, &vl) == 0) {
+            uint64_t x;
+            memcpy(&x, v, 8);
+            sum += x;
+            if (++n % 8 == 0) { /* let batches land mid-scan */
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        armdb_iter_close(it);
+        CHECK(n == ACCOUNTS);
+        if (sum != TOTAL) {
+            fprintf(stderr, "snapshot %u: total %" PRIu64 ", expected %d\n", s, sum, TOTAL);
+            CHECK(0);
+        }
+    }
+    atomic_store(&c.stop, true);
+    pthread_join(tid, NULL);
+    printf("snapshots: %u consistent totals while %" PRIu64 " batches\n", scans, c.writes);
+    CHECK_OK(armdb_close(db));
+    free(dir);
+}
+
 int main(void)
 {
     g_seed = t_env_u64("ARMDB_SEED", 20261124);
@@ -429,6 +641,8 @@ int main(void)
     test_model(base);
     test_sparse(base);
     test_concurrent(base);
+    test_snapshot(base);
+    test_snapshot_batches(base);
     t_rmtree(base);
     free(base);
     printf("ordered: passed (seed %" PRIu64 ")\n", g_seed);
