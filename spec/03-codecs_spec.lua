@@ -8,12 +8,7 @@ ffi.cdef([[
 struct armdb_spec03_point { double x, y; int32_t tag; };
 ]])
 
--- The message of the error fn(...) raises, without its position.
-local function raised(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    return (tostring(err):gsub("^[^:]*:%d+: ", ""))
-end
+local raised = require("helpers").raised
 
 -- Assert that encoding values in the order given gives strictly
 -- increasing bytes (byte order = value order).

@@ -16,24 +16,9 @@ local helpers = require("helpers")
 local defer, tmpdir = helpers.defer, helpers.tmpdir
 local read, write = helpers.read_file, helpers.write_file
 
--- A fresh database directory (removed when the test ends) and a db on it.
-local function fresh(opts)
-    local dir = tmpdir() .. "/db"
-    local o = { sync = "none" }
-    for k, v in pairs(opts or {}) do
-        o[k] = v
-    end
-    local db = assert(armdb.open(dir, o))
-    defer(function() db:close() end)
-    return db, dir
-end
+local fresh = helpers.fresh_db
 
--- The message of the error fn(...) raises, without its position.
-local function raised(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    return (tostring(err):gsub("^[^:]*:%d+: ", ""))
-end
+local raised = require("helpers").raised
 
 local USERS = { key = "u64", value = "json" }
 

@@ -8,19 +8,9 @@ local codes = armdb.codes
 local helpers = require("helpers")
 local defer, tmpdir, q, write, exists = helpers.defer, helpers.tmpdir, helpers.q, helpers.write_file, helpers.exists
 
-local function fresh()
-    local dir = tmpdir() .. "/db"
-    local db = assert(armdb.open(dir, { sync = "none" }))
-    defer(function() db:close() end)
-    return db, dir
-end
+local fresh = helpers.fresh_db
 
--- The message of the error fn(...) raises, without its position.
-local function raised(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    return (tostring(err):gsub("^[^:]*:%d+: ", ""))
-end
+local raised = require("helpers").raised
 
 describe("store:batch()", function()
     it("applies puts, deletes and checks all or nothing", function()

@@ -30,6 +30,28 @@ function M.defer(fn)
     defer_with(getfenv(2).finally, fn)
 end
 
+-- The message of the error fn(...) raises, without its position.
+function M.raised(fn, ...)
+    local ok, err = pcall(fn, ...)
+    if ok then
+        error("expected an error", 2)
+    end
+    return (tostring(err):gsub("^[^:]*:%d+: ", ""))
+end
+
+-- A fresh database directory (removed when the test ends) and a db on it,
+-- closed when the test ends; opts default to sync = "none".
+function M.fresh_db(opts)
+    local dir = M.tmpdir() .. "/db"
+    local o = { sync = "none" }
+    for k, v in pairs(opts or {}) do
+        o[k] = v
+    end
+    local db = assert(require("armdb").open(dir, o))
+    defer_with(getfenv(2).finally, function() db:close() end)
+    return db, dir
+end
+
 -- A string quoted for sh.
 function M.q(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

@@ -254,33 +254,25 @@ bool otree_seek(const struct otree *t, const struct index *ix, const void *b, ui
     return pos_fix(t, pos);
 }
 
-bool otree_first(const struct otree *t, struct opos *pos)
+/* The first key (last: the last one). */
+static bool edge(const struct otree *t, struct opos *pos, bool last)
 {
     pos->leaf = pos->i = 0;
     if (!t->height)
         return false;
     uint32_t id = t->root;
     for (uint32_t d = 0; d + 1 < t->height; d++)
-        id = inner_child(t, id)[0];
-    pos->leaf = id;
-    return leaf_at(t, id)->n > 0;
-}
-
-bool otree_last(const struct otree *t, struct opos *pos)
-{
-    pos->leaf = pos->i = 0;
-    if (!t->height)
-        return false;
-    uint32_t id = t->root;
-    for (uint32_t d = 0; d + 1 < t->height; d++)
-        id = inner_child(t, id)[*inner_n(t, id)];
+        id = inner_child(t, id)[last ? *inner_n(t, id) : 0];
     struct leaf *l = leaf_at(t, id);
     if (!l->n)
         return false;
     pos->leaf = id;
-    pos->i = l->n - 1;
+    pos->i = last ? l->n - 1 : 0;
     return true;
 }
+
+bool otree_first(const struct otree *t, struct opos *pos) { return edge(t, pos, false); }
+bool otree_last(const struct otree *t, struct opos *pos) { return edge(t, pos, true); }
 
 bool otree_next(const struct otree *t, struct opos *pos)
 {

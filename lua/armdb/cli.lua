@@ -293,19 +293,14 @@ end
 
 -- ---- text forms of bytes ----
 
-local function to_hex(s)
-    return (s:gsub(".", function(c)
-        return string.format("%02x", c:byte())
-    end))
-end
+local to_hex = require("armdb.codecs").to_hex
 
 local function from_hex(h, what)
-    if #h % 2 ~= 0 or h:find("[^%x]") then
+    local b = require("armdb.codecs").from_hex(h)
+    if b == nil then
         return nil, what .. " is not hexadecimal (two digits a byte): " .. h
     end
-    return (h:gsub("%x%x", function(x)
-        return string.char(tonumber(x, 16))
-    end))
+    return b
 end
 
 local ESC = { ["\\"] = "\\\\", ["\t"] = "\\t", ["\n"] = "\\n", ["\r"] = "\\r" }

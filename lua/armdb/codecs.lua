@@ -76,6 +76,22 @@ local function show(v)
 end
 M.show = show
 
+-- Bytes as hex digits, and back (nil if h is not two hex digits a byte).
+function M.to_hex(s)
+    return (s:gsub(".", function(c)
+        return string.format("%02x", c:byte())
+    end))
+end
+
+function M.from_hex(h)
+    if #h % 2 ~= 0 or h:find("[^%x]") then
+        return nil
+    end
+    return (h:gsub("%x%x", function(x)
+        return string.char(tonumber(x, 16))
+    end))
+end
+
 -- Raise "armdb: codec NAME: VALUE WHY" at `level` counted from the caller
 -- of encode (bad is called from encode, never as a tail call).
 local function bad(name, v, why, level)

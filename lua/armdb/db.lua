@@ -545,17 +545,7 @@ function Batch:check(coll, k, v)
     end
 end
 
-local function to_hex(s)
-    return (s:gsub(".", function(c)
-        return string.format("%02x", c:byte())
-    end))
-end
-
-local function from_hex(h)
-    return (h:gsub("%x%x", function(x)
-        return string.char(tonumber(x, 16))
-    end))
-end
+local to_hex, from_hex = codecs.to_hex, codecs.from_hex
 
 local INTENT = "BATCH"
 
@@ -598,8 +588,12 @@ function redo_intent(self)
             return nil, "completing the batch in " .. INTENT .. " of " .. self.dir .. ": " .. msg, code
         end
         local ops = {}
-        for i, op in ipairs(part.ops) do
-            ops[i] = { op[1], from_hex(op[2]), op[3] and from_hex(op[3]) or nil }
+        for i, op in ipairs(type(part.ops) == "table" and part.ops or {}) do
+            local k, v = type(op[2]) == "string" and from_hex(op[2]), type(op[3]) == "string" and from_hex(op[3])
+            if not k or (op[1] ~= "put" and op[1] ~= "delete") or (op[1] == "put" and not v) then
+                return nil, INTENT .. " of " .. self.dir .. " is damaged", CORRUPT
+            end
+            ops[i] = { op[1], k, v or nil }
         end
         local done
         done, msg, code = coll._store:batch(ops)

@@ -517,19 +517,24 @@ function Store:pairs(opts)
     return nxt
 end
 
--- s:range(lo, hi, opts): pairs over [lo, hi) (either nil: unbounded).
-function Store:range(lo, hi, opts)
+-- o (the bounds of range or prefix) with the other options of opts; raises
+-- at the caller of the method (named what) on a bound given as an option.
+local function with_bounds(o, opts, what)
     if opts ~= nil and type(opts) ~= "table" then
-        error("armdb: scan options must be a table, got " .. type(opts), 2)
+        error("armdb: scan options must be a table, got " .. type(opts), 3)
     end
-    local o = { lo = lo, hi = hi }
     for k, v in pairs(opts or {}) do
         if k == "lo" or k == "hi" or k == "prefix" then
-            error("armdb: range takes its bounds as arguments, not as option " .. k, 2)
+            error("armdb: " .. what .. " takes its bounds as arguments, not as option " .. k, 3)
         end
         o[k] = v
     end
-    local nxt = scan(self, o, 3)
+    return o
+end
+
+-- s:range(lo, hi, opts): pairs over [lo, hi) (either nil: unbounded).
+function Store:range(lo, hi, opts)
+    local nxt = scan(self, with_bounds({ lo = lo, hi = hi }, opts, "range"), 3)
     return nxt
 end
 
@@ -538,17 +543,7 @@ function Store:prefix(p, opts)
     if type(p) ~= "string" then
         error("armdb: prefix must be a string, got " .. type(p), 2)
     end
-    if opts ~= nil and type(opts) ~= "table" then
-        error("armdb: scan options must be a table, got " .. type(opts), 2)
-    end
-    local o = { prefix = p }
-    for k, v in pairs(opts or {}) do
-        if k == "lo" or k == "hi" or k == "prefix" then
-            error("armdb: prefix takes its prefix as an argument, not option " .. k, 2)
-        end
-        o[k] = v
-    end
-    local nxt = scan(self, o, 3)
+    local nxt = scan(self, with_bounds({ prefix = p }, opts, "prefix"), 3)
     return nxt
 end
 
