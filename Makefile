@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjs
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench bench-core bench-lua bench-compact clean
+	check-all fuzz crash bench bench-core bench-lua bench-compact bench-ordered-index clean
 
 all: build
 
@@ -143,6 +143,14 @@ bench-compact: build
 	  bench/compact.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
 	  -lxxhash -lpthread -o $(BUILD)/bench-compact
 	$(BUILD)/bench-compact $${BENCH_KEYS:-1000000} > bench/results/compact-$$(date +%Y-%m-%d).json
+
+# The ordered index (a B+tree) against a skiplist on the same records
+# (bench/README.md). BENCH_KEYS as for bench-core.
+bench-ordered-index: build
+	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/ordered_index.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
+	  -lxxhash -lpthread -o $(BUILD)/bench-ordered-index
+	$(BUILD)/bench-ordered-index $${BENCH_KEYS:-1000000} > bench/results/ordered-index-$$(date +%Y-%m-%d).json
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,
 # and the fuzzers.
