@@ -36,13 +36,15 @@
  *   ..  8  XXH3-64 of all the bytes before
  */
 
-bool batch_aborted(const armdb *db, uint64_t gsn)
+bool batch_aborted(armdb *db, uint64_t gsn)
 {
     uint64_t g = gsn & GSN_MASK;
-    for (uint32_t i = 0; i < db->naborted; i++)
-        if (g >= db->aborted[i].first && g <= db->aborted[i].last)
-            return true;
-    return false;
+    bool found = false;
+    pthread_mutex_lock(&db->durable_mu); /* a failing batch may add a run meanwhile */
+    for (uint32_t i = 0; i < db->naborted && !found; i++)
+        found = g >= db->aborted[i].first && g <= db->aborted[i].last;
+    pthread_mutex_unlock(&db->durable_mu);
+    return found;
 }
 
 int durable_load(armdb *db)

@@ -621,7 +621,7 @@ void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool
 /* Read the DURABLE file (absent: D = 0, no aborted runs). */
 int durable_load(armdb *db) MUST_CHECK;
 /* Is gsn in a run of members recorded as never to apply? */
-bool batch_aborted(const armdb *db, uint64_t gsn);
+bool batch_aborted(armdb *db, uint64_t gsn);
 /* Record members [first, last] (runs[0..n)) as never to apply, durably
  * unless the store is read-only. */
 int batch_abort(armdb *db, uint64_t first, uint64_t last);
