@@ -102,9 +102,10 @@ fuzz:
 	  grep -E '^Done [0-9]+ runs' build-fuzz/fuzz_$$t.log | tail -1; \
 	done
 
-# The kill -9 crash test, run much longer than in `make check`.
+# The kill -9 crash tests (single writes, then atomic batches), run much longer than in `make check`.
 crash: build
 	ARMDB_CRASH_ROUNDS=$${ARMDB_CRASH_ROUNDS:-5000} ./$(BUILD)/crash_kill
+	ARMDB_CRASH_ROUNDS=$${ARMDB_CRASH_ROUNDS:-5000} ./$(BUILD)/crash_batch
 
 # The core benchmark: armdb against LMDB and LevelDB, one thread, 1M keys
 # (BENCH_KEYS, BENCH_REPS, BENCH_SYNC_KEYS, BENCH_COLD_KEYS, TMPDIR: see

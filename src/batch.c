@@ -76,6 +76,12 @@ int durable_load(armdb *db)
     }
     db->naborted = db->aborted_cap = n;
     io_read_file_free(buf, len);
+    /* New entries must come after D (which may be another store's GSN) and
+     * after every aborted run: a GSN at or below D would pass as ordinary,
+     * one in a run as never to apply. */
+    gsn_observe(db, db->durable_gsn);
+    for (uint32_t i = 0; i < n; i++)
+        gsn_observe(db, db->aborted[i].last);
     return 0;
 }
 

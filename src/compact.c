@@ -176,7 +176,10 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     pthread_mutex_lock(&sh->mu);
     r = index_find(ix, key, h);
     if (tomb) {
-        keep = r < 0 && older_elsewhere(sh, c->f, gsn & GSN_MASK);
+        /* (The output counts too: it may hold an older batch member of
+         * the key, copied while dead because it is above D.) */
+        keep = r < 0 && (older_elsewhere(sh, c->f, gsn & GSN_MASK) ||
+                         (c->acc.min_gsn && c->acc.min_gsn < (gsn & GSN_MASK)));
     } else {
         const unsigned char *rec = r >= 0 ? index_rec(ix, (uint32_t)r) : NULL;
         live = rec && rec_gsn(rec) == gsn && rec_u32(rec, REC_FILE) == c->f->id && rec_u32(rec, REC_VOFF) == voff;
@@ -344,7 +347,15 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
     /* An entry counted dead here may be dead only because of a write not
      * yet durable: if that write were lost in a crash, this entry would
      * be the key's value again. Make everything appended so far durable
-     * before anything of the old file can go. */
+     * before anything of the old file can go: in this shard, and in every
+     * shard if batch members may be above D (the newer write may be one,
+     * whose batch a crash could tear in another shard, undoing it). */
+    if (atomic_load(&sh->db->batch_max) > atomic_load(&sh->db->durable_gsn)) {
+        for (uint32_t i = 0; i < sh->db->nshards && rc == 0; i++)
+            rc = shard_sync(&sh->db->shards[i]);
+        if (rc < 0)
+            goto fail;
+    }
     if ((rc = shard_sync(sh)) < 0)
         goto fail;
     if (c.base + c.len > 0) {
