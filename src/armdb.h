@@ -130,7 +130,7 @@
  *   live / (1 - compaction_threshold) until it has caught up. Every data
  *   file holds an open descriptor: max_file_size sets how many there are.
  * - Ordered stores (ARMDB_ORDERED, chosen at creation) keep a B+tree of
- *   record numbers per shard besides: about 4.5 to 6 more bytes per key
+ *   record numbers per shard besides: about 5 to 7 more bytes per key
  *   (included in index_bytes_per_key), a put of a new key or a delete
  *   walks it under the shard's lock, and the open sorts every shard's keys
  *   to build it. Scans are not a point-in-time view (see armdb_iter_open).
