@@ -188,17 +188,27 @@ static void random_scan(armdb *db, uint64_t *rng)
     }
 }
 
-static armdb *open_store(const char *dir, unsigned flags)
+/* Most writes a thread makes while scans run: each data file holds a
+ * descriptor, and a writer left to run for as long as slow scans take could
+ * pass the process's limit (1024 where the tests run). */
+#define CONC_WRITES 400000
+
+static armdb *open_with(const char *dir, unsigned flags, uint64_t max_file)
 {
     armdb_options o;
     armdb_options_init(&o);
     o.key_len = KEY_LEN;
     o.shards = 4;
-    o.max_file_size = 64 << 10;
-    o.flags = flags | ARMDB_NO_AUTO_COMPACT;
+    o.max_file_size = max_file;
+    o.flags = flags;
     armdb *db;
     CHECK_OK(armdb_open(dir, &o, &db));
     return db;
+}
+
+static armdb *open_store(const char *dir, unsigned flags)
+{
+    return open_with(dir, flags | ARMDB_NO_AUTO_COMPACT, 64 << 10);
 }
 
 static void test_model(const char *base)
@@ -356,7 +366,7 @@ static void *writer(void *arg)
 {
     struct conc *c = arg;
     uint64_t rng = g_seed ^ 0xabc, ver = 1 << 20;
-    while (!atomic_load(&c->stop)) {
+    while (!atomic_load(&c->stop) && c->writes < CONC_WRITES) {
         uint32_t i = (uint32_t)(t_rand(&rng) % (NKEYS / 2)) * 2 + 1;
         uint8_t k[KEY_LEN], v[VAL_LEN];
         make_key(i, k);
@@ -375,7 +385,7 @@ static void *writer(void *arg)
 static void test_concurrent(const char *base)
 {
     char *dir = t_path(base, "conc");
-    armdb *db = open_store(dir, ARMDB_CREATE | ARMDB_ORDERED);
+    armdb *db = open_with(dir, ARMDB_CREATE | ARMDB_ORDERED, 4 << 20); /* compacted as it goes */
     for (uint32_t i = 0; i < NKEYS; i += 2) {
         uint8_t k[KEY_LEN], v[VAL_LEN];
         make_key(i, k);
@@ -556,7 +566,7 @@ static void *mover(void *arg)
 {
     struct conc *c = arg;
     uint64_t rng = g_seed ^ 0x5a5a;
-    while (!atomic_load(&c->stop)) {
+    while (!atomic_load(&c->stop) && c->writes < CONC_WRITES) {
         uint32_t a = (uint32_t)(t_rand(&rng) % ACCOUNTS), b = (uint32_t)(t_rand(&rng) % ACCOUNTS);
         if (a == b)
             continue;
@@ -588,7 +598,7 @@ static void test_snapshot_batches(const char *base)
     armdb_options_init(&o);
     o.key_len = KEY_LEN;
     o.shards = 4;
-    o.max_file_size = 64 << 10;
+    o.max_file_size = 1 << 20;
     o.flags = ARMDB_CREATE | ARMDB_ORDERED;
     armdb *db;
     CHECK_OK(armdb_open(dir, &o, &db));
