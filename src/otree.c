@@ -460,6 +460,21 @@ out:
     return rc;
 }
 
+/* Replace t with a packed tree of recs[0..n) (sorted); t is left as it was
+ * if that fails. */
+static int replace_with(struct otree *t, const struct index *ix, const uint32_t *recs, uint32_t n)
+{
+    struct otree nt;
+    int rc = otree_init(&nt, t->key_len);
+    if (rc == 0 && (rc = build_sorted(&nt, ix, recs, n)) < 0)
+        otree_free(&nt);
+    if (rc == 0) {
+        otree_free(t);
+        *t = nt;
+    }
+    return rc;
+}
+
 static int key_order(const void *a, const void *b, void *arg)
 {
     const struct index *ix = arg;
@@ -476,15 +491,8 @@ int otree_build(struct otree *t, const struct index *ix)
         if (rec_gsn(index_rec(ix, r)))
             recs[n++] = r;
     qsort_r(recs, n, 4, key_order, (void *)ix);
-    struct otree nt;
-    int rc = otree_init(&nt, t->key_len);
-    if (rc == 0 && (rc = build_sorted(&nt, ix, recs, n)) < 0)
-        otree_free(&nt);
+    int rc = replace_with(t, ix, recs, n);
     free(recs);
-    if (rc == 0) {
-        otree_free(t);
-        *t = nt;
-    }
     return rc;
 }
 
@@ -499,15 +507,8 @@ static void repack(struct otree *t, const struct index *ix)
     struct opos pos;
     for (bool ok = otree_first(t, &pos); ok; ok = otree_next(t, &pos))
         recs[n++] = otree_rec(t, &pos);
-    struct otree nt;
-    int rc = otree_init(&nt, t->key_len);
-    if (rc == 0 && (rc = build_sorted(&nt, ix, recs, n)) < 0)
-        otree_free(&nt);
+    (void)replace_with(t, ix, recs, n);
     free(recs);
-    if (rc == 0) {
-        otree_free(t);
-        *t = nt;
-    }
 }
 
 /* ---- remove ---- */
