@@ -7,7 +7,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
 # The library and the Lua runtime (luajit2 is OpenResty's LuaJIT: Debian's
 # nginx Lua module needs it, and it replaces the plain luajit package).
-DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev luajit2 lua-cjson
+DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev libsodium-dev luajit2 lua-cjson
 # What the tests need besides: busted, luacheck, luarocks and LuaJIT's
 # headers for the rock, nginx with the Lua module for the OpenResty spec.
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl

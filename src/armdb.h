@@ -219,6 +219,7 @@ enum armdb_flags {
     ARMDB_NO_URING = 1u << 3,  /* never use io_uring (also: env ARMDB_NO_URING=1) */
     ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
     ARMDB_NO_AUTO_COMPACT = 1u << 5, /* compact only when armdb_compact() is called */
+    ARMDB_CIPHER_AES = 1u << 6,  /* create an encrypted store with AES-256-GCM (see ENCRYPTION) */
 };
 
 /* armdb_stat.io_backend */

@@ -106,7 +106,10 @@ static int out_flush(struct compact_ctx *c, bool all)
         return 0;
     if (n > c->len)
         memset(c->buf + c->len, 0, n - c->len);
-    int rc = io_pwrite_full(c->fd, c->buf, n, c->base);
+    /* (Sealed in place: these bytes are not looked at again.) */
+    int rc = c->acc.pk.cr ? dfile_seal(c->sh, &c->acc, c->base, c->buf, c->buf, (uint32_t)n) : 0;
+    if (rc == 0)
+        rc = io_pwrite_full(c->fd, c->buf, n, c->base);
     if (rc < 0)
         return rc;
     if (all) {
@@ -243,13 +246,14 @@ static int compact_publish(struct compact_ctx *c, const char *tmp, const char *n
     int rc = out_flush(c, true);
     if (rc < 0)
         return err_set(rc, "write %s/%s", sh->path, tmp);
-    if ((rc = io_fdatasync(c->fd)) < 0) {
+    if ((rc = io_fdatasync(c->fd)) < 0 || (c->acc.tfd >= 0 && (rc = io_fdatasync(c->acc.tfd)) < 0)) {
         int expected = 0;
         atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
         return err_set(rc, "fdatasync %s/%s", sh->path, tmp);
     }
     *hinted = true; /* from here on, a failure removes the hint too: it may be there */
-    if ((rc = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size)) < 0)
+    struct pagekey hpk;
+    if ((rc = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size, sh->db, hint_pk(&c->acc, &hpk))) < 0)
         return err_set(rc, "write the hint of %s/%s", sh->path, name);
     if ((rc = io_renameat(sh->dirfd, tmp, name)) < 0)
         return err_set(rc, "rename %s/%s to %s", sh->path, tmp, name);
@@ -306,18 +310,25 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
     }
     pthread_mutex_unlock(&sh->mu);
     if (drop) {
-        char name[32];
-        dfile_name(name, sizeof name, f->id, "data");
-        (void)hint_unlink(sh->dirfd, f->id);
-        (void)unlinkat(sh->dirfd, name, 0);
+        (void)dfile_unlink_set(sh, f->id);
         dfile_unref(f); /* the shard's reference */
+    }
+}
+
+/* The output's tags file, if it has one, for an output that is not kept. */
+static void unlink_tags(struct compact_ctx *c)
+{
+    if (c->acc.slots) {
+        char tags[32];
+        dfile_name(tags, sizeof tags, c->oid, "tags");
+        (void)unlinkat(c->sh->dirfd, tags, 0);
     }
 }
 
 int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *stop)
 {
     armdb *db = sh->db;
-    struct compact_ctx c = {.sh = sh, .f = f, .fd = -1, .stop = stop};
+    struct compact_ctx c = {.sh = sh, .f = f, .fd = -1, .stop = stop, .acc = {.tfd = -1}};
     struct dfile *o = NULL;
     bool hinted = false, renamed = false;
     int rc = compact_begin(sh, f, &c.oid);
@@ -332,13 +343,21 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         goto fail;
     }
     c.fd = fd;
+    c.acc.id = c.oid;
+    /* Its entries are some of f's, by the same page rule: at most one gap
+     * of under ENTRY_HDR bytes per page more. */
+    if (db->crypt && (rc = tags_create(sh, &c.acc, db->crypt, f->size / (PAGE - ENTRY_HDR) + 2)) < 0) {
+        rc = err_set(rc, "create the tags of %s/%s", sh->path, name);
+        goto fail;
+    }
     c.cap = OUT_CHUNK;
     if (!(c.buf = aligned_alloc_zero(c.cap))) {
         rc = err_set(-ENOMEM, "compact %s/%08u.data", sh->path, f->id);
         goto fail;
     }
     struct scan_result res;
-    rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, compact_entry, &c, &res);
+    rc = scan_file(f->fd, f->pk.cr ? f : NULL, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false,
+                   compact_entry, &c, &res);
     if (rc < 0) {
         if (rc != -ECANCELED)
             rc = err_set(rc, "compact %s/%08u.data", sh->path, f->id);
@@ -366,6 +385,12 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
             goto fail;
         }
         c.fd = -1; /* o's now */
+        o->pk = c.acc.pk;
+        o->tfd = c.acc.tfd;
+        o->slots = c.acc.slots;
+        o->map_pages = c.acc.map_pages;
+        c.acc.tfd = -1;
+        c.acc.slots = NULL;
         o->size = c.base;
         o->has_hint = true;
         o->min_gsn = c.acc.min_gsn;
@@ -386,6 +411,7 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         close(c.fd);
         c.fd = -1;
         (void)unlinkat(sh->dirfd, tmp, 0);
+        unlink_tags(&c);
     }
     compact_switch(&c, o);
     goto done;
@@ -398,10 +424,12 @@ fail:
     if (hinted)
         (void)hint_unlink(sh->dirfd, c.oid);
     (void)unlinkat(sh->dirfd, renamed ? name : tmp, 0);
+    unlink_tags(&c);
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     pthread_mutex_unlock(&sh->mu);
 done:
+    tags_release(&c.acc);
     free(c.buf);
     free(c.moves);
     hint_buf_free(&c.hb);

@@ -43,11 +43,12 @@ API void armdb_options_init(armdb_options *opts)
 static int check_options(const armdb_options *o)
 {
     const uint32_t known =
-        ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT;
+        ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT |
+        ARMDB_CIPHER_AES;
     if (o->flags & ~known)
         return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
-    if (o->encryption_key)
-        return err_set(ARMDB_INVAL, "encryption_key: encryption is not supported by this version");
+    if ((o->flags & ARMDB_CIPHER_AES) && !o->encryption_key)
+        return err_set(ARMDB_INVAL, "flags: ARMDB_CIPHER_AES without an encryption_key");
     if (o->reserved)
         return err_set(ARMDB_INVAL, "reserved: must be 0");
     if (o->key_len > ARMDB_KEY_MAX)
@@ -116,6 +117,15 @@ static int create_store(armdb *db, const armdb_options *o)
     m.shards = o->shards ? o->shards : (uint32_t)online_cpus();
     if (getrandom(m.salt, sizeof m.salt, 0) != (ssize_t)sizeof m.salt)
         return err_set(-EIO, "getrandom for the store salt");
+    if (o->encryption_key) {
+        m.flags |= META_ENCRYPTED;
+        m.cipher = o->flags & ARMDB_CIPHER_AES ? CIPHER_AES : CIPHER_XCHACHA;
+        int rc = crypt_new(&db->crypt, m.cipher, o->encryption_key, m.salt, m.key_check);
+        if (rc == ARMDB_MISMATCH)
+            return err_set(ARMDB_INVAL, "flags: ARMDB_CIPHER_AES, but this CPU has no AES-256-GCM instructions");
+        if (rc < 0)
+            return err_set(rc, "derive the keys of %s", db->dir);
+    }
     /* Shard directories first: a store whose meta file exists is whole. */
     for (uint32_t i = 0; i < m.shards; i++) {
         char name[12];
@@ -123,12 +133,46 @@ static int create_store(armdb *db, const armdb_options *o)
         if (mkdirat(db->dirfd, name, 0755) < 0 && errno != EEXIST)
             return err_set(-errno, "create %s/%s", db->dir, name);
     }
-    unsigned char buf[META_SIZE];
-    meta_encode(&m, buf);
-    int rc = io_write_file_atomic(db->dirfd, "ARMDB", buf, sizeof buf);
-    if (rc < 0)
-        return err_set(rc, "write %s/ARMDB", db->dir);
     db->meta = m;
+    return db_write_meta(db);
+}
+
+int db_write_meta(armdb *db)
+{
+    unsigned char buf[META_SIZE];
+    size_t n = meta_encode(&db->meta, buf);
+    int rc = io_write_file_atomic(db->dirfd, "ARMDB", buf, n);
+    return rc < 0 ? err_set(rc, "write %s/ARMDB", db->dir) : 0;
+}
+
+/* An encrypted store's key: the options' one, proven by the key check
+ * before anything else of the store is read. */
+static int open_keys(armdb *db, const armdb_options *o)
+{
+    const struct meta *m = &db->meta;
+    bool enc = m->flags & META_ENCRYPTED;
+    if (!enc && o->encryption_key)
+        return err_set(ARMDB_MISMATCH, "encryption_key: store %s is not encrypted", db->dir);
+    if (!enc)
+        return 0;
+    if (!o->encryption_key)
+        return err_set(ARMDB_BADKEY, "encryption_key: store %s is encrypted, and no key was given", db->dir);
+    if ((o->flags & ARMDB_CIPHER_AES) && m->cipher != CIPHER_AES)
+        return err_set(ARMDB_MISMATCH, "flags: store %s uses %s, options ask for ARMDB_CIPHER_AES", db->dir,
+                       crypt_cipher_name(m->cipher));
+    if (db->crypt)
+        return 0; /* created by this open */
+    unsigned char check[32];
+    int rc = crypt_new(&db->crypt, m->cipher, o->encryption_key, m->salt, check);
+    if (rc == ARMDB_MISMATCH)
+        return err_set(rc, "cipher: store %s uses %s, which this CPU does not support", db->dir,
+                       crypt_cipher_name(m->cipher));
+    if (rc < 0)
+        return err_set(rc, "derive the keys of %s", db->dir);
+    bool ok = crypt_equal(check, m->key_check, 32);
+    crypt_wipe(check, sizeof check);
+    if (!ok)
+        return err_set(ARMDB_BADKEY, "encryption_key: not the key of store %s", db->dir);
     return 0;
 }
 
@@ -159,9 +203,10 @@ static int match_meta(armdb *db, const armdb_options *o)
                        o->value_len);
     if (o->shards && o->shards != m->shards)
         return err_set(ARMDB_MISMATCH, "shards: store %s has %u, options say %u", db->dir, m->shards, o->shards);
-    if (m->flags & ~META_ORDERED)
-        return err_set(ARMDB_MISMATCH, "flags: store %s uses features (0x%x) this version lacks", db->dir,
-                       m->flags & ~META_ORDERED);
+    if (m->flags & ~(META_ORDERED | META_ENCRYPTED) ||
+        ((m->flags & META_ENCRYPTED) && m->cipher != CIPHER_XCHACHA && m->cipher != CIPHER_AES))
+        return err_set(ARMDB_MISMATCH, "flags: store %s uses features (0x%x, cipher %u) this version lacks", db->dir,
+                       m->flags, m->cipher);
     if ((o->flags & ARMDB_ORDERED) && !(m->flags & META_ORDERED))
         return err_set(ARMDB_MISMATCH, "flags: store %s is not ordered, options ask for ARMDB_ORDERED", db->dir);
     return 0;
@@ -355,6 +400,8 @@ static void db_free(armdb *db)
         free(db->shards);
     }
     cache_free(db->cache);
+    crypt_free(db->crypt); /* wipes the keys */
+    crypt_free(db->crypt_next);
     if (db->lockfd >= 0)
         close(db->lockfd);
     if (db->dirfd >= 0)
@@ -364,6 +411,7 @@ static void db_free(armdb *db)
     pthread_cond_destroy(&db->sync_cv);
     pthread_mutex_destroy(&db->compact_mu);
     pthread_mutex_destroy(&db->durable_mu);
+    pthread_mutex_destroy(&db->meta_mu);
     free(db->aborted);
     free(db->dir);
     free(db);
@@ -380,7 +428,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
         opts = &zero;
     }
     int rc = check_options(opts);
-    if (rc < 0)
+    if (rc < 0 || (opts->encryption_key && (rc = crypt_init()) < 0))
         return rc;
     armdb *db = calloc(1, sizeof *db);
     if (!db || !(db->dir = strdup(dir))) {
@@ -391,6 +439,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     pthread_mutex_init(&db->bg_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_mutex_init(&db->durable_mu, NULL);
+    pthread_mutex_init(&db->meta_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -406,7 +455,10 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
         rc = read_meta(db);
     else
         rc = create_store(db, opts);
-    if (rc < 0 || (rc = match_meta(db, opts)) < 0)
+    if (rc < 0 || (rc = match_meta(db, opts)) < 0 || (rc = open_keys(db, opts)) < 0)
+        goto fail;
+    /* Nonces for what this writer will seal, before it seals anything. */
+    if (db->crypt && !db->rdonly && (rc = crypt_reserve(db)) < 0)
         goto fail;
 
     db->key_len = db->meta.key_len;

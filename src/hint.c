@@ -22,6 +22,10 @@
  * Every entry of the data file has a record, tombstones and overwritten
  * values included, so that "highest GSN wins" works from hints alone.
  * A hint that fails any check is ignored and its data file scanned.
+ *
+ * In an encrypted store the file is the above zero-padded to whole pages,
+ * each page sealed (kind PK_HINT, the data file's id), followed by the
+ * pages' slots (SLOT bytes each): n * (4096 + SLOT) bytes in all.
  */
 #include "internal.h"
 
@@ -74,10 +78,13 @@ void hint_buf_free(struct hint_buf *hb)
     memset(hb, 0, sizeof *hb);
 }
 
-int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb, uint64_t data_len)
+int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb, uint64_t data_len, armdb *db,
+               const struct pagekey *pk)
 {
     size_t len = (hb->len ? hb->len : HINT_HDR) + 8;
-    unsigned char *p = malloc(len);
+    size_t npages = pk ? round_up(len, PAGE) / PAGE : 0;
+    size_t size = pk ? npages * (PAGE + SLOT) : len;
+    unsigned char *p = calloc(1, size);
     if (!p)
         return -ENOMEM;
     if (hb->len > HINT_HDR)
@@ -90,11 +97,29 @@ int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb,
     put_le64(p + 32, hb->max_gsn);
     put_le64(p + 40, data_len);
     put_le64(p + len - 8, XXH3_64bits(p, len - 8));
+    int rc = pk ? pk_seal(db, pk, 0, p, p, (uint32_t)npages, p + npages * PAGE) : 0;
     char name[32];
     dfile_name(name, sizeof name, id, "hint");
-    int rc = io_write_file_atomic(dirfd, name, p, len);
+    if (rc == 0)
+        rc = io_write_file_atomic(dirfd, name, p, size);
     free(p);
     return rc;
+}
+
+/* Open the sealed pages of an encrypted hint in place: the length of the
+ * plain hint in them, or 0 if they do not open. */
+static size_t hint_unseal(unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, const struct pagekey *pk)
+{
+    if (len == 0 || len % (PAGE + SLOT) != 0 || len / (PAGE + SLOT) > UINT32_MAX)
+        return 0;
+    uint32_t n = (uint32_t)(len / (PAGE + SLOT));
+    if (pk_open(pk, 0, p, n, p + (size_t)n * PAGE) != n)
+        return 0;
+    uint64_t count = get_le64(p + 16), rec = 16 + (uint64_t)klen + ilen;
+    if (count > ((uint64_t)n * PAGE) / rec)
+        return 0;
+    uint64_t plain = HINT_HDR + count * rec + 8;
+    return plain <= (uint64_t)n * PAGE && plain > (uint64_t)(n - 1) * PAGE ? (size_t)plain : 0;
 }
 
 int hint_unlink(int dirfd, uint32_t id)
@@ -136,7 +161,8 @@ int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen,
     return 0;
 }
 
-int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn, void *ctx)
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, const struct pagekey *pk,
+              scan_fn fn, void *ctx)
 {
     char name[32];
     dfile_name(name, sizeof name, id, "hint");
@@ -145,7 +171,8 @@ int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *da
     int rc = io_read_file(dirfd, name, &p, &len);
     if (rc < 0)
         return rc == -ENOENT ? 1 : 2;
-    rc = hint_parse(p, len, klen, ilen, data_len, fn, ctx);
+    size_t plain = pk ? hint_unseal(p, len, klen, ilen, pk) : len;
+    rc = plain ? hint_parse(p, plain, klen, ilen, data_len, fn, ctx) : 2;
     io_read_file_free(p, len);
     return rc;
 }

@@ -134,8 +134,10 @@ struct io_read {
 void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring);
 
 /* ---- meta.c: the ARMDB file ---- */
-#define META_SIZE 88u
+#define META_PLAIN 88u  /* size in a plain store */
+#define META_SIZE 128u  /* in an encrypted one (the largest) */
 #define META_ORDERED 1u /* meta flags */
+#define META_ENCRYPTED 2u
 struct meta {
     uint32_t version;
     uint32_t key_len;
@@ -145,9 +147,49 @@ struct meta {
     uint32_t cipher;
     unsigned char salt[16];
     unsigned char key_check[32];
+    /* encrypted stores: */
+    uint64_t nonce_floor;         /* nonces below it may have been used */
+    unsigned char next_salt[16];  /* a rekey under way: its new salt (zero: none) */
+    unsigned char prev_salt[16];  /* the salt the last rekey replaced (zero: none) */
 };
-void meta_encode(const struct meta *m, unsigned char out[META_SIZE]);
+/* The encoding's length (META_PLAIN or META_SIZE). */
+size_t meta_encode(const struct meta *m, unsigned char out[META_SIZE]);
 int meta_decode(struct meta *m, const unsigned char *buf, size_t len);
+
+/* ---- crypt.c: keys, nonces and sealed pages (encrypted stores) ---- */
+#define CIPHER_XCHACHA 1u
+#define CIPHER_AES 2u
+#define SLOT 24u     /* per sealed page: nonce u64, tag */
+#define TAGS_HDR 32u /* .tags file: magic, salt of the key, checksum; then slots */
+enum { PK_DATA = 1, PK_HINT = 2 };
+struct crypt;
+/* What a page's associated data binds it to. */
+struct pagekey {
+    const struct crypt *cr; /* NULL: a plain store */
+    uint32_t kind, shard, file;
+};
+int crypt_init(void) MUST_CHECK;
+bool crypt_cipher_available(uint32_t cipher);
+const char *crypt_cipher_name(uint32_t cipher);
+/* The keys of master under salt, and the key check the meta file holds.
+ * ARMDB_MISMATCH if the CPU lacks the cipher. */
+int crypt_new(struct crypt **out, uint32_t cipher, const unsigned char master[32], const unsigned char salt[16],
+              unsigned char check[32]) MUST_CHECK;
+void crypt_free(struct crypt *c);
+const unsigned char *crypt_salt(const struct crypt *c);
+void crypt_wipe(void *p, size_t n);
+/* Constant-time comparison. */
+bool crypt_equal(const void *a, const void *b, size_t n);
+/* At a writer's open: take the nonces from the meta file's floor on and
+ * reserve the first block (the meta file rewritten). */
+int crypt_reserve(armdb *db) MUST_CHECK;
+/* Seal n pages of src (page numbers from page) into dst (may be src),
+ * each with a fresh nonce; their slots into slots. */
+int pk_seal(armdb *db, const struct pagekey *pk, uint64_t page, const unsigned char *src, unsigned char *dst,
+            uint32_t n, unsigned char *slots) MUST_CHECK;
+/* Open n sealed pages in place: how many opened before the first that
+ * did not (n: all; that one is zeroed). */
+uint32_t pk_open(const struct pagekey *pk, uint64_t page, unsigned char *buf, uint32_t n, const unsigned char *slots);
 
 /* ---- entry.c: entry header encode/decode and checksum ---- */
 struct entry_hdr {
@@ -289,6 +331,14 @@ struct dfile {
     bool compacting; /* being compacted */
     bool keep;       /* compaction could not move all of it: not again */
     bool removed;    /* compacted away: no longer in the shard's list */
+    /* encrypted stores: the key and place its pages are sealed for, the
+     * .tags file, and the slots of its pages in memory (mapped for
+     * map_pages pages; a page's slot is written before its location is
+     * published, under the shard's lock) */
+    struct pagekey pk;
+    int tfd;
+    unsigned char *slots;
+    uint64_t map_pages;
 };
 struct shard;
 int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out) MUST_CHECK;
@@ -300,6 +350,32 @@ void dfile_unref(struct dfile *f);
 void dfile_name(char *buf, size_t cap, uint32_t id, const char *ext);
 /* A file object for an open descriptor (one reference), or NULL. */
 struct dfile *dfile_new(uint32_t id, int fd);
+/* Unlink data file id with its hint and (encrypted stores) tags, the hint
+ * first: a hint never outlives its data file. */
+int dfile_unlink_set(struct shard *sh, uint32_t id);
+/* Close f's tags file and free its slots. */
+void tags_release(struct dfile *f);
+/* Encrypted stores: create f's .tags file for pages sealed with cr, with
+ * room for max_pages slots in memory. */
+int tags_create(struct shard *sh, struct dfile *f, const struct crypt *cr, uint64_t max_pages) MUST_CHECK;
+/* Load f's .tags file for a data file of file_len bytes: 0, or 1 if its
+ * pages were sealed with another key (*salt: whose). */
+int tags_load(struct shard *sh, struct dfile *f, uint64_t file_len, unsigned char salt[16]) MUST_CHECK;
+/* Seal the pages of f at [off, off + len) from src into dst, their slots
+ * recorded and written to the .tags file. */
+int dfile_seal(struct shard *sh, struct dfile *f, uint64_t off, const unsigned char *src, unsigned char *dst,
+               uint32_t len) MUST_CHECK;
+/* Open n pages of f from page in place: how many opened (n: all). */
+uint32_t dfile_unseal(const struct dfile *f, uint64_t page, unsigned char *buf, uint32_t n);
+/* The key f's hint pages are sealed with, in *pk; NULL in a plain store. */
+static inline const struct pagekey *hint_pk(const struct dfile *f, struct pagekey *pk)
+{
+    if (!f->pk.cr)
+        return NULL;
+    *pk = f->pk;
+    pk->kind = PK_HINT;
+    return pk;
+}
 /* Record in f an entry of esize bytes with this GSN (tombstone bit kept). */
 static inline void dfile_note(struct dfile *f, uint64_t gsn, uint64_t esize)
 {
@@ -347,12 +423,18 @@ struct wbuf {
     uint32_t fl_len;
     int fl_fd;
     int fl_state; /* FL_NONE, FL_FLIGHT, or FL_FAILED (still to be written) */
+    /* Encrypted stores: pages are sealed into cbuf on their way out (the
+     * buffer keeps the plain bytes reads are served from), and a barrier
+     * pads the last page so that no page is ever sealed twice. */
+    int (*seal)(void *ctx, uint64_t off, const unsigned char *src, unsigned char *dst, uint32_t len);
+    unsigned char *cbuf;
+    const unsigned char *fl_src; /* the bytes the write in flight writes */
     /* Told of full pages as they leave the buffer (final from then on). */
     void (*on_final)(void *ctx, uint64_t off, const unsigned char *pages, uint32_t len);
     void *on_final_ctx;
 };
 enum { FL_NONE, FL_FLIGHT, FL_FAILED };
-int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring) MUST_CHECK;
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring, bool sealed) MUST_CHECK;
 void wbuf_free(struct wbuf *wb);
 void wbuf_reset(struct wbuf *wb);
 static inline uint64_t wbuf_tail(const struct wbuf *wb) { return wb->base + wb->len; }
@@ -405,7 +487,9 @@ struct hint_buf {
 int hint_add(struct hint_buf *hb, uint32_t klen, uint32_t ilen, uint64_t gsn, uint32_t voff, uint32_t vlen,
              const unsigned char *key, const unsigned char *value) MUST_CHECK;
 void hint_buf_free(struct hint_buf *hb);
-int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb, uint64_t data_len) MUST_CHECK;
+/* pk: how to seal its pages (encrypted stores; kind PK_HINT), else NULL. */
+int hint_write(int dirfd, uint32_t id, uint32_t klen, const struct hint_buf *hb, uint64_t data_len, armdb *db,
+               const struct pagekey *pk) MUST_CHECK;
 int hint_unlink(int dirfd, uint32_t id);
 /* One entry met by a scan or a hint: value is the value's bytes where the
  * caller has them (scans; hints of fixed-value stores), else NULL. */
@@ -418,7 +502,8 @@ typedef int (*scan_fn)(void *ctx, uint64_t gsn, uint32_t voff, uint32_t vlen, co
 /* The same over a hint file's bytes (2 if they are not a valid hint). */
 int hint_parse(const unsigned char *p, size_t len, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn,
                void *ctx);
-int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, scan_fn fn, void *ctx);
+int hint_load(int dirfd, uint32_t id, uint32_t klen, uint32_t ilen, uint64_t *data_len, const struct pagekey *pk,
+              scan_fn fn, void *ctx);
 
 /* ---- recover.c ---- */
 struct scan_result {
@@ -429,7 +514,11 @@ struct scan_result {
 /* Scan a data file. last: cut at the first bad entry (torn tail); else skip
  * damaged entries. vmax: the largest value any entry may hold; past damage,
  * only entries with values up to resync_vmax are looked for. */
-int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last,
+/* sealed: the file, if its pages are sealed (encrypted stores), else NULL:
+ * a page that fails to open reads as zeros, and in the last file is where
+ * the torn tail starts. */
+int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t klen, uint32_t vmax,
+              uint32_t resync_vmax, bool last,
               scan_fn fn, void *ctx, struct scan_result *res) MUST_CHECK;
 int recover_shards(armdb *db) MUST_CHECK;
 int hint_build_for(struct shard *sh, struct dfile *f);
@@ -552,7 +641,7 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
                     struct pending_read *p);
 /* get_many, once p's pages are in buf (res bytes, or -errno): verify,
  * copy the value to dst, fill the cache, drop the file reference. */
-int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t res, void *dst);
+int shard_get_finish(struct pending_read *p, unsigned char *buf, ssize_t res, void *dst);
 
 /* ---- db.c ---- */
 struct armdb {
@@ -560,6 +649,11 @@ struct armdb {
     int dirfd;
     int lockfd;
     struct meta meta;
+    /* encrypted stores: the keys (NULL: plain), the rekey's new ones while
+     * it runs, and the nonces reserved: [nonce_next, nonce_end) */
+    struct crypt *crypt, *crypt_next;
+    pthread_mutex_t meta_mu; /* rewrites of the meta file */
+    atomic_uint_fast64_t nonce_next, nonce_end;
     uint32_t key_len, value_len, nshards;
     uint32_t wbuf_size, sync_mode, interval_ms, flags;
     uint64_t max_file;
@@ -604,6 +698,8 @@ struct armdb {
     uint32_t naborted, aborted_cap;
 };
 
+/* With meta_mu held: db->meta to the ARMDB file, durably. */
+int db_write_meta(armdb *db) MUST_CHECK;
 uint64_t gsn_next(void);
 /* n consecutive GSNs; the first is returned. */
 uint64_t gsn_next_n(uint32_t n);

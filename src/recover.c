@@ -33,6 +33,10 @@
 
 struct window {
     int fd;
+    const struct dfile *sealed; /* pages to open (encrypted stores), or NULL */
+    uint64_t bad;      /* offset of the lowest page that failed to open (UINT64_MAX: none) */
+    uint64_t nbad;     /* pages that failed to open, each counted once */
+    uint64_t bad_seen; /* pages below this offset are counted */
     uint64_t file_len;
     size_t chunk; /* bytes to read at least, so reloads stay rare */
     unsigned char *buf;
@@ -40,6 +44,27 @@ struct window {
     uint64_t off; /* file offset of buf[0] */
     size_t len;   /* valid bytes in buf */
 };
+
+/* Open the sealed pages just read; those that fail (a partial last page
+ * too) read as zeros and are noted. */
+static void window_unseal(struct window *w)
+{
+    uint32_t np = (uint32_t)(round_up(w->len, PAGE) / PAGE);
+    if (w->len % PAGE)
+        memset(w->buf + w->len, 0, PAGE - w->len % PAGE);
+    for (uint32_t i = 0; i < np; i++) {
+        i += dfile_unseal(w->sealed, w->off / PAGE + i, w->buf + (size_t)i * PAGE, np - i);
+        if (i == np)
+            break;
+        uint64_t o = w->off + (uint64_t)i * PAGE;
+        if (o < w->bad)
+            w->bad = o;
+        if (o >= w->bad_seen) {
+            w->nbad++;
+            w->bad_seen = o + PAGE;
+        }
+    }
+}
 
 /* Make [a, b) readable at w->buf + (a - w->off). 1 if the file ends first. */
 static int window_need(struct window *w, uint64_t a, uint64_t b)
@@ -66,6 +91,8 @@ static int window_need(struct window *w, uint64_t a, uint64_t b)
         return (int)n;
     w->off = off;
     w->len = (size_t)n;
+    if (w->sealed)
+        window_unseal(w);
     return b <= off + (uint64_t)n ? 0 : 1;
 }
 
@@ -100,8 +127,8 @@ static int nonzero_after(struct window *w, uint64_t from, bool *found)
     return 0;
 }
 
-int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last,
-              scan_fn fn, void *ctx, struct scan_result *res)
+int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t klen, uint32_t vmax,
+              uint32_t resync_vmax, bool last, scan_fn fn, void *ctx, struct scan_result *res)
 {
     /* Past damage every 8-byte offset is a candidate, and a candidate whose
      * header claims a huge value would make the scan read that much: while
@@ -109,7 +136,7 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t 
      * window is twice that, so the cost stays linear in the file size. */
     if (resync_vmax > vmax)
         resync_vmax = vmax;
-    struct window w = {.fd = fd, .file_len = file_len, .chunk = SCAN_CHUNK};
+    struct window w = {.fd = fd, .sealed = sealed, .bad = UINT64_MAX, .file_len = file_len, .chunk = SCAN_CHUNK};
     if (w.chunk < 2 * ((size_t)resync_vmax + PAGE))
         w.chunk = 2 * ((size_t)resync_vmax + PAGE);
     uint64_t pos = 0;
@@ -125,6 +152,8 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t 
         rc = window_need(&w, pos, pos + ENTRY_HDR);
         if (rc < 0)
             goto out;
+        if (sealed && last && pos >= w.bad)
+            break; /* a page that does not open: the torn tail starts here */
         const unsigned char *p = rc ? NULL : w.buf + (pos - w.off);
         bool valid = false, zero = false;
         if (p) {
@@ -151,6 +180,13 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t 
             in_damage = false;
             continue;
         }
+        if (sealed && zero && !in_damage) {
+            /* The padding of a barrier: every page is sealed whole. */
+            pos = round_down(pos, PAGE) + PAGE;
+            continue;
+        }
+        if (sealed && last)
+            break; /* an entry that runs into the torn tail */
         if (last) {
             /* End of the data: padding after the last barrier, or a torn
              * write that was never acknowledged. */
@@ -168,6 +204,15 @@ int scan_file(int fd, uint64_t file_len, uint32_t klen, uint32_t vmax, uint32_t 
             res->corrupt++;
         in_damage = true;
         pos += 8;
+    }
+    if (sealed && rc == 0) {
+        /* Pages are whole: the data ends with the page of its last entry,
+         * and anything after that in the last file is torn. */
+        res->end = round_up(res->end, PAGE);
+        if (last)
+            res->torn = file_len > res->end ? file_len - res->end : 0;
+        else
+            res->corrupt += w.nbad;
     }
 out:
     free(w.buf);
@@ -332,6 +377,13 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
                 }
             }
         }
+        if (parse_file_name(e->d_name, "tags", &id) && !sh->db->rdonly) {
+            /* The tags of a data file never made (or removed after them). */
+            char data[32];
+            dfile_name(data, sizeof data, id, "data");
+            if (faccessat(sh->dirfd, data, F_OK, 0) < 0 && errno == ENOENT)
+                (void)unlinkat(sh->dirfd, e->d_name, 0);
+        }
         if (!parse_file_name(e->d_name, "data", &id))
             continue;
         if (cnt == cap) {
@@ -367,6 +419,21 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
     return 0;
 }
 
+/* Data file id is sealed with the key of salt, not the store's: what a
+ * rekey cut short left behind (its new files, if the meta file still
+ * names the old key; the old ones, if it names the new). Removed by a
+ * writer, skipped by a reader; any other key is damage. */
+static int other_key(struct shard *sh, uint32_t id, const unsigned char salt[16])
+{
+    const struct meta *m = &sh->db->meta;
+    static const unsigned char zero[16];
+    bool rekey = (memcmp(salt, m->next_salt, 16) == 0 || memcmp(salt, m->prev_salt, 16) == 0) &&
+                 memcmp(salt, zero, 16) != 0;
+    if (!rekey)
+        return err_set(ARMDB_CORRUPT, "%s/%08u.tags names a key that is not the store's", sh->path, id);
+    return sh->db->rdonly ? 0 : dfile_unlink_set(sh, id);
+}
+
 static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool last)
 {
     armdb *db = sh->db;
@@ -383,6 +450,13 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
         return err_set(rc, "stat %s/%s", sh->path, name);
     }
     uint64_t file_len = (uint64_t)st.st_size;
+    if (db->crypt) {
+        unsigned char salt[16];
+        if ((rc = tags_load(sh, f, file_len, salt)) != 0) {
+            dfile_unref(f);
+            return rc < 0 ? rc : other_key(sh, id, salt);
+        }
+    }
     char hint[32];
     dfile_name(hint, sizeof hint, id, "hint");
     struct stat hst;
@@ -392,7 +466,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
          * a hint was sealed with data and then cut: its hint is loaded so
          * that its keys report the damage.) */
         dfile_unref(f);
-        (void)unlinkat(sh->dirfd, name, 0);
+        (void)dfile_unlink_set(sh, id);
         return 0;
     }
     if ((rc = shard_add_file(sh, f)) < 0) {
@@ -408,7 +482,8 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
         if ((rc = index_reserve(&sh->ix, sh->ix.used + n)) < 0)
             return err_set(rc, "index of %s", sh->path);
     }
-    rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, &data_len, apply_entry, &c);
+    struct pagekey hpk;
+    rc = hint_load(sh->dirfd, id, db->key_len, db->value_len, &data_len, hint_pk(f, &hpk), apply_entry, &c);
     gsn_observe(db, c.max_gsn);
     if (rc < 0)
         return err_set(rc, "load hint of %s/%s", sh->path, name);
@@ -429,8 +504,8 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
     struct hint_buf hb = {0};
     c.hb = db->rdonly ? NULL : &hb;
     struct scan_result res;
-    rc = scan_file(f->fd, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail, apply_entry, &c,
-                   &res);
+    rc = scan_file(f->fd, f->pk.cr ? f : NULL, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail,
+                   apply_entry, &c, &res);
     gsn_observe(db, c.max_gsn);
     if (rc < 0) {
         hint_buf_free(&hb);
@@ -452,7 +527,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
             return err_set(rc, "fdatasync %s/%s", sh->path, name);
         }
         /* A missing hint only costs a scan at the next open: not fatal. */
-        if (hint_write(sh->dirfd, id, db->key_len, &hb, f->size) == 0)
+        if (hint_write(sh->dirfd, id, db->key_len, &hb, f->size, db, hint_pk(f, &hpk)) == 0)
             f->has_hint = true;
     }
     hint_buf_free(&hb);
@@ -702,10 +777,11 @@ int hint_build_for(struct shard *sh, struct dfile *f)
     armdb *db = sh->db;
     struct hint_ctx c = {.klen = db->key_len, .ilen = db->value_len};
     struct scan_result res;
-    int rc = scan_file(f->fd, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false, add_hint_only, &c,
-                       &res);
+    int rc = scan_file(f->fd, f->pk.cr ? f : NULL, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false,
+                       add_hint_only, &c, &res);
+    struct pagekey hpk;
     if (rc == 0)
-        rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size);
+        rc = hint_write(sh->dirfd, f->id, db->key_len, &c.hb, f->size, db, hint_pk(f, &hpk));
     hint_buf_free(&c.hb);
     return rc;
 }

@@ -29,6 +29,13 @@ static void cache_written(void *ctx, uint64_t off, const unsigned char *pages, u
         cache_put(sh->db->cache, cache_name(sh->no, sh->active->id, (off + i) / PAGE), pages + i);
 }
 
+/* Encrypted stores: pages on their way to the active file are sealed. */
+static int seal_written(void *ctx, uint64_t off, const unsigned char *src, unsigned char *dst, uint32_t len)
+{
+    struct shard *sh = ctx;
+    return dfile_seal(sh, sh->active, off, src, dst, len);
+}
+
 int shard_init(struct shard *sh, armdb *db, uint32_t no)
 {
     memset(sh, 0, sizeof *sh);
@@ -61,7 +68,9 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
         (!(sh->ring = uring_new(4)) || !(sh->sync_ring = uring_new(4))))
         atomic_store(&db->uring_writes, false); /* this shard uses pwrite (for some of its writes) */
     if (rc == 0 && !db->rdonly)
-        rc = wbuf_init(&sh->wb, db->wbuf_size, sh->ring);
+        rc = wbuf_init(&sh->wb, db->wbuf_size, sh->ring, db->crypt != NULL);
+    if (db->crypt)
+        sh->wb.seal = seal_written;
     sh->wb.on_final = cache_written;
     sh->wb.on_final_ctx = sh;
     return rc < 0 ? err_set(rc, "allocate shard %s", sh->path) : 0;
@@ -137,13 +146,11 @@ void shard_remove_file(struct shard *sh, struct dfile *f)
 static int shard_drop_active(struct shard *sh)
 {
     struct dfile *f = sh->active;
-    char name[32];
-    dfile_name(name, sizeof name, f->id, "data");
+    uint32_t id = f->id;
     sh->active = NULL;
     shard_remove_file(sh, f);
     dfile_unref(f);
-    return unlinkat(sh->dirfd, name, 0) < 0 && errno != ENOENT ? err_set(-errno, "remove %s/%s", sh->path, name)
-                                                               : 0;
+    return dfile_unlink_set(sh, id);
 }
 
 int shard_ids_left(struct shard *sh)
@@ -205,10 +212,13 @@ static int barrier_start(struct shard *sh, struct dfile *f, bool *queued)
     return rc < 0 ? err_set(rc, "write %s/%08u.data", sh->path, f->id) : 0;
 }
 
-/* The second half: the fdatasync done (queued) or done now. */
+/* The second half: the fdatasync done (queued) or done now; in an
+ * encrypted store the tags file's too, while the ring syncs the data. */
 static int barrier_finish(struct shard *sh, struct dfile *f, bool queued)
 {
-    return queued ? uring_sync_wait(sh->sync_ring) : io_fdatasync(f->fd);
+    int trc = f->tfd >= 0 ? io_fdatasync(f->tfd) : 0;
+    int rc = queued ? uring_sync_wait(sh->sync_ring) : io_fdatasync(f->fd);
+    return rc < 0 ? rc : trc;
 }
 
 /* Make everything appended so far durable: write the tail, wait for the
@@ -400,6 +410,16 @@ static void cache_copy(struct shard *sh, struct dfile *f, uint64_t first, uint32
     }
 }
 
+/* Encrypted stores: open n pages of f read from the device, in place. */
+static int unseal_pages(struct shard *sh, struct dfile *f, uint64_t page, unsigned char *buf, uint32_t n)
+{
+    uint32_t ok = dfile_unseal(f, page, buf, n);
+    if (ok == n)
+        return 0;
+    return err_set(ARMDB_CORRUPT, "page %llu of %s/%08u.data fails authentication (damaged, or not this store's)",
+                   (unsigned long long)(page + ok), sh->path, f->id);
+}
+
 /* Fill sc with the bytes [from, to) of pages [first, first + n) of f: from
  * the block cache where it has them (unless bypass), the rest with one read
  * of the device (whole pages, so they can be cached). Pages [*lo, *hi) came
@@ -424,7 +444,7 @@ static int read_pages(struct shard *sh, struct dfile *f, uint64_t first, uint32_
     if ((size_t)rd < want)
         memset(sc + (size_t)*lo * PAGE + rd, 0, want - (size_t)rd);
     *got = (size_t)rd;
-    return 0;
+    return f->pk.cr ? unseal_pages(sh, f, first + *lo, sc + (size_t)*lo * PAGE, *hi - *lo) : 0;
 }
 
 /* Read the entry at l into the thread's scratch and verify it. With
@@ -612,7 +632,7 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
     return rc;
 }
 
-int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t res, void *dst)
+int shard_get_finish(struct pending_read *p, unsigned char *buf, ssize_t res, void *dst)
 {
     struct shard *sh = p->sh;
     struct loc l = {.f = p->f, .gsn = p->gsn, .eoff = p->eoff, .esize = p->esize, .vlen = p->vlen};
@@ -624,6 +644,8 @@ int shard_get_finish(struct pending_read *p, const unsigned char *buf, ssize_t r
         rc = err_set(ARMDB_CORRUPT, "%s/%08u.data ends before the entry at offset %llu", sh->path, p->f->id,
                      (unsigned long long)p->eoff);
     else
+        rc = p->f->pk.cr ? unseal_pages(sh, p->f, p->first_page, buf, p->npages) : 0;
+    if (rc == 0)
         rc = entry_check(sh, buf + (p->eoff - a), &l, p->key);
     if (rc == 0) {
         if (p->vlen)

@@ -17,21 +17,28 @@
  * stay in memory (reads are served from them) and are written again, with
  * pwrite, at the next settle: an error reaches the caller of that call, and
  * nothing acknowledged is dropped.
+ *
+ * In an encrypted store (wb->seal set) pages are sealed into cbuf as they
+ * are written, and a barrier zero-pads the last page and counts it full,
+ * so the next entry starts a new page: every page is sealed exactly once.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring)
+int wbuf_init(struct wbuf *wb, uint32_t cap, struct uring *ring, bool sealed)
 {
     memset(wb, 0, sizeof *wb);
     wb->buf = aligned_alloc_zero(cap);
     if (ring)
         wb->alt = aligned_alloc_zero(cap);
-    if (!wb->buf || (ring && !wb->alt)) {
+    if (sealed)
+        wb->cbuf = aligned_alloc_zero(cap);
+    if (!wb->buf || (ring && !wb->alt) || (sealed && !wb->cbuf)) {
         free(wb->buf);
         free(wb->alt);
+        free(wb->cbuf);
         return -ENOMEM;
     }
     wb->ring = ring;
@@ -46,7 +53,8 @@ void wbuf_free(struct wbuf *wb)
         (void)uring_write_wait(wb->ring);
     free(wb->buf);
     free(wb->alt);
-    wb->buf = wb->alt = NULL;
+    free(wb->cbuf);
+    wb->buf = wb->alt = wb->cbuf = NULL;
 }
 
 void wbuf_reset(struct wbuf *wb)
@@ -57,10 +65,25 @@ void wbuf_reset(struct wbuf *wb)
     wb->flushed = 0;
 }
 
+/* The bytes to write for buf[from .. to): sealed into cbuf in an
+ * encrypted store, else buf's own; NULL if sealing failed (*rc). */
+static const unsigned char *wbuf_out(struct wbuf *wb, uint32_t from, uint32_t to, int *rc)
+{
+    *rc = 0;
+    if (!wb->seal)
+        return wb->buf + from;
+    *rc = wb->seal(wb->on_final_ctx, wb->base + from, wb->buf + from, wb->cbuf, to - from);
+    return *rc < 0 ? NULL : wb->cbuf;
+}
+
 /* Write buf[from .. to) (page aligned) at base + from. */
 static int wbuf_write(struct wbuf *wb, int fd, uint32_t from, uint32_t to, uint64_t *written)
 {
-    int rc = io_pwrite_full(fd, wb->buf + from, to - from, wb->base + from);
+    int rc;
+    const unsigned char *out = wbuf_out(wb, from, to, &rc);
+    if (rc < 0)
+        return rc;
+    rc = io_pwrite_full(fd, out, to - from, wb->base + from);
     if (rc == 0)
         *written += to - from;
     return rc;
@@ -73,7 +96,7 @@ int wbuf_settle(struct wbuf *wb, uint64_t *written)
         wb->fl_state = res == (ssize_t)wb->fl_len ? FL_NONE : FL_FAILED;
     }
     if (wb->fl_state == FL_FAILED) {
-        int rc = io_pwrite_full(wb->fl_fd, wb->fl_buf, wb->fl_len, wb->fl_off);
+        int rc = io_pwrite_full(wb->fl_fd, wb->fl_src, wb->fl_len, wb->fl_off);
         if (rc < 0)
             return rc;
         *written += wb->fl_len;
@@ -96,12 +119,16 @@ int wbuf_make_room(struct wbuf *wb, int fd, uint32_t need, uint64_t *written)
     uint32_t from = wb->flushed > wb->base ? (uint32_t)round_down(wb->flushed - wb->base, PAGE) : 0;
     uint32_t rest = wb->len - full;
     if (from < full && wb->ring) {
+        const unsigned char *out = wbuf_out(wb, from, full, &rc);
+        if (rc < 0)
+            return rc;
         wb->fl_buf = wb->buf + from;
+        wb->fl_src = out;
         wb->fl_off = wb->base + from;
         wb->fl_len = full - from;
         wb->fl_fd = fd;
         /* A failed submission is written again at the next settle. */
-        wb->fl_state = uring_write(wb->ring, fd, wb->fl_buf, wb->fl_len, wb->fl_off) == 0 ? FL_FLIGHT : FL_FAILED;
+        wb->fl_state = uring_write(wb->ring, fd, out, wb->fl_len, wb->fl_off) == 0 ? FL_FLIGHT : FL_FAILED;
         if (wb->fl_state == FL_FLIGHT)
             *written += wb->fl_len; /* counted when handed to the kernel */
         memcpy(wb->alt, wb->buf + full, rest);
@@ -129,15 +156,20 @@ int wbuf_write_tail(struct wbuf *wb, int fd, struct uring *sring, uint64_t *writ
     int rc = wbuf_settle(wb, written);
     if (rc < 0)
         return rc;
-    uint64_t tail = wbuf_tail(wb);
     uint32_t from = 0, to = 0;
-    if (wb->flushed < tail) {
+    const unsigned char *out = wb->buf; /* the bytes of buf[from .. to) to write */
+    if (wb->flushed < wbuf_tail(wb)) {
         from = (uint32_t)round_down(wb->flushed - wb->base, PAGE);
         to = (uint32_t)round_up(wb->len, PAGE);
         memset(wb->buf + wb->len, 0, to - wb->len);
+        if (!(out = wbuf_out(wb, from, to, &rc)))
+            return rc;
+        if (wb->seal)
+            wb->len = to; /* the padded page is full: sealed now, never again */
     }
+    uint64_t tail = wbuf_tail(wb);
     if (sring) {
-        rc = uring_write_datasync(sring, fd, wb->buf + from, to - from, wb->base + from);
+        rc = uring_write_datasync(sring, fd, out, to - from, wb->base + from);
         if (rc == 0) {
             *written += to - from;
             wb->flushed = tail;
@@ -148,9 +180,11 @@ int wbuf_write_tail(struct wbuf *wb, int fd, struct uring *sring, uint64_t *writ
     }
     if (from == to)
         return 0;
-    rc = wbuf_write(wb, fd, from, to, written);
-    if (rc == 0)
+    rc = io_pwrite_full(fd, out, to - from, wb->base + from);
+    if (rc == 0) {
+        *written += to - from;
         wb->flushed = tail;
+    }
     return rc;
 }
 

@@ -382,7 +382,6 @@ static void case_create_reopen(void)
  * created in a missing directory nor in an existing empty one. */
 static void case_invalid_create(void)
 {
-    static const unsigned char enc_key[32] = {1, 2, 3};
     char *dir = t_tmpdir("lifecycle");
     char *absent = t_path(dir, "absent");
     char *empty = t_path(dir, "empty");
@@ -457,7 +456,10 @@ static void case_invalid_create(void)
             o.sync_interval_ms = 60001;
             field = "sync_interval_ms";
             break;
-        case 15: o.encryption_key = enc_key; break;
+        case 15:
+            o.flags |= ARMDB_CIPHER_AES; /* a cipher without a key */
+            field = "ARMDB_CIPHER_AES";
+            break;
         default: goto done;
         }
         for (int where = 0; where < 2; where++) {

@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (o.len && write(fd, o.data, o.len) != (ssize_t)o.len)
         abort();
     struct scan_result res;
-    int rc = scan_file(fd, o.len, o.klen, 1u << 20, 1u << 16, last, check_entry, &o, &res);
+    int rc = scan_file(fd, NULL, o.len, o.klen, 1u << 20, 1u << 16, last, check_entry, &o, &res);
     if (rc == 0 && (res.end > o.len || res.torn > o.len))
         abort();
     close(fd);
