@@ -115,6 +115,46 @@
  * fails, the store turns read-only (writes return ARMDB_READONLY; reads go on
  * working), because the kernel may have dropped the pages it failed to write.
  *
+ * ENCRYPTION
+ *
+ * A store created with `encryption_key` (32 bytes, the caller's master key)
+ * is encrypted for good (the meta file says so): every 4096-byte page of
+ * its data and hint files is sealed with an AEAD from libsodium,
+ * XChaCha20-Poly1305 by default or AES-256-GCM with ARMDB_CIPHER_AES (where
+ * the CPU has AES-NI; the cipher is recorded, and opening such a store on a
+ * CPU without it fails with ARMDB_MISMATCH naming the cipher).
+ *
+ *   Keys     the page key comes from the master key and the store's random
+ *            16-byte salt (a keyed BLAKE2b, then libsodium's KDF). The meta
+ *            file holds a key check derived the same way: a wrong key fails
+ *            the open with ARMDB_BADKEY before any data file is read. The
+ *            master key is copied at open (the caller may wipe its buffer
+ *            at once); derived keys live in locked, guarded memory and are
+ *            wiped at close. No message or file ever holds key bytes.
+ *   Pages    each page is sealed once (a barrier zero-pads the last page
+ *            and the next entry starts a new one; the padding counts as
+ *            garbage for compaction). Its associated data binds the kind of
+ *            file, shard, file id and page number, so a page or file moved
+ *            anywhere else fails to open: a get of a damaged or moved page
+ *            returns ARMDB_CORRUPT, never another value; at open, the last
+ *            file is cut at the first page that fails (a torn tail), and a
+ *            file none of whose pages opens fails the open (ARMDB_CORRUPT).
+ *   Nonces   a 64-bit counter per store, never reused: the meta file records
+ *            a floor, and each writer reserves 2^32 nonces above it (the meta
+ *            file rewritten) before it seals with them.
+ *   Tags     beside each NNNNNNNN.data is NNNNNNNN.tags: a 32-byte header
+ *            (magic "ARMTAGS\1", the salt of the key, XXH3-64) then 24
+ *            bytes per page: its nonce and 16-byte tag. Encrypted hint files
+ *            carry their pages' slots after the pages.
+ *   Memory   the slots of every data file are kept in memory: 24 bytes per
+ *            4096-byte page (0.6% of the data).
+ *   Cost     values are decrypted when their pages come from the device;
+ *            the block cache holds plain pages. Small durable writes cost a
+ *            page each (and the tags file is fdatasynced beside the data).
+ *
+ * armdb_rekey() seals every page again with a new key, compacting each
+ * file while the store stays in use; see there for what a crash leaves.
+ *
  * CAVEATS
  *
  * - Every live key is in memory: about key_len + 32 bytes per key (plus
@@ -134,8 +174,8 @@
  *   (included in index_bytes_per_key), a put of a new key or a delete
  *   walks it under the shard's lock, and the open sorts every shard's keys
  *   to build it. Scans are not a point-in-time view (see armdb_iter_open).
- * - Encryption is not in this version: an encryption key is refused with
- *   ARMDB_INVAL.
+ * - An encrypted store needs its key to open at all, and the key cannot be
+ *   recovered from the store: lose it and the data is gone.
  * - Values read from disk are copied out; values larger than 64 KiB make the
  *   reading thread keep a scratch buffer of that size until it exits.
  * - O_DIRECT bypasses the kernel's page cache: reads are served by armdb's
@@ -183,7 +223,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 4
+#define ARMDB_ABI_VERSION 5
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -264,7 +304,7 @@ typedef struct armdb_options {
     uint64_t max_file_size;     /* 0 = 256 MiB */
     uint64_t cache_size;        /* block cache bytes; 0 = 64 MiB, at least 64 KiB */
     double compaction_threshold; /* 0 = 0.3: compact a file once this share of it is reclaimable */
-    const unsigned char *encryption_key; /* NULL; keys not in this version */
+    const unsigned char *encryption_key; /* 32 bytes: create/open an encrypted store (NULL: plain) */
 } armdb_options;
 
 /* Counters of one open handle (since its open), and the store's state. */
@@ -316,12 +356,19 @@ void armdb_options_init(armdb_options *opts);
  *
  * Returns 0, or
  *   ARMDB_INVAL     dir/out NULL, an option out of range (errmsg names it),
- *                   an encryption key (not in this version)
+ *                   ARMDB_CIPHER_AES without a key, or at creation on a CPU
+ *                   without AES-256-GCM
+ *   ARMDB_BADKEY    the store is encrypted and the key is not its key, or
+ *                   no key was given
  *   ARMDB_MISMATCH  key_len, value_len or shards differ from the store's, or
  *                   ARMDB_ORDERED given for a store created without it (an
- *                   ordered store opens ordered with or without the flag)
+ *                   ordered store opens ordered with or without the flag),
+ *                   a key given for a plain store, ARMDB_CIPHER_AES for a
+ *                   store with another cipher, or a cipher this CPU lacks
  *   ARMDB_LOCKED    another process writes the store (errmsg: its pid)
- *   ARMDB_CORRUPT   the meta file fails its checksum or magic
+ *   ARMDB_CORRUPT   the meta file fails its checksum or magic; in an
+ *                   encrypted store, a data file none of whose pages opens
+ *                   or whose .tags file is missing
  *   ARMDB_FULL      a shard holds more keys than the index can address
  *   -ENOENT         no store at dir and ARMDB_CREATE not given
  *   -ENOTDIR, -EACCES, -EROFS, -ENOSPC, -EIO, -ENOMEM, ...
@@ -541,6 +588,37 @@ int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void *
 
 /* Free the iterator. NULL is a no-op. */
 void armdb_iter_close(armdb_iter *it);
+
+/*
+ * KEY ROTATION
+ *
+ * Seal every page of the encrypted store again with new_key (32 bytes),
+ * with a new salt. Runs in the calling thread and returns when done; other
+ * threads go on using the store meanwhile. Each file is compacted into one
+ * sealed with the new key (dead entries dropped on the way), in passes,
+ * while writes go on with the old key; for the last pass writers wait at
+ * their next write (readers do not) until the files written since are
+ * done and the meta file names the new key. The work is that of
+ * armdb_compact() over the whole store; the pause for writers is that of
+ * compacting what was written during the pass before.
+ *
+ * Crash safety: the meta file says which key opens the store. Until it
+ * names the new one (one atomic rename), the old key opens the store and
+ * every file of the old key is kept on disk; after, the new key opens it
+ * and all data is in files of the new key. An open removes the files of
+ * the other key that a rekey cut short left behind. Nothing acknowledged
+ * is lost either way.
+ *
+ * Returns 0, or
+ *   ARMDB_INVAL     db or new_key NULL, a plain store, or an earlier
+ *                   rekey on this handle failed (reopen the store first)
+ *   ARMDB_READONLY  a read-only open, or turned read-only by EIO
+ *   ARMDB_CORRUPT   a file holds entries that cannot be read: they are not
+ *                   re-encrypted, and the store stays with the old key
+ *   -errno          the store stays with the old key (reopen before trying
+ *                   again)
+ */
+int armdb_rekey(armdb *db, const unsigned char *new_key);
 
 #ifdef __cplusplus
 }

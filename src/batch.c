@@ -276,16 +276,27 @@ API int armdb_batch(armdb *db, const armdb_op *ops, size_t n)
         goto out_free;
     nw = 0; /* w is rebuilt below, in op order, with records */
 
-    /* Every shard the batch touches, locked in shard order. */
+    /* Every shard the batch touches, locked in shard order; past the
+     * gate of a rekey, which is waited at with no shard locked. */
     uint32_t locked = 0;
+relock:
     for (uint32_t s = 0; s < db->nshards; s++) {
         if (!touched[s])
             continue;
         pthread_mutex_lock(&db->shards[s].mu);
         locked = s + 1;
-        if ((rc = shard_failed(&db->shards[s])))
-            goto out_unlock;
     }
+    if (atomic_load(&db->gate)) {
+        for (uint32_t s = 0; s < locked; s++)
+            if (touched[s])
+                pthread_mutex_unlock(&db->shards[s].mu);
+        locked = 0;
+        gate_wait(db);
+        goto relock;
+    }
+    for (uint32_t s = 0; s < locked; s++)
+        if (touched[s] && (rc = shard_failed(&db->shards[s])))
+            goto out_unlock;
     /* The guards, against the store as it was before the batch. */
     for (uint32_t i = 0; i < n; i++) {
         const armdb_op *op = b[i].op;

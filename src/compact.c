@@ -310,7 +310,12 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
     }
     pthread_mutex_unlock(&sh->mu);
     if (drop) {
-        (void)dfile_unlink_set(sh, f->id);
+        /* A rekey keeps the file until it commits; if it cannot, the file
+         * just stays on disk (an open removes it once the rekey is in). */
+        if (!sh->db->crypt_next)
+            (void)dfile_unlink_set(sh, f->id);
+        else
+            (void)retire_add(sh->db, sh, f->id);
         dfile_unref(f); /* the shard's reference */
     }
 }
@@ -346,7 +351,8 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
     c.acc.id = c.oid;
     /* Its entries are some of f's, by the same page rule: at most one gap
      * of under ENTRY_HDR bytes per page more. */
-    if (db->crypt && (rc = tags_create(sh, &c.acc, db->crypt, f->size / (PAGE - ENTRY_HDR) + 2)) < 0) {
+    const struct crypt *ocr = db->crypt_next ? db->crypt_next : db->crypt; /* a rekey's new key */
+    if (ocr && (rc = tags_create(sh, &c.acc, ocr, f->size / (PAGE - ENTRY_HDR) + 2)) < 0) {
         rc = err_set(rc, "create the tags of %s/%s", sh->path, name);
         goto fail;
     }
@@ -468,6 +474,10 @@ int db_compact_pass(armdb *db, bool force)
 {
     int rc = 0;
     pthread_mutex_lock(&db->compact_mu);
+    if (db->rekey_failed) {
+        pthread_mutex_unlock(&db->compact_mu);
+        return err_set(ARMDB_READONLY, "store %s compacts nothing after a failed rekey: reopen it", db->dir);
+    }
     /* Batch members below D can go like any entry: move D up first. (If
      * that fails, they are kept: nothing is lost but space.) */
     (void)durable_checkpoint(db);

@@ -39,6 +39,7 @@ struct crypt {
     unsigned char salt[16];
     unsigned char *key;              /* page key, sodium_malloc()ed */
     crypto_aead_aes256gcm_state *aes; /* expanded page key (AES-256-GCM) */
+    struct crypt *kept;               /* next in a crypt_keep() list */
 };
 
 static bool aes_available(void)
@@ -103,6 +104,23 @@ void crypt_free(struct crypt *c)
 }
 
 const unsigned char *crypt_salt(const struct crypt *c) { return c->salt; }
+
+void crypt_keep(struct crypt **list, struct crypt *c)
+{
+    c->kept = *list;
+    *list = c;
+}
+
+void crypt_free_kept(struct crypt **list)
+{
+    while (*list) {
+        struct crypt *n = (*list)->kept;
+        crypt_free(*list);
+        *list = n;
+    }
+}
+
+void crypt_random(void *buf, size_t n) { randombytes_buf(buf, n); }
 
 void crypt_wipe(void *p, size_t n) { sodium_memzero(p, n); }
 

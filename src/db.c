@@ -400,8 +400,11 @@ static void db_free(armdb *db)
         free(db->shards);
     }
     cache_free(db->cache);
+    retire_flush(db, false); /* (a rekey that failed: the files stay) */
+    free(db->retired);
     crypt_free(db->crypt); /* wipes the keys */
     crypt_free(db->crypt_next);
+    crypt_free_kept(&db->crypt_kept);
     if (db->lockfd >= 0)
         close(db->lockfd);
     if (db->dirfd >= 0)
@@ -412,6 +415,8 @@ static void db_free(armdb *db)
     pthread_mutex_destroy(&db->compact_mu);
     pthread_mutex_destroy(&db->durable_mu);
     pthread_mutex_destroy(&db->meta_mu);
+    pthread_mutex_destroy(&db->gate_mu);
+    pthread_cond_destroy(&db->gate_cv);
     free(db->aborted);
     free(db->dir);
     free(db);
@@ -440,6 +445,8 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_mutex_init(&db->durable_mu, NULL);
     pthread_mutex_init(&db->meta_mu, NULL);
+    pthread_mutex_init(&db->gate_mu, NULL);
+    pthread_cond_init(&db->gate_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

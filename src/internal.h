@@ -176,7 +176,12 @@ const char *crypt_cipher_name(uint32_t cipher);
 int crypt_new(struct crypt **out, uint32_t cipher, const unsigned char master[32], const unsigned char salt[16],
               unsigned char check[32]) MUST_CHECK;
 void crypt_free(struct crypt *c);
+/* Keys no longer used for sealing but maybe still for reading: kept on
+ * a list until the handle closes (crypt_free_kept). */
+void crypt_keep(struct crypt **list, struct crypt *c);
+void crypt_free_kept(struct crypt **list);
 const unsigned char *crypt_salt(const struct crypt *c);
+void crypt_random(void *buf, size_t n);
 void crypt_wipe(void *p, size_t n);
 /* Constant-time comparison. */
 bool crypt_equal(const void *a, const void *b, size_t n);
@@ -510,6 +515,7 @@ struct scan_result {
     uint64_t end;      /* where the valid data ends */
     uint64_t corrupt;  /* damaged entries skipped */
     uint64_t torn;     /* bytes cut from a torn tail */
+    uint64_t bad_pages; /* sealed pages that failed to open */
 };
 /* Scan a data file. last: cut at the first bad entry (torn tail); else skip
  * damaged entries. vmax: the largest value any entry may hold; past damage,
@@ -652,8 +658,20 @@ struct armdb {
     /* encrypted stores: the keys (NULL: plain), the rekey's new ones while
      * it runs, and the nonces reserved: [nonce_next, nonce_end) */
     struct crypt *crypt, *crypt_next;
+    struct crypt *crypt_kept; /* replaced keys, freed at close */
     pthread_mutex_t meta_mu; /* rewrites of the meta file */
     atomic_uint_fast64_t nonce_next, nonce_end;
+    /* rekey (rekey.c), under compact_mu: files compacted away but kept on
+     * disk until the commit; and the gate writers wait at */
+    struct retired {
+        struct shard *sh;
+        uint32_t id;
+    } *retired;
+    uint32_t nretired, retired_cap;
+    bool rekey_failed;
+    atomic_bool gate;
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
     uint32_t key_len, value_len, nshards;
     uint32_t wbuf_size, sync_mode, interval_ms, flags;
     uint64_t max_file;
@@ -712,6 +730,17 @@ static inline uint32_t shard_index(const armdb *db, uint64_t h)
 
 /* Call the write hook, if any, for one committed write; frees hn->old. */
 void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool del, struct hook_note *hn);
+
+/* ---- rekey.c ---- */
+/* Wait while a rekey holds writers back. */
+void gate_wait(armdb *db);
+/* With sh->mu held, before a write: wait (mu dropped) while the gate is
+ * closed. */
+void shard_gate(struct shard *sh);
+/* A compacted file kept on disk until the rekey commits; -ENOMEM if it
+ * cannot be kept track of (then it stays on disk: an open removes it). */
+int retire_add(armdb *db, struct shard *sh, uint32_t id);
+void retire_flush(armdb *db, bool unlink);
 
 /* ---- batch.c ---- */
 /* Read the DURABLE file (absent: D = 0, no aborted runs). */

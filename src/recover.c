@@ -213,6 +213,7 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
             res->torn = file_len > res->end ? file_len - res->end : 0;
         else
             res->corrupt += w.nbad;
+        res->bad_pages = w.nbad;
     }
 out:
     free(w.buf);
@@ -510,6 +511,13 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
     if (rc < 0) {
         hint_buf_free(&hb);
         return err_set(rc, "scan %s/%s", sh->path, name);
+    }
+    /* A sealed file none of whose pages open is not this file: moved from
+     * another place, store or key. */
+    if (f->pk.cr && !torn_tail && file_len && res.bad_pages == round_up(file_len, PAGE) / PAGE) {
+        hint_buf_free(&hb);
+        return err_set(ARMDB_CORRUPT, "%s/%s: no page opens with this store's key (moved from another file or "
+                       "store, or damaged)", sh->path, name);
     }
     f->size = res.end;
     sh->files_scanned++;

@@ -750,6 +750,7 @@ int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, ui
 {
     int rc;
     pthread_mutex_lock(&sh->mu);
+    shard_gate(sh);
     if ((rc = shard_failed(sh)))
         goto out;
     int64_t r = index_find(&sh->ix, key, h);
@@ -785,6 +786,7 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note
 {
     int rc;
     pthread_mutex_lock(&sh->mu);
+    shard_gate(sh);
     if ((rc = shard_failed(sh)))
         goto out;
     int64_t r = index_find(&sh->ix, key, h);

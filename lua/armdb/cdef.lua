@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 4 }
+local M = { ABI_VERSION = 5 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -39,6 +39,7 @@ enum armdb_flags {
     ARMDB_NO_URING = 8,
     ARMDB_NO_DIRECT = 16,
     ARMDB_NO_AUTO_COMPACT = 32,
+    ARMDB_CIPHER_AES = 64,
 };
 
 enum armdb_io_backend {
@@ -170,6 +171,7 @@ int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void *
 void armdb_iter_close(armdb_iter *it);
 int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
 int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags);
+int armdb_rekey(armdb *db, const unsigned char *new_key);
 ]])
 
 return M

@@ -37,6 +37,7 @@ static armdb *open_at(const char *dir, uint32_t value_len, unsigned flags)
     o.max_file_size = 64 << 10;
     o.flags = ARMDB_CREATE | ARMDB_NO_AUTO_COMPACT | flags;
     armdb *db;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &db));
     return db;
 }
@@ -221,6 +222,7 @@ static void test_refused(const char *base)
     armdb_options ro;
     armdb_options_init(&ro);
     ro.flags = ARMDB_RDONLY;
+    t_key_options(&ro);
     CHECK_OK(armdb_open(dir, &ro, &db));
     o->n = 0;
     add(o, ARMDB_OP_PUT, 5, "y");

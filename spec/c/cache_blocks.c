@@ -38,6 +38,7 @@ static armdb *open_store(const char *dir, uint64_t cache, uint64_t max_file, uin
     o.max_file_size = max_file;
     o.flags = flags;
     armdb *db;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &db));
     return db;
 }

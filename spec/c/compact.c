@@ -131,6 +131,7 @@ static void open_store(const char *path, size_t fixed, uint32_t flags, double th
     o.write_buffer_size = 65536;
     o.compaction_threshold = threshold;
     o.flags = ARMDB_CREATE | flags;
+    t_key_options(&o);
     CHECK_OK(armdb_open(path, &o, db));
 }
 
@@ -440,6 +441,7 @@ static void part_cut_short(const char *base)
     armdb_options o;
     armdb_options_init(&o);
     o.flags = ARMDB_RDONLY;
+    t_key_options(&o);
     CHECK_OK(armdb_open(path, &o, &db));
     check_model(db, &m);
     CHECK_OK(armdb_close(db));
@@ -456,6 +458,7 @@ static void part_cut_short(const char *base)
     fclose(in);
     CHECK(fclose(out) == 0);
     o.flags = 0;
+    t_key_options(&o);
     CHECK_RC(armdb_open(path, &o, &db), ARMDB_CORRUPT);
     free(hint);
     free(orphan);

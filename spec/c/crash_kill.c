@@ -291,6 +291,7 @@ static void child_run(struct store *st, int fd, uint64_t rng, uint32_t wbuf, uin
     o.flags = ARMDB_CREATE;
     o.write_buffer_size = wbuf;
     o.sync_interval_ms = interval_ms;
+    t_key_options(&o);
     if ((rc = armdb_open(st->path, &o, &db)) != 0)
         child_fail("open", 0, 0, rc);
     for (uint32_t k = 0; k < NKEYS; k++) {
@@ -627,6 +628,7 @@ static void check_store(struct store *st, uint64_t *rng)
 
     store_options(st, &o);
     o.flags = writer ? 0 : ARMDB_RDONLY;
+    t_key_options(&o);
     rc = armdb_open(st->path, &o, &db);
     if (rc == -ENOENT && !st->created) {
         /* Killed before the store was created: nothing to find. */

@@ -153,6 +153,7 @@ static armdb *open_store(const char *dir, int create, int *rc_out)
      * calls in the same order. */
     o.flags = (create ? ARMDB_CREATE : 0) | ARMDB_NO_AUTO_COMPACT;
     armdb *db = NULL;
+    t_key_options(&o);
     *rc_out = armdb_open(dir, &o, &db);
     return db;
 }

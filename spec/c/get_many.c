@@ -37,6 +37,7 @@ static armdb *open_store(const char *dir, uint32_t value_len, uint32_t flags)
     o.sync_mode = ARMDB_SYNC_NONE;
     o.flags = flags;
     armdb *db;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &db));
     return db;
 }

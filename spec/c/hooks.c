@@ -89,6 +89,7 @@ int main(void)
     o.key_len = KEY_LEN;
     o.shards = 4;
     o.flags = ARMDB_CREATE;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &g_db));
     armdb *db = g_db;
     CHECK_RC(armdb_set_hook(db, hook, &g_seen, 1u << 5), ARMDB_INVAL);

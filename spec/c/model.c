@@ -106,6 +106,7 @@ static void open_store(struct run *r)
     o.write_buffer_size = r->cfg->wbuf;
     o.max_file_size = 65536;
     o.flags = ARMDB_CREATE;
+    t_key_options(&o);
     CHECK_OK(armdb_open(r->store, &o, &r->db));
 }
 

@@ -202,6 +202,7 @@ static armdb *open_with(const char *dir, unsigned flags, uint64_t max_file)
     o.max_file_size = max_file;
     o.flags = flags;
     armdb *db;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &db));
     return db;
 }
@@ -328,6 +329,7 @@ static void test_errors(const char *base)
     armdb_options o;
     armdb_options_init(&o);
     o.flags = ARMDB_ORDERED;
+    t_key_options(&o);
     CHECK_RC(armdb_open(dir, &o, &db), ARMDB_MISMATCH);
     CHECK(strstr(armdb_errmsg(), "not ordered"));
     free(dir);
@@ -529,6 +531,7 @@ static void test_snapshot(const char *base)
     o.value_len = 8;
     o.shards = 3;
     o.flags = ARMDB_CREATE;
+    t_key_options(&o);
     CHECK_OK(armdb_open(udir, &o, &db));
     for (uint64_t i = 0; i < 100; i++) {
         make_key((uint32_t)i, k);
@@ -601,6 +604,7 @@ static void test_snapshot_batches(const char *base)
     o.max_file_size = 1 << 20;
     o.flags = ARMDB_CREATE | ARMDB_ORDERED;
     armdb *db;
+    t_key_options(&o);
     CHECK_OK(armdb_open(dir, &o, &db));
     for (uint32_t i = 0; i < ACCOUNTS; i++) {
         uint8_t k[KEY_LEN];

@@ -211,6 +211,7 @@ static void inline_values_skip_disk(uint32_t value_len)
     o.flags = ARMDB_CREATE;
     armdb *db;
     unsigned char k[KLEN], v[8], buf[16];
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     for (unsigned i = 0; i < NKEYS; i++) {
         make_key(i, k);
@@ -220,6 +221,7 @@ static void inline_values_skip_disk(uint32_t value_len)
     }
     CHECK_OK(armdb_close(db));
     o.flags = 0;
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     char *data = t_path(store, "000/00000001.data");
     FILE *f = fopen(data, "r+b");
@@ -264,9 +266,11 @@ static void data_file_lost(void)
     CHECK(unlink(data) == 0);
     armdb_options o;
     armdb_options_init(&o);
+    t_key_options(&o);
     CHECK_RC(armdb_open(store, &o, &db), ARMDB_CORRUPT);
     CHECK(strstr(armdb_errmsg(), "00000002.data") != NULL);
     o.flags = ARMDB_RDONLY;
+    t_key_options(&o);
     CHECK_RC(armdb_open(store, &o, &db), ARMDB_CORRUPT);
     t_rmtree(dir);
     free(data);

@@ -223,6 +223,7 @@ static armdb *open_store(const char *store)
     o.sync_mode = ARMDB_SYNC_INTERVAL;
     o.sync_interval_ms = 5;
     o.flags = ARMDB_CREATE;
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     return db;
 }

@@ -67,6 +67,7 @@ static armdb *open_mode(const char *store, uint32_t mode, uint32_t interval_ms, 
     o.sync_interval_ms = interval_ms;
     o.write_buffer_size = wbuf;
     o.flags = ARMDB_CREATE;
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     return db;
 }
@@ -281,6 +282,7 @@ static void case_clean_sync(void)
     g_part = "armdb_sync on a read-only handle";
     armdb_options_init(&o);
     o.flags = ARMDB_RDONLY;
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     CHECK_OK(armdb_sync(db));
     CHECK(has_idx(db, 1));

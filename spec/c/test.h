@@ -241,6 +241,19 @@ static inline int t_cmp_unsigned(const void *a, const void *b)
 
 /* ---- stores ---- */
 
+/* The harnesses run on encrypted stores too: with ARMDB_TEST_ENCRYPT=1 in
+ * the environment (=2: AES-256-GCM) the options carry a key. */
+static const unsigned char t_test_key[32] = "armdb test key, not for real use";
+static inline void t_key_options(armdb_options *o)
+{
+    uint64_t e = t_env_u64("ARMDB_TEST_ENCRYPT", 0);
+    if (!e)
+        return;
+    o->encryption_key = t_test_key;
+    if (e == 2 && (o->flags & ARMDB_CREATE))
+        o->flags |= ARMDB_CIPHER_AES;
+}
+
 /* Open with sync mode none and the given shape; a zero takes the default
  * (or, for an existing store, the stored setting). */
 static inline armdb *t_open_store(const char *store, uint32_t key_len, uint32_t value_len, uint32_t shards,
@@ -256,6 +269,7 @@ static inline armdb *t_open_store(const char *store, uint32_t key_len, uint32_t 
     o.max_file_size = max_file;
     o.sync_mode = ARMDB_SYNC_NONE;
     o.flags = flags;
+    t_key_options(&o);
     CHECK_OK(armdb_open(store, &o, &db));
     CHECK(db != NULL);
     return db;
