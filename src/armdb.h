@@ -281,6 +281,7 @@ enum armdb_limits {
     ARMDB_SHARDS_MAX = 256,
     ARMDB_PAGE_SIZE = 4096,
     ARMDB_BATCH_MAX = 1024,
+    ARMDB_SEAL_OVERHEAD = 48, /* armdb_seal: magic, nonce, tag */
 };
 
 typedef struct armdb armdb;
@@ -619,6 +620,18 @@ void armdb_iter_close(armdb_iter *it);
  *                   again)
  */
 int armdb_rekey(armdb *db, const unsigned char *new_key);
+
+/*
+ * Seal n bytes at in (XChaCha20-Poly1305, a random nonce) with a key
+ * derived from `key`, an encrypted store's master key, for files kept
+ * beside a store (the Lua layer's batch intents): out receives
+ * n + ARMDB_SEAL_OVERHEAD bytes. armdb_unseal opens n such bytes into
+ * n - ARMDB_SEAL_OVERHEAD bytes at out, or fails with ARMDB_CORRUPT
+ * (damaged, not a sealed blob, or another key). Both: ARMDB_INVAL for a
+ * NULL argument.
+ */
+int armdb_seal(const unsigned char *key, const void *in, size_t n, void *out);
+int armdb_unseal(const unsigned char *key, const void *in, size_t n, void *out);
 
 #ifdef __cplusplus
 }

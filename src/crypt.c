@@ -222,3 +222,51 @@ uint32_t pk_open(const struct pagekey *pk, uint64_t page, unsigned char *buf, ui
     }
     return n;
 }
+
+/* ---- blobs ---- */
+
+static const unsigned char seal_magic[8] = {'A', 'R', 'M', 'S', 'E', 'A', 'L', 1};
+
+/* The blob key of a master key (KDF context "armdbblb"). */
+static unsigned char *blob_key(const unsigned char *master)
+{
+    unsigned char *k = sodium_malloc(32);
+    if (k)
+        crypto_kdf_derive_from_key(k, 32, 3, "armdbblb", master);
+    return k;
+}
+
+API int armdb_seal(const unsigned char *key, const void *in, size_t n, void *out)
+{
+    if (!key || (!in && n) || !out)
+        return err_set(ARMDB_INVAL, "armdb_seal: key, in and out must not be NULL");
+    int rc = crypt_init();
+    if (rc < 0)
+        return rc;
+    unsigned char *k = blob_key(key), *o = out;
+    if (!k)
+        return err_set(-ENOMEM, "armdb_seal");
+    memcpy(o, seal_magic, 8);
+    randombytes_buf(o + 8, 24);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(o + 32, NULL, in, n, seal_magic, 8, NULL, o + 8, k);
+    sodium_free(k);
+    return 0;
+}
+
+API int armdb_unseal(const unsigned char *key, const void *in, size_t n, void *out)
+{
+    if (!key || !in || !out)
+        return err_set(ARMDB_INVAL, "armdb_unseal: key, in and out must not be NULL");
+    const unsigned char *i = in;
+    if (n < ARMDB_SEAL_OVERHEAD || memcmp(i, seal_magic, 8) != 0)
+        return err_set(ARMDB_CORRUPT, "armdb_unseal: not a sealed blob");
+    int rc = crypt_init();
+    if (rc < 0)
+        return rc;
+    unsigned char *k = blob_key(key);
+    if (!k)
+        return err_set(-ENOMEM, "armdb_unseal");
+    rc = crypto_aead_xchacha20poly1305_ietf_decrypt(out, NULL, NULL, i + 32, n - 32, seal_magic, 8, i + 8, k);
+    sodium_free(k);
+    return rc == 0 ? 0 : err_set(ARMDB_CORRUPT, "armdb_unseal: the blob is damaged, or sealed with another key");
+}

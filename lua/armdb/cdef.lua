@@ -59,6 +59,7 @@ enum armdb_limits {
     ARMDB_SHARDS_MAX = 256,
     ARMDB_PAGE_SIZE = 4096,
     ARMDB_BATCH_MAX = 1024,
+    ARMDB_SEAL_OVERHEAD = 48,
 };
 
 enum armdb_op_type {
@@ -172,6 +173,8 @@ void armdb_iter_close(armdb_iter *it);
 int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
 int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags);
 int armdb_rekey(armdb *db, const unsigned char *new_key);
+int armdb_seal(const unsigned char *key, const void *in, size_t n, void *out);
+int armdb_unseal(const unsigned char *key, const void *in, size_t n, void *out);
 ]])
 
 return M

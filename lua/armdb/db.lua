@@ -26,6 +26,8 @@ local C = lib.C
 local type, error, pairs, tostring = type, error, pairs, tostring
 
 local CORRUPT = C.ARMDB_CORRUPT
+local BADKEY = C.ARMDB_BADKEY
+local REKEY = "REKEY" -- the file that says a key rotation is under way (db:rekey)
 local MISMATCH = C.ARMDB_MISMATCH
 local INVAL = C.ARMDB_INVAL
 local NOTFOUND = C.ARMDB_NOTFOUND
@@ -49,7 +51,7 @@ local OPTS = {
     max_file_size = "number", cache_size = "number", compaction_threshold = "number",
     create = "boolean", read_only = "boolean", no_uring = "boolean", no_direct = "boolean",
     no_auto_compact = "boolean",
-    sync = "string", sync_mode = "string", encryption_key = "string",
+    sync = "string", sync_mode = "string", encryption_key = "string", previous_key = "string", cipher = "string",
 }
 local SYNC = { interval = true, none = true, always = true }
 
@@ -72,10 +74,14 @@ local function check_opts(opts)
         elseif (name == "sync" or name == "sync_mode") and not SYNC[v] then
             error("armdb.open: option " .. name .. ' must be "interval", "none" or "always", got '
                 .. codecs.show(v), 3)
-        elseif name == "encryption_key" and #v ~= 32 then
-            error("armdb.open: option encryption_key must be a string of 32 bytes", 3)
+        end
+        if name == "encryption_key" or name == "previous_key" then
+            v = store.key_bytes(v, "armdb.open: option " .. name, 4)
         end
         out[name] = v
+    end
+    if out.previous_key and not out.encryption_key then
+        error("armdb.open: option previous_key needs encryption_key (the key it is being replaced with)", 3)
     end
     return out
 end
@@ -275,6 +281,23 @@ end
 -- Completes a batch a crash cut short (db:batch, below).
 local settle_intent
 
+-- Completes a key rotation a crash cut short (db:rekey, below): every
+-- collection opened, which rotates those still on previous_key.
+local function finish_rekey(db)
+    local names, msg, code = db:collections()
+    if not names then
+        return nil, msg, code
+    end
+    for _, name in ipairs(names) do
+        local coll
+        coll, msg, code = db:collection(name)
+        if coll == nil then
+            return nil, msg, code
+        end
+    end
+    return fs.remove(db.dir, REKEY)
+end
+
 function M.open(dir, opts)
     if type(dir) ~= "string" or dir == "" then
         error("armdb.open: dir must be a non-empty string, got " .. codecs.show(dir), 2)
@@ -320,6 +343,9 @@ function M.open(dir, opts)
     }, Db)
     local ok
     ok, msg, code = settle_intent(db)
+    if ok and sopts.previous_key and not read_only and fs.exists(dir .. "/" .. REKEY) == true then
+        ok, msg, code = finish_rekey(db)
+    end
     if not ok then
         db:close()
         return nil, msg, code
@@ -439,6 +465,7 @@ function Db:collection(name, spec)
     for k, v in pairs(self._opts) do
         sopts[k] = v
     end
+    sopts.previous_key = nil
     sopts.key_len = entry.key_len
     sopts.value_len = entry.value_len
     sopts.ordered = entry.ordered == true
@@ -450,7 +477,23 @@ function Db:collection(name, spec)
         return self._colls[name]
     end
     local s, msg, code = store.open(self.dir .. "/" .. name, sopts)
+    if s == nil and code == BADKEY and self._opts.previous_key then
+        -- Still sealed with the key a cut-short rotation was replacing.
+        sopts.encryption_key = self._opts.previous_key
+        s, msg, code = store.open(self.dir .. "/" .. name, sopts)
+        if s and not self.read_only then
+            local ok, rmsg, rcode = s:rekey(self._opts.encryption_key)
+            if not ok then
+                s:close()
+                return nil, "collection " .. name .. ": completing the key rotation: " .. rmsg, rcode
+            end
+        end
+    end
     if s == nil then
+        if code == BADKEY and fs.exists(self.dir .. "/" .. REKEY) == true then
+            msg = msg .. " (a key rotation of " .. self.dir .. " was cut short: open with encryption_key = the"
+                .. " new key and previous_key = the old one to complete it)"
+        end
         return nil, msg, code
     end
     coll = Collection.new(name, { key = entry.key, value = entry.value, key_len = entry.key_len,
@@ -578,6 +621,21 @@ function redo_intent(self)
     end
     local text = f:read("*a")
     f:close()
+    if text:sub(1, 7) == "ARMSEAL" then
+        local key = self._opts.encryption_key
+        local plain, msg, code
+        if key then
+            plain, msg, code = store.unseal(key, text)
+        end
+        if plain == nil and self._opts.previous_key then
+            plain, msg, code = store.unseal(self._opts.previous_key, text)
+        end
+        if plain == nil then
+            return nil, INTENT .. " of " .. self.dir .. " is sealed: " .. (key and msg or "an encryption_key is"
+                .. " needed to complete the batch it holds"), key and code or BADKEY
+        end
+        text = plain
+    end
     local ok, t = pcall(cjson.decode, text)
     if not ok or type(t) ~= "table" or type(t.parts) ~= "table" then
         return nil, INTENT .. " of " .. self.dir .. " is damaged", CORRUPT
@@ -639,7 +697,16 @@ local function apply_across(self, order)
         end
         parts[i] = { collection = g.coll.name, ops = ops }
     end
-    local ok, msg, code = fs.replace(self.dir, INTENT, cjson.encode({ format = 1, parts = parts }))
+    local text = cjson.encode({ format = 1, parts = parts })
+    local key = self._opts.encryption_key
+    if key then -- the intent holds keys and values: sealed like the stores
+        local sealed, smsg, scode = store.seal(key, text)
+        if not sealed then
+            return nil, smsg, scode
+        end
+        text = sealed
+    end
+    local ok, msg, code = fs.replace(self.dir, INTENT, text)
     if not ok then
         return nil, msg, code
     end
@@ -734,6 +801,51 @@ function Db:batch(fn)
             end
         end
     end
+    return true
+end
+
+-- Seal every collection again with new_key (32 bytes or 64 hex digits),
+-- one after another (store:rekey: each is crash-safe on its own). While it
+-- runs, the file REKEY says a rotation is under way: if it is cut short,
+-- some collections have each key, and the database opens with
+-- encryption_key = the new key and previous_key = the old one, which
+-- completes it. true, or nil, message, code.
+function Db:rekey(new_key)
+    check_open(self)
+    local key = store.key_bytes(new_key, "armdb: db:rekey: new_key", 3)
+    if not self._opts.encryption_key then
+        return nil, "database " .. self.dir .. " is not encrypted", INVAL
+    end
+    if self.read_only then
+        return nil, "database " .. self.dir .. " was opened read-only", READONLY
+    end
+    local names, msg, code = self:collections()
+    if not names then
+        return nil, msg, code
+    end
+    local ok
+    ok, msg, code = fs.replace(self.dir, REKEY, cjson.encode({ format = 1 }))
+    if not ok then
+        return nil, msg, code
+    end
+    for _, name in ipairs(names) do
+        local coll
+        coll, msg, code = self:collection(name)
+        if coll == nil then
+            return nil, "db:rekey: " .. msg, code
+        end
+        ok, msg, code = coll._store:rekey(key)
+        if not ok then
+            return nil, "db:rekey: collection " .. name .. ": " .. msg, code
+        end
+    end
+    self._opts.previous_key = self._opts.encryption_key
+    self._opts.encryption_key = key
+    ok, msg, code = fs.remove(self.dir, REKEY)
+    if not ok then
+        return nil, msg, code
+    end
+    self._opts.previous_key = nil
     return true
 end
 

@@ -13,6 +13,8 @@ local ffi = require("ffi")
 local lib = require("armdb.lib")
 
 local C = lib.C
+
+local M = {}
 local ffi_string, ffi_gc, type, error, tonumber = ffi.string, ffi.gc, type, error, tonumber
 
 local NOTFOUND = C.ARMDB_NOTFOUND
@@ -68,6 +70,23 @@ local FLAG_OPTS = {
     no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT, no_auto_compact = C.ARMDB_NO_AUTO_COMPACT,
 }
 
+local CIPHERS = { ["xchacha20-poly1305"] = false, ["aes-256-gcm"] = true } -- true: ARMDB_CIPHER_AES
+
+-- An encryption key as the C API takes it: 32 bytes, given raw or as 64
+-- hexadecimal digits. Raises naming `what` (never showing the key).
+function M.key_bytes(v, what, level)
+    if type(v) == "string" and #v == 64 and v:find("^%x+$") then
+        return (v:gsub("%x%x", function(c)
+            return string.char(tonumber(c, 16))
+        end))
+    end
+    if type(v) ~= "string" or #v ~= 32 then
+        error(what .. " must be 32 bytes or 64 hexadecimal digits, got "
+            .. (type(v) == "string" and #v .. " bytes" or "a " .. type(v)), level)
+    end
+    return v
+end
+
 local function options(opts, level)
     local o = ffi.new("armdb_options")
     C.armdb_options_init(o)
@@ -95,10 +114,14 @@ local function options(opts, level)
             end
             o.sync_mode = mode
         elseif name == "encryption_key" then
-            if type(v) ~= "string" or #v ~= 32 then
-                error("armdb: option encryption_key must be a string of 32 bytes", level)
+            key = M.key_bytes(v, "armdb: option encryption_key", level + 1)
+        elseif name == "cipher" then
+            if CIPHERS[v] == nil then
+                error('armdb: option cipher must be "xchacha20-poly1305" or "aes-256-gcm", got ' .. tostring(v), level)
             end
-            key = v
+            if CIPHERS[v] then
+                flags = bit.bor(flags, C.ARMDB_CIPHER_AES)
+            end
         else
             error("armdb: unknown option " .. tostring(name), level)
         end
@@ -136,6 +159,29 @@ local function check_value(v)
     if type(v) ~= "string" then
         error("armdb: value must be a string, got " .. type(v), 3)
     end
+end
+
+-- A blob sealed with a key derived from key (armdb_seal), and back: the
+-- bytes, or nil, message, code (a damaged blob, or another key).
+function M.seal(key, text)
+    local out = ffi.new("unsigned char[?]", #text + C.ARMDB_SEAL_OVERHEAD)
+    local rc = C.armdb_seal(key, text, #text, out)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return ffi_string(out, #text + C.ARMDB_SEAL_OVERHEAD)
+end
+
+function M.unseal(key, blob)
+    if #blob < C.ARMDB_SEAL_OVERHEAD then
+        return nil, "not a sealed blob", C.ARMDB_CORRUPT
+    end
+    local out = ffi.new("unsigned char[?]", #blob - C.ARMDB_SEAL_OVERHEAD + 1)
+    local rc = C.armdb_unseal(key, blob, #blob, out)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return ffi_string(out, #blob - C.ARMDB_SEAL_OVERHEAD)
 end
 
 local function open(dir, opts)
@@ -369,6 +415,14 @@ function Store:compact()
     return ok_or_fail(C.armdb_compact(handle(self)))
 end
 
+-- Seal every page again with new_key (armdb_rekey): 32 bytes or 64 hex
+-- digits. true, or nil, message, code.
+function Store:rekey(new_key)
+    local h = handle(self)
+    local k = M.key_bytes(new_key, "armdb: rekey: new_key", 2)
+    return ok_or_fail(C.armdb_rekey(h, k))
+end
+
 function Store:count()
     return tonumber(C.armdb_count(handle(self)))
 end
@@ -576,4 +630,7 @@ Store.__tostring = function(self)
     return "armdb.store(" .. self.dir .. (self._h and ")" or ", closed)")
 end
 
-return { open = open, Store = Store, fail = fail }
+M.open = open
+M.Store = Store
+M.fail = fail
+return M
