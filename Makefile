@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev libsodium-dev l
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench bench-core bench-lua bench-compact bench-ordered-index clean
+	check-all fuzz crash bench bench-core bench-lua bench-compact bench-ordered-index bench-encrypt clean
 
 all: build
 
@@ -66,7 +66,7 @@ rock: build
 
 # The same suites with io_uring turned off: the pread fallback must pass them too.
 check-no-uring: build check-deps
-	ARMDB_NO_URING=1 ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	ARMDB_NO_URING=1 ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE encrypted
 	ARMDB_NO_URING=1 $(MAKE) --no-print-directory check-lua
 
 # The C suite under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -74,7 +74,7 @@ check-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DARMDB_SANITIZE=address,undefined $(CMAKE_ARGS) >/dev/null
 	cmake --build build-asan -j$(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir build-asan --output-on-failure -j$(JOBS)
+	  ctest --test-dir build-asan --output-on-failure -j$(JOBS) -LE encrypted
 
 # The concurrency tests (label "threads") under ThreadSanitizer.
 check-tsan: deps
@@ -121,8 +121,29 @@ bench: build
 	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) $(BENCH_DEPS)"
 	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
 	  bench/engines.c $(BUILD)/libarmdb.a -llmdb -lleveldb -lrocksdb -Wl,--as-needed \
-	  $$(pkg-config --libs liburing) -lxxhash -lpthread -o $(BUILD)/bench-engines
+	  $$(pkg-config --libs liburing) $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-engines
 	bench/suite.sh
+
+# Encrypted stores against the plain one (bench/README.md, "Encryption"):
+# build/bench-engines with only armdb, armdb-enc (XChaCha20-Poly1305) and
+# armdb-aes (AES-256-GCM), interleaved in every repetition; puts, hot and
+# cold gets and batches, durable puts on one thread, at 100 B, 1 KiB and
+# 4 KiB. 500k keys by default (about 10 minutes on 2 cores), 2000 keys per
+# cold sample; BENCH_KEYS, BENCH_COLD_KEYS, BENCH_REPS (default 3) and
+# TMPDIR (on the real disk) as for `make bench`. The cold tests evict the
+# stores' own files (--drop fadvise): armdb reads its data with O_DIRECT
+# anyway, and the rest of the machine keeps its page cache.
+BENCH_ENCRYPT_ONLY := fillrandom,overwrite,readrandom_hot,readrandom_cold,multiget_hot,multiget_cold,durable
+bench-encrypt: build
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) liblmdb-dev libleveldb-dev librocksdb-dev"
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/engines.c $(BUILD)/libarmdb.a -llmdb -lleveldb -lrocksdb -Wl,--as-needed \
+	  $$(pkg-config --libs liburing) $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-engines
+	out=bench/results/encrypt-$$(date +%Y-%m-%d).json; \
+	$(BUILD)/bench-engines --keys $${BENCH_KEYS:-500000} --cold-keys $${BENCH_COLD_KEYS:-2000} \
+	  --reps $${BENCH_REPS:-3} --sizes 100,1024,4096 \
+	  --engines armdb,armdb-enc,armdb-aes --only $(BENCH_ENCRYPT_ONLY) --durable-threads 1 --drop fadvise \
+	  > $$out.tmp && mv $$out.tmp $$out && echo "bench-encrypt: $$out"
 
 # Lua against C: the cost of a get and a put through the binding and
 # through the C API, in one run (bench/README.md).
@@ -142,7 +163,7 @@ bench-core: build
 bench-compact: build
 	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
 	  bench/compact.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
-	  -lxxhash -lpthread -o $(BUILD)/bench-compact
+	  $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-compact
 	$(BUILD)/bench-compact $${BENCH_KEYS:-1000000} > bench/results/compact-$$(date +%Y-%m-%d).json
 
 # The ordered index (a B+tree) against a skiplist on the same records
@@ -150,7 +171,7 @@ bench-compact: build
 bench-ordered-index: build
 	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
 	  bench/ordered_index.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
-	  -lxxhash -lpthread -o $(BUILD)/bench-ordered-index
+	  $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-ordered-index
 	$(BUILD)/bench-ordered-index $${BENCH_KEYS:-1000000} > bench/results/ordered-index-$$(date +%Y-%m-%d).json
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,

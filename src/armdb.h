@@ -327,7 +327,8 @@ typedef struct armdb_stat {
     uint64_t corrupt_entries;  /* damaged entries skipped at open */
     uint64_t hints_loaded;     /* data files indexed from their hint at open */
     uint64_t files_scanned;    /* data files indexed by scanning at open */
-    uint64_t torn_bytes;       /* bytes cut from torn tails at open */
+    uint64_t torn_bytes;       /* bytes of torn writes cut at open (encrypted stores cut on a page:
+                                  the start of a torn entry in an intact page stays, as padding) */
     uint64_t gsn;              /* highest GSN this store has seen */
     uint64_t cache_hits;       /* block cache: pages served from memory */
     uint64_t cache_misses;     /* pages read from the device */

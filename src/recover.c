@@ -139,7 +139,7 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
     struct window w = {.fd = fd, .sealed = sealed, .bad = UINT64_MAX, .file_len = file_len, .chunk = SCAN_CHUNK};
     if (w.chunk < 2 * ((size_t)resync_vmax + PAGE))
         w.chunk = 2 * ((size_t)resync_vmax + PAGE);
-    uint64_t pos = 0;
+    uint64_t pos = 0, torn_at = UINT64_MAX;
     bool in_damage = false;
     int rc = 0;
     memset(res, 0, sizeof *res);
@@ -152,14 +152,23 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
         rc = window_need(&w, pos, pos + ENTRY_HDR);
         if (rc < 0)
             goto out;
-        if (sealed && last && pos >= w.bad)
-            break; /* a page that does not open: the torn tail starts here */
+        if (sealed && last && pos >= w.bad) {
+            torn_at = pos; /* a page that does not open: the torn tail */
+            break;
+        }
         const unsigned char *p = rc ? NULL : w.buf + (pos - w.off);
         bool valid = false, zero = false;
         if (p) {
             zero = all_zero(p, ENTRY_HDR);
             uint32_t vlen = get_le32(p + 4);
             uint64_t end = pos + entry_size(klen, vlen);
+            if (sealed && !zero && !in_damage && end > file_len && pos < w.bad) {
+                /* Sealed files end on a page: an entry in an intact page
+                 * that runs past the end is the start of a torn write,
+                 * left when its file was cut at the page after it. */
+                torn_at = pos;
+                break;
+            }
             if (!zero && vlen <= (in_damage ? resync_vmax : vmax) && end <= file_len) {
                 rc = window_need(&w, pos, end);
                 if (rc < 0)
@@ -185,8 +194,10 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
             pos = round_down(pos, PAGE) + PAGE;
             continue;
         }
-        if (sealed && last)
-            break; /* an entry that runs into the torn tail */
+        if (sealed && last) {
+            torn_at = pos; /* an entry that runs into the torn tail */
+            break;
+        }
         if (last) {
             /* End of the data: padding after the last barrier, or a torn
              * write that was never acknowledged. */
@@ -210,7 +221,7 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
          * and anything after that in the last file is torn. */
         res->end = round_up(res->end, PAGE);
         if (last)
-            res->torn = file_len > res->end ? file_len - res->end : 0;
+            res->torn = torn_at < file_len ? file_len - torn_at : 0;
         else
             res->corrupt += w.nbad;
         res->bad_pages = w.nbad;

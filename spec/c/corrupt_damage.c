@@ -36,6 +36,36 @@
  *         cut or extended with garbage). Every key has its synced value or
  *         one of its later unsynced ones; nothing reads ARMDB_CORRUPT.
  *
+ * Encrypted stores (ARMDB_TEST_ENCRYPT=1, or 2 for AES-256-GCM, run the
+ * same rounds on stores opened with a key: every 4096-byte page of data and
+ * hint files sealed, each page's nonce and tag in the .tags file beside its
+ * data file, a 128-byte meta file). What the format legitimately changes:
+ *
+ *   data  a page that fails authentication fails whole: every value with a
+ *         byte in it reads ARMDB_CORRUPT (naming the data file), so more
+ *         keys may read ARMDB_CORRUPT than in a plain store; never a wrong
+ *         or older value. (A sealed file without a usable hint whose every
+ *         page fails makes the open fail with ARMDB_CORRUPT naming it.)
+ *   tags  a fifth file type: one .tags file damaged (bits flipped, bytes
+ *         zeroed or randomized, cut, or extended with garbage). Like damage
+ *         to the pages of its data file: the intact hints are loaded and
+ *         nothing is scanned or counted corrupt, every key reads its right
+ *         value or ARMDB_CORRUPT with a message naming NNNNNNNN.data (the
+ *         data file of the same id, not the .tags file); fixed-length values
+ *         all read exactly, from the hints. A damaged tags header is no
+ *         damage: the pages open with the store's key all the same.
+ *   hint  a damaged sealed hint fails to open (an AEAD tag covers each
+ *         page): ignored and its data file scanned, as in a plain store.
+ *   torn  after the barrier the last data file is whole sealed pages (the
+ *         last one zero-padded), so the synced end is its length, page
+ *         aligned, and the slots of the synced pages are in the tags file.
+ *         The damage is to bytes past the synced end of the data file, or
+ *         (one round in three) to the slots of the unsynced pages in its
+ *         tags file (the whole tags file when no page was synced); a page
+ *         that fails authentication starts the torn tail, and the file is
+ *         cut at its page boundary. Same expectations.
+ *   meta  the same: ARMDB_CORRUPT naming ARMDB.
+ *
  * Always: armdb_count() agrees with the gets; a full iteration yields each
  * readable key once with the value its get returned, as many ARMDB_CORRUPT
  * as there were corrupt gets, and nothing else; the second open gives the
@@ -70,8 +100,8 @@
 #define MAX_REPORTED 20
 #define DEFAULT_ROUNDS 600
 
-enum ftype { F_DATA, F_HINT, F_META, F_TORN, F_NTYPES };
-static const char *const ftype_name[F_NTYPES] = {"data", "hint", "meta", "torn"};
+enum ftype { F_DATA, F_HINT, F_META, F_TORN, F_TAGS, F_NTYPES }; /* F_TAGS: encrypted stores only */
+static const char *const ftype_name[F_NTYPES] = {"data", "hint", "meta", "torn", "tags"};
 
 enum dkind { D_FLIP, D_ZERO, D_RANDOM, D_TRUNCATE, D_EXTEND };
 
@@ -97,7 +127,8 @@ struct config {
     char *store;
     struct state model[MAXKEYS];
     char *data[MAXFILES], *hint[MAXFILES]; /* "000/00000001.data" */
-    unsigned ndata, nhint;
+    char *tags[MAXFILES];                  /* encrypted stores: "000/00000001.tags" */
+    unsigned ndata, nhint, ntags;
 };
 
 struct round {
@@ -109,6 +140,7 @@ struct round {
     bool rdonly[2];
     char *dir;
     char victim[64]; /* the damaged file, as error messages name it */
+    char file[64];   /* the file damaged: the victim, or its .tags file */
     char desc[320];
 };
 
@@ -124,6 +156,7 @@ struct tally {
 };
 
 static uint64_t g_seed;
+static bool g_enc; /* ARMDB_TEST_ENCRYPT: the stores are encrypted */
 static struct tally *g_tally;
 static struct allowed g_allow[MAXKEYS];
 static uint32_t g_maxver;
@@ -338,7 +371,7 @@ static void damage_file(struct round *r, const char *path, size_t lo, enum dkind
     r->truncated = kind == D_TRUNCATE && nlen < len;
     spill(path, p, nlen);
     size_t dl = strlen(r->desc);
-    snprintf(r->desc + dl, sizeof r->desc - dl, "%s %s: %s%s", ftype_name[r->type], r->victim, what,
+    snprintf(r->desc + dl, sizeof r->desc - dl, "%s %s: %s%s", ftype_name[r->type], r->file, what,
              r->changed ? "" : " (no byte changed)");
     free(orig);
     free(p);
@@ -526,6 +559,7 @@ static void check_pass(const struct round *r, int32_t *res)
 {
     armdb_options o = round_options(r, r->rdonly[g_pass]);
     armdb *db = NULL;
+    t_key_options(&o);
     int rc = armdb_open(r->dir, &o, &db);
     const char *msg = armdb_errmsg();
     if (r->expect == X_META) {
@@ -617,7 +651,7 @@ static void apply_op(const struct config *c, armdb *db, unsigned i, uint32_t ver
 
 static void list_files(struct config *c)
 {
-    c->ndata = c->nhint = 0;
+    c->ndata = c->nhint = c->ntags = 0;
     for (unsigned s = 0; s < c->shards; s++) {
         char sname[12];
         snprintf(sname, sizeof sname, "%03x", s);
@@ -629,9 +663,10 @@ static void list_files(struct config *c)
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
                 continue;
             bool data = t_file_id(e->d_name, "data") >= 0, hint = t_file_id(e->d_name, "hint") >= 0;
-            CHECK(data || hint);
-            char **slot = data ? &c->data[c->ndata++] : &c->hint[c->nhint++];
-            CHECK(c->ndata < MAXFILES && c->nhint < MAXFILES);
+            bool tags = g_enc && t_file_id(e->d_name, "tags") >= 0;
+            CHECK(data || hint || tags);
+            char **slot = data ? &c->data[c->ndata++] : hint ? &c->hint[c->nhint++] : &c->tags[c->ntags++];
+            CHECK(c->ndata < MAXFILES && c->nhint < MAXFILES && c->ntags < MAXFILES);
             CHECK(asprintf(slot, "%s/%s", sname, e->d_name) >= 0);
         }
         closedir(d);
@@ -673,11 +708,17 @@ static void build_reference(struct config *c, const char *base, unsigned no)
     list_files(c);
     /* Several sealed files per shard, each with its hint. */
     CHECK(c->ndata >= 3 * c->shards && c->nhint == c->ndata);
+    /* Encrypted: a tags file beside every data file, and no other. */
+    CHECK(c->ntags == (g_enc ? c->ndata : 0));
     for (unsigned f = 0; f < c->ndata; f++) {
         char *hint = t_path(c->store, c->data[f]);
         struct stat st;
         memcpy(hint + strlen(hint) - 4, "hint", 4);
         CHECK(stat(hint, &st) == 0);
+        if (g_enc) {
+            memcpy(hint + strlen(hint) - 4, "tags", 4);
+            CHECK(stat(hint, &st) == 0);
+        }
         free(hint);
     }
 }
@@ -719,11 +760,22 @@ static void torn_writer(const struct config *c, const char *dir, const unsigned 
                 char *path = t_file_path(dir, s, (uint32_t)msg[0], "data");
                 size_t len;
                 unsigned char *d = t_read_file(path, &len);
-                msg[1] = entries_end(d, len);
-                /* After a barrier the file is entries, then zeros. */
-                CHECK(msg[1] <= len);
-                for (size_t b = msg[1]; b < len; b++)
-                    CHECK(d[b] == 0);
+                if (g_enc) {
+                    /* Sealed pages, the last one zero-padded by the barrier:
+                     * all of it is synced, and each page has its slot. */
+                    size_t tlen;
+                    char *tpath = t_file_path(dir, s, (uint32_t)msg[0], "tags");
+                    free(t_read_file(tpath, &tlen));
+                    free(tpath);
+                    CHECK(len % 4096 == 0 && tlen >= 32 + len / 4096 * 24);
+                    msg[1] = len;
+                } else {
+                    msg[1] = entries_end(d, len);
+                    /* After a barrier the file is entries, then zeros. */
+                    CHECK(msg[1] <= len);
+                    for (size_t b = msg[1]; b < len; b++)
+                        CHECK(d[b] == 0);
+                }
                 CHECK(write(fd, msg, sizeof msg) == (ssize_t)sizeof msg);
                 free(d);
                 free(path);
@@ -810,11 +862,22 @@ static bool prepare_torn(struct round *r, uint64_t *rng)
     /* A file rotated in after the sync holds no synced byte. */
     size_t lo = id == synced[s][0] ? (size_t)synced[s][1] : 0;
     snprintf(r->victim, sizeof r->victim, "%s/%08u.data", sname, id);
+    snprintf(r->file, sizeof r->file, "%s", r->victim);
     snprintf(r->desc, sizeof r->desc, "%u ops, synced after %u, %s; synced end %zu of ", nops, nsync,
              sigkill ? "SIGKILL" : "_exit", lo);
-    char *path = t_file_path(r->dir, s, id, "data");
+    const char *ext = "data";
     static const enum dkind kinds[] = {D_FLIP, D_ZERO, D_RANDOM, D_TRUNCATE, D_EXTEND};
-    damage_file(r, path, lo, kinds[t_rand(rng) % 5], rng);
+    enum dkind kind = kinds[t_rand(rng) % 5];
+    if (g_enc && t_rand(rng) % 3 == 0) {
+        /* The slots of the unsynced pages (all of the file if none was). */
+        ext = "tags";
+        lo = lo ? 32 + lo / 4096 * 24 : 0;
+        snprintf(r->file, sizeof r->file, "%s/%08u.tags", sname, id);
+        size_t dl = strlen(r->desc);
+        snprintf(r->desc + dl, sizeof r->desc - dl, "data, slots from %zu of ", lo);
+    }
+    char *path = t_file_path(r->dir, s, id, ext);
+    damage_file(r, path, lo, kind, rng);
     free(path);
     free(sdir);
     return true;
@@ -830,16 +893,31 @@ static void prepare_damage(struct round *r, uint64_t *rng)
         rel = c->data[t_rand(rng) % c->ndata];
     else if (r->type == F_HINT)
         rel = c->hint[t_rand(rng) % c->nhint];
+    else if (r->type == F_TAGS)
+        rel = c->tags[t_rand(rng) % c->ntags];
     else
         rel = "ARMDB";
     snprintf(r->victim, sizeof r->victim, "%s", rel);
+    snprintf(r->file, sizeof r->file, "%s", rel);
+    if (r->type == F_TAGS) {
+        /* Errors name the data file whose pages the slots seal. */
+        size_t n = strlen(r->victim);
+        CHECK(n > 5 && strcmp(r->victim + n - 5, ".tags") == 0);
+        memcpy(r->victim + n - 4, "data", 4);
+        if (t_rand(rng) % 8 == 0)
+            kind = D_EXTEND; /* slots for pages the data file does not have */
+    }
     char *path = t_path(r->dir, rel);
     damage_file(r, path, 0, kind, rng);
     free(path);
+    /* The data file of damaged slots is whole: every entry the hint names
+     * is there to be read or fail authentication. */
+    if (r->type == F_TAGS)
+        r->truncated = false;
     if (!r->changed)
         r->expect = X_EXACT;
     else
-        r->expect = r->type == F_DATA ? X_VERIFIED : r->type == F_HINT ? X_SCAN : X_META;
+        r->expect = r->type == F_DATA || r->type == F_TAGS ? X_VERIFIED : r->type == F_HINT ? X_SCAN : X_META;
 }
 
 int main(void)
@@ -851,6 +929,7 @@ int main(void)
     };
     const unsigned ncfg = sizeof cfgs / sizeof cfgs[0];
     g_seed = t_env_u64("ARMDB_SEED", 8675309);
+    g_enc = t_env_u64("ARMDB_TEST_ENCRYPT", 0) != 0;
     uint64_t rounds = t_env_u64("ARMDB_CORRUPT_ROUNDS", DEFAULT_ROUNDS);
     uint64_t only = t_env_u64("ARMDB_CORRUPT_ROUND", UINT64_MAX);
     g_keep = t_env_u64("ARMDB_CORRUPT_KEEP", 0) != 0;
@@ -890,6 +969,8 @@ int main(void)
         r.type = roll < 15 ? F_TORN : roll < 55 ? F_DATA : roll < 88 ? F_HINT : F_META;
         r.rdonly[0] = t_rand(&rng) % 3 == 0;
         r.rdonly[1] = t_rand(&rng) % 4 == 0;
+        if (g_enc && r.type == F_DATA && t_rand(&rng) % 5 < 2)
+            r.type = F_TAGS; /* the slots of a data file's pages */
         allow_model(r.c);
         t_rmtree(rdir);
         t_copy_tree(r.c->store, rdir);
@@ -925,12 +1006,16 @@ int main(void)
         if (g_keep)
             keep_damaged(&r, rc != 0);
     }
-    printf("corrupt_damage: seed %" PRIu64 ", %" PRIu64 " rounds (data %" PRIu64 ", hint %" PRIu64
+    char tags[48] = "";
+    if (g_enc)
+        snprintf(tags, sizeof tags, ", tags %" PRIu64, per_type[F_TAGS]);
+    printf("corrupt_damage: %sseed %" PRIu64 ", %" PRIu64 " rounds (data %" PRIu64 "%s, hint %" PRIu64
            ", meta %" PRIu64 ", torn %" PRIu64 "; %" PRIu64 " left no byte changed): %" PRIu64
            " opens failed cleanly, %" PRIu64 " gets and %" PRIu64 " iteration steps ARMDB_CORRUPT, %" PRIu64
            " files scanned, %" PRIu64 " torn bytes cut, %" PRIu64 " unsynced values read; %" PRIu64
            " rounds failed\n",
-           g_seed, ran, per_type[F_DATA], per_type[F_HINT], per_type[F_META], per_type[F_TORN], unchanged,
+           g_enc ? "encrypted stores, " : "", g_seed, ran, per_type[F_DATA], tags, per_type[F_HINT],
+           per_type[F_META], per_type[F_TORN], unchanged,
            g_tally->open_failed, g_tally->get_corrupt, g_tally->iter_corrupt, g_tally->files_scanned,
            g_tally->torn_bytes, g_tally->later_values, failed);
     free(rdir);
@@ -945,6 +1030,8 @@ int main(void)
             free(cfgs[n].data[f]);
         for (unsigned f = 0; f < cfgs[n].nhint; f++)
             free(cfgs[n].hint[f]);
+        for (unsigned f = 0; f < cfgs[n].ntags; f++)
+            free(cfgs[n].tags[f]);
     }
     munmap(g_tally, sizeof *g_tally);
     return failed ? 1 : 0;

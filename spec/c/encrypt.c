@@ -600,7 +600,9 @@ static void test_torn(const char *dir)
     armdb_stat st;
     CHECK_OK(armdb_stats(db, &st));
     CHECK(st.torn_bytes >= sizeof junk && st.corrupt_entries == 0);
-    CHECK(file_size(data) % 4096 == 0 && file_size(data) == before - st.torn_bytes);
+    /* Cut on a page: what a torn entry left in the last intact page stays. */
+    CHECK(file_size(data) % 4096 == 0 && file_size(data) <= before - sizeof junk &&
+          file_size(data) + st.torn_bytes >= before);
     uint32_t later = 0;
     for (uint32_t i = 0; i < 6000; i++) {
         make_key(i, k);
