@@ -128,7 +128,7 @@ bench: build
 # build/bench-engines with only armdb, armdb-enc (XChaCha20-Poly1305) and
 # armdb-aes (AES-256-GCM), interleaved in every repetition; puts, hot and
 # cold gets and batches, durable puts on one thread, at 100 B, 1 KiB and
-# 4 KiB. 500k keys by default (about 10 minutes on 2 cores), 2000 keys per
+# 4 KiB. 500k keys by default (about 8 minutes on 2 cores), 2000 keys per
 # cold sample; BENCH_KEYS, BENCH_COLD_KEYS, BENCH_REPS (default 3) and
 # TMPDIR (on the real disk) as for `make bench`. The cold tests evict the
 # stores' own files (--drop fadvise): armdb reads its data with O_DIRECT

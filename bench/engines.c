@@ -8,7 +8,10 @@
  * durable writes with 1 and 4 threads, reopen time, bytes on disk, resident
  * memory per key, armdb's index bytes per key, and scans in key order (full,
  * reverse, short ranges; armdb on an ordered store, the "armdb-ordered"
- * row). Every figure is measured
+ * row). Two encrypted armdb rows run the same workloads as "armdb" when
+ * named in --engines: "armdb-enc" (XChaCha20-Poly1305) and "armdb-aes"
+ * (AES-256-GCM), stores created with a fixed 32-byte test key. Every
+ * figure is measured
  * REPS times; the engines run in one order in even repetitions and in the
  * reverse order in odd ones, so machine drift hits all alike. The result is
  * one JSON document on stdout (median, min, max and the raw runs of every
@@ -17,8 +20,9 @@
  *
  *   bench-engines [--keys N] [--reps N] [--sizes 100,1024,4096]
  *                 [--only WORKLOAD,..] [--engines armdb,lmdb,rocksdb,leveldb]
+ *                 (also armdb-inline, armdb-ordered, armdb-enc, armdb-aes)
  *                 [--sync-keys N] [--cold-keys N] [--scan-ranges N]
- *                 [--drop all|fadvise]
+ *                 [--durable-threads 1,4] [--drop all|fadvise]
  *
  * Stores are made in a fresh directory under $TMPDIR (or /tmp), removed at
  * the end, also on failure or ^C. Every value read is compared with the one
@@ -112,6 +116,7 @@ static void progress(const char *fmt, ...)
 }
 
 static size_t g_nkeys, g_sync_keys, g_cold_keys, g_scan_ranges;
+static unsigned g_durable_threads = 3; /* bit 0: the 1-thread durable test, bit 1: the 4-thread one */
 static int g_reps;
 static size_t g_sizes[MAX_SIZES];
 static int g_nsizes;
@@ -313,7 +318,15 @@ struct engine {
 
 /* -- armdb -- */
 
-static void *armdb_e_open(const char *dir, const struct eopts *o)
+/* The key of the encrypted rows: fixed, so every run seals the same way. */
+static const unsigned char g_test_key[32] = {
+    0x61, 0x72, 0x6d, 0x64, 0x62, 0x2d, 0x62, 0x65, 0x6e, 0x63, 0x68, 0x2d, 0x6b, 0x65, 0x79, 0x00,
+    0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+};
+
+/* key NULL: a plain store; else encrypted with it (flags may add
+ * ARMDB_CIPHER_AES). The same options create the store and reopen it. */
+static void *armdb_open_with(const char *dir, const struct eopts *o, const unsigned char *key, uint32_t flags)
 {
     armdb_options op;
     armdb_options_init(&op);
@@ -321,10 +334,23 @@ static void *armdb_e_open(const char *dir, const struct eopts *o)
     op.value_len = o->fixed_vlen;
     op.sync_mode = o->durable ? ARMDB_SYNC_ALWAYS : ARMDB_SYNC_NONE;
     op.cache_size = o->cache;
-    op.flags = ARMDB_CREATE | (o->ordered ? ARMDB_ORDERED : 0);
+    op.flags = ARMDB_CREATE | (o->ordered ? ARMDB_ORDERED : 0) | flags;
+    op.encryption_key = key;
     armdb *db;
     ARMDB_OK(armdb_open(dir, &op, &db));
     return db;
+}
+
+static void *armdb_e_open(const char *dir, const struct eopts *o) { return armdb_open_with(dir, o, NULL, 0); }
+
+static void *armdb_enc_e_open(const char *dir, const struct eopts *o)
+{
+    return armdb_open_with(dir, o, g_test_key, 0);
+}
+
+static void *armdb_aes_e_open(const char *dir, const struct eopts *o)
+{
+    return armdb_open_with(dir, o, g_test_key, ARMDB_CIPHER_AES);
 }
 
 static void armdb_e_close(void *h) { ARMDB_OK(armdb_close(h)); }
@@ -783,11 +809,23 @@ static void leveldb_e_scan_close(void *c)
     l->it = NULL;
 }
 
-enum { E_ARMDB, E_ARMDB_INLINE, E_ARMDB_ORDERED, E_LMDB, E_ROCKSDB, E_LEVELDB, E_COUNT };
+/* armdb-enc and armdb-aes run only when named in --engines (not by default). */
+enum {
+    E_ARMDB,
+    E_ARMDB_INLINE,
+    E_ARMDB_ORDERED,
+    E_LMDB,
+    E_ROCKSDB,
+    E_LEVELDB,
+    E_ARMDB_ENC,
+    E_ARMDB_AES,
+    E_COUNT
+};
 
-#define ARMDB_E_FNS                                                                                          \
-    armdb_e_open, armdb_e_close, armdb_e_put, armdb_e_get, armdb_e_get_batch, armdb_e_scan_open,             \
-        armdb_e_scan_next, armdb_e_scan_close
+#define ARMDB_E_REST                                                                                         \
+    armdb_e_close, armdb_e_put, armdb_e_get, armdb_e_get_batch, armdb_e_scan_open, armdb_e_scan_next,        \
+        armdb_e_scan_close
+#define ARMDB_E_FNS armdb_e_open, ARMDB_E_REST
 
 static const struct engine g_eng[E_COUNT] = {
     [E_ARMDB] = {"armdb", ARMDB_E_FNS},
@@ -799,6 +837,8 @@ static const struct engine g_eng[E_COUNT] = {
                    rocksdb_e_get_batch, rocksdb_e_scan_open, rocksdb_e_scan_next, rocksdb_e_scan_close},
     [E_LEVELDB] = {"leveldb", leveldb_e_open, leveldb_e_close, leveldb_e_put, leveldb_e_get,
                    leveldb_e_get_batch, leveldb_e_scan_open, leveldb_e_scan_next, leveldb_e_scan_close},
+    [E_ARMDB_ENC] = {"armdb-enc", armdb_enc_e_open, ARMDB_E_REST},
+    [E_ARMDB_AES] = {"armdb-aes", armdb_aes_e_open, ARMDB_E_REST},
 };
 static unsigned g_engines = (1u << E_ARMDB) | (1u << E_LMDB) | (1u << E_ROCKSDB) | (1u << E_LEVELDB);
 
@@ -1036,11 +1076,13 @@ static void run_engine(int ei, const struct orders *ord)
 {
     const struct engine *e = &g_eng[ei];
     const char *en = e->name;
-    bool is_armdb = ei == E_ARMDB || ei == E_ARMDB_INLINE || ei == E_ARMDB_ORDERED;
+    bool is_armdb = ei == E_ARMDB || ei == E_ARMDB_INLINE || ei == E_ARMDB_ORDERED || ei == E_ARMDB_ENC ||
+                    ei == E_ARMDB_AES;
     bool inline_row = ei == E_ARMDB_INLINE;
     bool ordered_row = ei == E_ARMDB_ORDERED;
     bool extra_row = inline_row || ordered_row; /* rows of a few workloads only */
-    /* armdb scans in key order on its ordered row only; the peers always. */
+    /* armdb scans in key order on its ordered row only (the encrypted rows'
+     * stores are unordered, as the armdb row's); the peers always. */
     bool scans = want(W_SCANS) && (ordered_row || !is_armdb);
     bool hot_reads = want(W_READ_HOT | W_MGET_HOT) && !ordered_row;
     size_t n = g_nkeys, cold = g_cold_keys;
@@ -1071,7 +1113,7 @@ static void run_engine(int ei, const struct orders *ord)
         if (is_armdb) {
             armdb_stat st;
             ARMDB_OK(armdb_stats(h, &st));
-            if (ei == E_ARMDB || (ordered_row && !g_armdb_stat.shards))
+            if (ei == E_ARMDB || !g_armdb_stat.shards)
                 g_armdb_stat = st;
             if (want(W_RSS))
                 record("index_bytes_per_key", "", en, "bytes/key", (double)st.index_bytes_per_key);
@@ -1175,9 +1217,12 @@ static void run_engine(int ei, const struct orders *ord)
     }
 
     if (want(W_DURABLE) && !extra_row) {
-        progress("  %s: durable puts (%zu keys, 1 and %d threads)", en, g_sync_keys, SYNC_THREADS);
-        record("durable", "threads1", en, "ops/s", run_durable(e, 1));
-        record("durable", "threads4", en, "ops/s", run_durable(e, SYNC_THREADS));
+        static const char *const which[4] = {"", "1 thread", "4 threads", "1 and 4 threads"};
+        progress("  %s: durable puts (%zu keys, %s)", en, g_sync_keys, which[g_durable_threads & 3]);
+        if (g_durable_threads & 1)
+            record("durable", "threads1", en, "ops/s", run_durable(e, 1));
+        if (g_durable_threads & 2)
+            record("durable", "threads4", en, "ops/s", run_durable(e, SYNC_THREADS));
     }
 }
 
@@ -1227,6 +1272,8 @@ static void print_json(const char *date, double wall, const int *order, int nord
         printf("%s%zu", i ? ", " : "", g_sizes[i]);
     printf("], \"reps\": %d, \"sync_keys\": %zu, \"sync_threads\": %d, \"cold_keys\": %zu, ", g_reps,
            g_sync_keys, SYNC_THREADS, g_cold_keys);
+    if (g_durable_threads != 3)
+        printf("\"durable_threads\": [%s], ", g_durable_threads == 1 ? "1" : "4");
     printf("\"multiget_cold_keys\": %zu, \"leveldb_max_open_files\": %d, ", g_mget_cold_keys(), g_leveldb_files);
     printf("\"mix_ops\": %zu, \"mix_write_pct\": %d, \"batches\": [%zu, %zu], ", g_nkeys, MIX_WRITE_PCT,
            g_batches[0], g_batches[1]);
@@ -1253,6 +1300,10 @@ static void print_json(const char *date, double wall, const int *order, int nord
            "\"scans\": \"armdb-ordered row: ARMDB_ORDERED store, an iterator per scan or range\"},\n",
            g_armdb_stat.shards, g_armdb_stat.io_backend == ARMDB_IO_URING ? "io_uring" : "pwrite",
            g_armdb_stat.direct_io ? "true" : "false", INLINE_VLEN);
+    if (g_engines & ((1u << E_ARMDB_ENC) | (1u << E_ARMDB_AES)))
+        printf("    \"armdb_encrypted\": \"armdb-enc: encryption_key (a fixed 32-byte test key), "
+               "XChaCha20-Poly1305; armdb-aes: the same key and ARMDB_CIPHER_AES, AES-256-GCM; "
+               "otherwise as the armdb row\",\n");
     printf("    \"lmdb\": \"MDB_NOSYNC|MDB_NOMETASYNC|MDB_WRITEMAP, one write txn per put, read txn "
            "renew/reset per get, per batch, per scan or range (cursor renewed in it) "
            "(durable: flags 0)\",\n");
@@ -1296,7 +1347,10 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench-engines [--keys N] [--reps N] [--sizes 100,1024,4096] [--only WORKLOAD,..]\n"
             "                     [--engines armdb,lmdb,rocksdb,leveldb] [--sync-keys N] [--cold-keys N]\n"
-            "                     [--scan-ranges N] [--drop all|fadvise]\n"
+            "                     [--scan-ranges N] [--durable-threads 1,4] [--drop all|fadvise]\n"
+            "Engines: armdb (with its armdb-inline and armdb-ordered rows), lmdb, rocksdb, leveldb (the\n"
+            "default); armdb-enc (XChaCha20-Poly1305) and armdb-aes (AES-256-GCM) run only when named.\n"
+            "Naming armdb-inline, armdb-ordered, armdb-enc or armdb-aes runs only the armdb rows named.\n"
             "N may end in k or M (10M = 10,000,000). Workloads:");
     for (int i = 0; i < NWORK; i++)
         fprintf(stderr, " %s", g_wnames[i]);
@@ -1354,7 +1408,11 @@ int main(int argc, char **argv)
     }
     g_nsizes = 3;
     g_sizes[0] = 100, g_sizes[1] = 1024, g_sizes[2] = 4096;
-    static const char *const engine_names[E_COUNT] = {"armdb", NULL, NULL, "lmdb", "rocksdb", "leveldb"};
+    static const char *const engine_names[E_COUNT] = {
+        [E_ARMDB] = "armdb",         [E_ARMDB_INLINE] = "armdb-inline", [E_ARMDB_ORDERED] = "armdb-ordered",
+        [E_LMDB] = "lmdb",           [E_ROCKSDB] = "rocksdb",           [E_LEVELDB] = "leveldb",
+        [E_ARMDB_ENC] = "armdb-enc", [E_ARMDB_AES] = "armdb-aes",
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -1374,7 +1432,10 @@ int main(int argc, char **argv)
             g_scan_ranges = parse_count(a, v, 1, 100000000);
         else if (!strcmp(a, "--drop"))
             drop = v;
-        else if (!strcmp(a, "--only"))
+        else if (!strcmp(a, "--durable-threads")) {
+            static const char *const nthreads[2] = {"1", "4"};
+            g_durable_threads = parse_names(a, v, nthreads, 2);
+        } else if (!strcmp(a, "--only"))
             g_only = parse_names(a, v, g_wnames, NWORK);
         else if (!strcmp(a, "--engines"))
             g_engines = parse_names(a, v, engine_names, E_COUNT);
@@ -1411,14 +1472,25 @@ int main(int argc, char **argv)
     make_data();
     uint32_t *seq = want(W_FILLSEQ | W_SCANS) ? sorted_order() : NULL;
 
-    /* The engine order of even repetitions; odd ones run it backwards. */
+    /* The engine order of even repetitions; odd ones run it backwards. The
+     * encrypted rows sit beside armdb. "armdb" brings its inline and ordered
+     * rows along, unless the list names one of the other armdb rows: then
+     * only the armdb rows named run. */
+    static const int display[E_COUNT] = {E_ARMDB,         E_ARMDB_ENC, E_ARMDB_AES, E_ARMDB_INLINE,
+                                         E_ARMDB_ORDERED, E_LMDB,      E_ROCKSDB,   E_LEVELDB};
+    unsigned named_rows = g_engines & ((1u << E_ARMDB_INLINE) | (1u << E_ARMDB_ORDERED) |
+                                       (1u << E_ARMDB_ENC) | (1u << E_ARMDB_AES));
+    bool armdb_on = (g_engines & (1u << E_ARMDB)) != 0;
     int order[E_COUNT], norder = 0;
-    for (int i = 0; i < E_COUNT; i++) {
-        bool armdb_on = (g_engines & (1u << E_ARMDB)) != 0;
-        bool on = i == E_ARMDB           ? armdb_on && (g_only & ~(unsigned)W_SCANS)
-                  : i == E_ARMDB_INLINE  ? armdb_on && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
-                  : i == E_ARMDB_ORDERED ? armdb_on && want(W_SCANS)
-                                         : (g_engines & (1u << i)) != 0;
+    for (int k = 0; k < E_COUNT; k++) {
+        int i = display[k];
+        bool named = (g_engines & (1u << i)) != 0;
+        bool with_armdb = named_rows ? named : armdb_on; /* the inline and ordered rows */
+        bool on = i == E_ARMDB || i == E_ARMDB_ENC || i == E_ARMDB_AES
+                      ? named && (g_only & ~(unsigned)W_SCANS)
+                  : i == E_ARMDB_INLINE  ? with_armdb && want(W_FILLRANDOM | W_READ_HOT | W_RSS)
+                  : i == E_ARMDB_ORDERED ? with_armdb && want(W_SCANS)
+                                         : named;
         if (on)
             order[norder++] = i;
     }

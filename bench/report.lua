@@ -58,9 +58,12 @@ local LOWER_BETTER = { ms = true, bytes = true, ["bytes/key"] = true, us = true,
 -- Rates drawn in the throughput charts (scans count keys or ranges).
 local RATES = { ["ops/s"] = true, ["keys/s"] = true, ["ranges/s"] = true }
 -- armdb's rows: the store of most workloads, then the special stores (an
--- older engines.json may lack them).
+-- older engines.json may lack them; the encrypted ones run only when asked
+-- for). None of them is a peer.
 local ARMDB_ROWS = {
     { "armdb", "" },
+    { "armdb-enc", " (encrypted, XChaCha20-Poly1305)" },
+    { "armdb-aes", " (encrypted, AES-256-GCM)" },
     { "armdb-inline", " (inline values)" },
     { "armdb-ordered", " (ordered store)" },
 }
@@ -318,7 +321,7 @@ set grid ytics
 set xtics rotate by -30
 ]]
 
-local ENGINES = { "armdb", "armdb-inline", "armdb-ordered", "lmdb", "rocksdb", "leveldb" }
+local ENGINES = { "armdb", "armdb-enc", "armdb-aes", "armdb-inline", "armdb-ordered", "lmdb", "rocksdb", "leveldb" }
 for _, size in ipairs(sizes) do
     -- The engines with a figure at this size, and the workloads measured as rates.
     local present, keys = {}, {}

@@ -671,6 +671,23 @@ API int armdb_get(armdb *db, const void *key, size_t klen, void *buf, size_t cap
     return shard_get(shard_of(db, h), key, h, buf, cap, vlen);
 }
 
+/* The device reads of a get_many, finished one by one as they complete
+ * (pages opened and values copied while other reads are in flight). */
+struct many_reads {
+    struct io_read *rq;
+    struct pending_read *pend;
+    const size_t *pidx, *offs;
+    int *rcs;
+    void *out;
+};
+
+static void get_many_done(void *ctx, struct io_read *r)
+{
+    struct many_reads *m = ctx;
+    size_t j = (size_t)(r - m->rq), i = m->pidx[j];
+    m->rcs[i] = shard_get_finish(&m->pend[j], r->buf, r->res, (unsigned char *)m->out + m->offs[i]);
+}
+
 API int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void *out, size_t cap, size_t *offs,
                        size_t *vlens, int *rcs)
 {
@@ -724,9 +741,8 @@ API int armdb_get_many(armdb *db, const void *keys, size_t klen, size_t n, void 
                                          .off = pend[j].first_page * PAGE};
                 at += rq[j].len;
             }
-            uring_read_batch(rq, npend, db->use_uring);
-            for (size_t j = 0; j < npend; j++)
-                rcs[pidx[j]] = shard_get_finish(&pend[j], rq[j].buf, rq[j].res, (unsigned char *)out + offs[pidx[j]]);
+            struct many_reads m = {.rq = rq, .pend = pend, .pidx = pidx, .rcs = rcs, .offs = offs, .out = out};
+            uring_read_batch(rq, npend, db->use_uring, get_many_done, &m);
         }
         free(rq);
         free(buf);

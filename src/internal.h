@@ -128,10 +128,15 @@ struct io_read {
     size_t len;
     uint64_t off;
     ssize_t res; /* bytes read (short only at the end of the file), or -errno */
+    bool finished; /* false on the way in */
 };
+/* Told of each read once it is complete, while others may still be in
+ * flight (so its pages can be opened and copied meanwhile). */
+typedef void (*read_done_fn)(void *ctx, struct io_read *rq);
 /* Do every read of rqs, through io_uring at once where the thread's ring
- * works (and use_uring), else one pread after another. */
-void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring);
+ * works (and use_uring), else one pread after another; done (if not NULL)
+ * for each as it completes. */
+void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring, read_done_fn done, void *ctx);
 
 /* ---- meta.c: the ARMDB file ---- */
 #define META_PLAIN 88u  /* size in a plain store */

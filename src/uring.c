@@ -66,9 +66,23 @@ static void ring_disable(void)
     }
 }
 
-/* Submit what is queued and reap `queued` completions. <0 only if nothing
- * could be submitted. */
-static int uring_wait_wave(struct io_uring *ring, size_t queued)
+/* io_uring may return a short read where pread would go on: finish it
+ * the simple way; then hand the read to done. */
+static void read_finish(struct io_read *rq, read_done_fn done, void *ctx)
+{
+    if (rq->res >= 0 && (size_t)rq->res < rq->len) {
+        ssize_t more = io_pread_full(rq->fd, (unsigned char *)rq->buf + rq->res, rq->len - (size_t)rq->res,
+                                     rq->off + (uint64_t)rq->res);
+        rq->res = more < 0 ? more : rq->res + more;
+    }
+    rq->finished = true;
+    if (done)
+        done(ctx, rq);
+}
+
+/* Submit what is queued and reap `queued` completions, each handed to
+ * done as it comes. <0 only if nothing could be submitted. */
+static int uring_wait_wave(struct io_uring *ring, size_t queued, read_done_fn done, void *ctx)
 {
     size_t submitted = 0;
     while (submitted < queued) {
@@ -91,6 +105,7 @@ static int uring_wait_wave(struct io_uring *ring, size_t queued)
         rq->res = cqe->res;
         io_uring_cqe_seen(ring, cqe);
         got++;
+        read_finish(rq, done, ctx);
     }
     return 0;
 }
@@ -100,7 +115,7 @@ static void read_sync(struct io_read *rq)
     rq->res = io_pread_full(rq->fd, rq->buf, rq->len, rq->off);
 }
 
-void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
+void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring, read_done_fn done, void *ctx)
 {
     struct io_uring *ring = use_uring ? thread_ring() : NULL;
     if (!ring) {
@@ -109,16 +124,18 @@ void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
             rqs[i].res = f ? f : 0;
             if (!f)
                 read_sync(&rqs[i]);
+            read_finish(&rqs[i], done, ctx);
         }
         return;
     }
-    for (size_t done = 0; done < n;) {
-        size_t wave = n - done < RING_DEPTH ? n - done : RING_DEPTH;
+    for (size_t at = 0; at < n;) {
+        size_t wave = n - at < RING_DEPTH ? n - at : RING_DEPTH;
         size_t queued = 0;
-        for (size_t i = done; i < done + wave; i++) {
+        for (size_t i = at; i < at + wave; i++) {
             int f = io_fault(FAULT_READ);
             if (f) {
                 rqs[i].res = f;
+                read_finish(&rqs[i], done, ctx);
                 continue;
             }
             struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
@@ -128,26 +145,23 @@ void uring_read_batch(struct io_read *rqs, size_t n, bool use_uring)
             rqs[i].res = 0;
             queued++;
         }
-        if (queued && uring_wait_wave(ring, queued) < 0) {
+        if (queued && uring_wait_wave(ring, queued, done, ctx) < 0) {
             /* The ring failed before taking this wave: nothing of it is in
              * the kernel's hands, so pread does it, and this thread stops
              * using io_uring. */
             ring_disable();
-            for (size_t i = done; i < done + wave; i++)
-                if (rqs[i].res == 0)
+            for (size_t i = at; i < at + wave; i++)
+                if (!rqs[i].finished) {
                     read_sync(&rqs[i]);
+                    read_finish(&rqs[i], done, ctx);
+                }
         }
-        done += wave;
+        at += wave;
     }
-    /* io_uring may return a short read where pread would go on: finish
-     * those the simple way. */
-    for (size_t i = 0; i < n; i++) {
-        if (rqs[i].res >= 0 && (size_t)rqs[i].res < rqs[i].len) {
-            ssize_t more = io_pread_full(rqs[i].fd, (unsigned char *)rqs[i].buf + rqs[i].res,
-                                         rqs[i].len - (size_t)rqs[i].res, rqs[i].off + (uint64_t)rqs[i].res);
-            rqs[i].res = more < 0 ? more : rqs[i].res + more;
-        }
-    }
+    /* Reads a partial submission left out: read the simple way. */
+    for (size_t i = 0; i < n; i++)
+        if (!rqs[i].finished)
+            read_finish(&rqs[i], done, ctx);
 }
 
 /* ---- one shard's rings: buffer writes, and barriers ---- */
