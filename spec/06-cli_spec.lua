@@ -16,10 +16,20 @@ local function sh(cmd)
     return tonumber(text:match("(%d+)%s*$"))
 end
 
--- Run `armdb ARGS...` (stdin from the string `input`, if given): its
--- stdout, stderr and exit status.
-local function run(tmp, args, input)
-    local parts = { q(ARMDB) }
+-- Run `armdb ARGS...` (stdin from the string `input`, if given; the
+-- environment variables of the table `env` set for it): its stdout, stderr
+-- and exit status.
+local function run_env(tmp, env, args, input)
+    local parts = {}
+    local names = {}
+    for name in pairs(env or {}) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        parts[#parts + 1] = name .. "=" .. q(env[name])
+    end
+    parts[#parts + 1] = q(ARMDB)
     for _, a in ipairs(args) do
         parts[#parts + 1] = q(a)
     end
@@ -34,6 +44,10 @@ local function run(tmp, args, input)
     return read_file(tmp .. "/.out"), read_file(tmp .. "/.err"), code
 end
 
+local function run(tmp, args, input)
+    return run_env(tmp, nil, args, input)
+end
+
 -- A raw store at dir with the pairs of t (closed again).
 local function make_store(dir, t, opts)
     opts = opts or {}
@@ -46,8 +60,8 @@ local function make_store(dir, t, opts)
     assert(s:close())
 end
 
-local function store_contents(dir)
-    local s = assert(armdb.store(dir, { read_only = true }))
+local function store_contents(dir, key)
+    local s = assert(armdb.store(dir, { read_only = true, encryption_key = key }))
     local t = {}
     for k, v in s:pairs() do
         t[k] = v
@@ -72,15 +86,17 @@ describe("armdb help", function()
         assert.equal(0, code)
         assert.equal("", err)
         for _, name in ipairs({ "info", "get", "put", "del", "scan", "dump", "load", "verify", "stats", "compact",
-            "run", "help" }) do
+            "rekey", "run", "help" }) do
             assert.truthy(out:find("\n  " .. name .. " +%S"), name)
         end
         assert.truthy(out:find("--version", 1, true))
+        assert.truthy(out:find("--key-env NAME", 1, true))
     end)
 
     it("gives each command's text by `help CMD` and by `CMD --help`", function()
         local tmp = tmpdir()
-        for _, name in ipairs({ "info", "get", "put", "del", "scan", "dump", "load", "verify", "stats", "run" }) do
+        for _, name in ipairs({ "info", "get", "put", "del", "scan", "dump", "load", "verify", "stats", "rekey",
+            "run" }) do
             local out, err, code = run(tmp, { "help", name })
             assert.equal(0, code)
             assert.equal("", err)
@@ -92,6 +108,10 @@ describe("armdb help", function()
         local out = run(tmp, { "help", "scan" })
         assert.truthy(out:find("--limit N", 1, true))
         assert.truthy(out:find("--keys-only", 1, true))
+        assert.truthy(out:find("\n  --key-env NAME ", 1, true)) -- every command that opens a DIR
+        out = run(tmp, { "help", "rekey" })
+        assert.truthy(out:find("armdb rekey DIR --key-env OLD --new-key-env NEW", 1, true))
+        assert.truthy(out:find("\n  --new-key-env NAME ", 1, true))
     end)
 
     it("finds its modules through a symlink, from any working directory", function()
@@ -133,8 +153,8 @@ describe("armdb on a raw store", function()
         assert.equal("", err)
         assert.equal(0, code)
         local st = store_contents(dir) and armdb.store(dir, { read_only = true }):stats()
-        assert.equal(string.format("store %s\nkey_len 4\nvalue_len 0\nshards 3\nkeys 2\nfiles %d\nbytes %d\n", dir,
-            st.files, st.live_bytes + st.dead_bytes), out)
+        assert.equal(string.format("store %s\nkey_len 4\nvalue_len 0\nshards 3\nencrypted no\nkeys 2\nfiles %d\n"
+            .. "bytes %d\n", dir, st.files, st.live_bytes + st.dead_bytes), out)
         assert.is_true(st.live_bytes > 0)
     end)
 
@@ -558,8 +578,9 @@ describe("armdb on a database", function()
         local tmp = tmpdir()
         local dir = tmp .. "/db"
         make_db(dir)
-        assert.same({ "database " .. dir .. "\ncollections 2\n  scores\tkey string(4)\tvalue number\tkeys 0\n"
-            .. "  users\tkey u64\tvalue json\tkeys 2\n", "", 0 }, { run(tmp, { "info", dir }) })
+        assert.same({ "database " .. dir .. "\ncollections 2\n  scores\tkey string(4)\tvalue number\tkeys 0"
+            .. "\tencrypted no\n  users\tkey u64\tvalue json\tkeys 2\tencrypted no\n", "", 0 },
+            { run(tmp, { "info", dir }) })
         local out, err, code = run(tmp, { "info", dir .. "/users" })
         assert.same({ "", 0 }, { err, code })
         assert.equal("collection users of database " .. dir .. "\nkey u64\nvalue json\nkey_len 8\nvalue_len 0\n",
@@ -722,5 +743,321 @@ assert(db:sync())
             .. 'assert(u:put(tonumber(n), { ok = true }))\nio.write(u:count(), "\\n")\n')
         assert.same({ "1\n", "", 0 }, { run(tmp, { "run", script, dir, "5" }) })
         assert.same({ '{"ok":true}\n', "", 0 }, { run(tmp, { "get", dir .. "/users", "5" }) })
+    end)
+end)
+
+describe("armdb with encryption keys", function()
+    local codecs = require("armdb.codecs")
+    local KEY_A_HEX = string.rep("0f1e2d3c4b5a6978", 4)
+    local KEY_A = codecs.from_hex(KEY_A_HEX)
+    local KEY_B = "raw key, thirty-two bytes long.!" -- the raw form
+    assert(#KEY_B == 32)
+    local KEY_C_HEX = string.rep("c3", 32)
+    local ENV = { KA = KEY_A_HEX, KB = KEY_B, KC = KEY_C_HEX, SHORT = "0123456789abcdef",
+        NOTHEX = string.rep("g", 64), EMPTY = "" }
+    local SECRETS = { KEY_A_HEX, KEY_A, KEY_B, codecs.to_hex(KEY_B), KEY_C_HEX, codecs.from_hex(KEY_C_HEX),
+        ENV.SHORT, ENV.NOTHEX }
+
+    -- run_env with the keys in ENV; no key, in any form, is in the output.
+    local function run_k(tmp, args, input)
+        local out, err, code = run_env(tmp, ENV, args, input)
+        for _, secret in ipairs(SECRETS) do
+            assert.is_nil(out:find(secret, 1, true), "a key in stdout of " .. table.concat(args, " "))
+            assert.is_nil(err:find(secret, 1, true), "a key in stderr of " .. table.concat(args, " "))
+        end
+        return out, err, code
+    end
+
+    local function pattern(s)
+        return (s:gsub("%p", "%%%0"))
+    end
+
+    local function enc_store(dir, key, t, opts)
+        opts = opts or {}
+        opts.encryption_key = key
+        make_store(dir, t, opts)
+    end
+
+    -- A database of two collections, encrypted with key.
+    local function enc_db(dir, key)
+        local db = assert(armdb.open(dir, { encryption_key = key, sync = "none" }))
+        local users = assert(db:collection("users", { key = "u64", value = "json" }))
+        local notes = assert(db:collection("notes", { key = "string(4)", value = "raw", ordered = true }))
+        for i = 1, 50 do
+            assert(users:put(i, { n = i }))
+        end
+        assert(notes:put("aaaa", "first"))
+        assert(notes:put("bbbb", "second"))
+        assert(db:close())
+    end
+
+    -- The dumps of enc_db's collections, read with the key in env.
+    local function enc_dumps(tmp, dir, env)
+        local t = {}
+        for _, name in ipairs({ "users", "notes" }) do
+            t[name] = run_k(tmp, { "dump", dir .. "/" .. name, "--key-env", env })
+        end
+        return t
+    end
+
+    -- After a rotation from KA to KB: KA opens no collection of enc_db's,
+    -- and KB reads what KA did before.
+    local function check_rotated(tmp, dir, before)
+        for _, name in ipairs({ "users", "notes" }) do
+            assert.same({ "", "armdb: wrong key for store " .. dir .. "/" .. name .. " (the key in --key-env KA)\n",
+                1 }, { run_k(tmp, { "dump", dir .. "/" .. name, "--key-env", "KA" }) })
+        end
+        assert.same(before, enc_dumps(tmp, dir, "KB"))
+    end
+
+    it("put, get, scan, dump, info and verify read and write an encrypted raw store with --key-env", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        enc_store(dir, KEY_A, { abcd = "hello" })
+        assert.same({ "", "", 0 }, { run_k(tmp, { "put", "--key-env", "KA", dir, "efgh", "world" }) })
+        assert.same({ "", "", 0 }, { run_k(tmp, { "put", "--key-env=KA", dir, "wxyz", "-" }, "from stdin") })
+        assert.same({ abcd = "hello", efgh = "world", wxyz = "from stdin" }, store_contents(dir, KEY_A))
+        assert.same({ "hello\n", "", 0 }, { run_k(tmp, { "get", dir, "abcd", "--key-env", "KA" }) })
+        local out, err, code = run_k(tmp, { "scan", dir, "--key-env", "KA" })
+        assert.same({ "", 0 }, { err, code })
+        assert.same({ "abcd\thello", "efgh\tworld", "wxyz\tfrom stdin" }, lines_set(out))
+        out, err, code = run_k(tmp, { "dump", dir, "--key-env", "KA" })
+        assert.same({ "", 0 }, { err, code })
+        assert.equal(3, #lines_set(out))
+        local s = assert(armdb.store(dir, { read_only = true, encryption_key = KEY_A }))
+        local st = s:stats()
+        s:close()
+        assert.same({ string.format("store %s\nkey_len 4\nvalue_len 0\nshards 2\nencrypted yes\n"
+            .. "cipher xchacha20-poly1305\nkeys 3\nfiles %d\nbytes %d\n", dir, st.files,
+            st.live_bytes + st.dead_bytes), "", 0 }, { run_k(tmp, { "info", dir, "--key-env", "KA" }) })
+        assert.same({ "entries 3\nbytes 32\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
+            { run_k(tmp, { "verify", dir, "--key-env", "KA" }) })
+        -- A key given raw (32 bytes) works as well as 64 hex digits.
+        local raw = tmp .. "/r"
+        enc_store(raw, KEY_B, { abcd = "raw-keyed" })
+        assert.same({ "raw-keyed\n", "", 0 }, { run_k(tmp, { "get", raw, "abcd", "--key-env", "KB" }) })
+    end)
+
+    it("info of an encrypted store without the key prints what the meta file says", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        enc_store(dir, KEY_A, { abcdef = "hello" }, { shards = 3, key_len = 6 })
+        assert.same({ "store " .. dir .. "\nkey_len 6\nvalue_len 0\nshards 3\nencrypted yes\n"
+            .. "cipher xchacha20-poly1305\n(keys, files and bytes need the key: pass it with --key-env NAME)\n",
+            "", 0 }, { run_k(tmp, { "info", dir }) })
+        local aes = tmp .. "/aes"
+        local s = armdb.store(aes, { key_len = 4, encryption_key = KEY_A, cipher = "aes-256-gcm" })
+        if s then -- where the CPU has AES-256-GCM
+            assert(s:close())
+            local out, err, code = run_k(tmp, { "info", aes })
+            assert.same({ "", 0 }, { err, code })
+            assert.truthy(out:find("\nencrypted yes\ncipher aes-256-gcm\n", 1, true), out)
+            out = run_k(tmp, { "info", aes, "--key-env", "KA" })
+            assert.truthy(out:find("\ncipher aes-256-gcm\nkeys 0\n", 1, true), out)
+        end
+    end)
+
+    it("fails without a key, with a wrong key, a missing or malformed variable; never shows a key", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        enc_store(dir, KEY_A, { abcd = "hello" })
+        local no_key = "armdb: store " .. dir .. " is encrypted: pass its key with --key-env NAME (an environment"
+            .. " variable that holds it)\n"
+        local wrong = "armdb: wrong key for store " .. dir .. " (the key in --key-env KB)\n"
+        for _, cmd in ipairs({ { "get", dir, "abcd" }, { "put", dir, "abcd", "new" }, { "scan", dir },
+            { "dump", dir }, { "verify", dir }, { "stats", dir }, { "del", dir, "abcd" } }) do
+            assert.same({ "", no_key, 1 }, { run_k(tmp, cmd) })
+            local with = { unpack(cmd) }
+            with[#with + 1] = "--key-env"
+            with[#with + 1] = "KB"
+            assert.same({ "", wrong, 1 }, { run_k(tmp, with) })
+        end
+        assert.same({ "", "armdb: --key-env NOPE: the environment variable NOPE is not set or empty\n", 2 },
+            { run_k(tmp, { "get", dir, "abcd", "--key-env", "NOPE" }) })
+        assert.same({ "", "armdb: --key-env EMPTY: the environment variable EMPTY is not set or empty\n", 2 },
+            { run_k(tmp, { "get", dir, "abcd", "--key-env", "EMPTY" }) })
+        assert.same({ "", "armdb: --key-env SHORT: the key in SHORT is 16 bytes; a key is 32 raw bytes or 64"
+            .. " hexadecimal digits\n", 2 }, { run_k(tmp, { "put", dir, "abcd", "x", "--key-env", "SHORT" }) })
+        assert.same({ "", "armdb: --key-env NOTHEX: the key in NOTHEX is 64 bytes; a key is 32 raw bytes or 64"
+            .. " hexadecimal digits\n", 2 }, { run_k(tmp, { "info", dir, "--key-env", "NOTHEX" }) })
+        -- The key itself where the name of a variable belongs: refused, not echoed.
+        assert.same({ "", "armdb: --key-env takes the name of an environment variable that holds the key, not the"
+            .. " key itself\n", 2 }, { run_k(tmp, { "get", dir, "abcd", "--key-env", KEY_A_HEX }) })
+        assert.same({ "", "armdb: --key-env takes the name of an environment variable that holds the key, not the"
+            .. " key itself\n", 2 }, { run_k(tmp, { "get", dir, "abcd", "--key-env", KEY_B }) })
+        -- No option takes a key; a key given as one is not echoed either.
+        assert.same({ "", "armdb: unknown option --key for get (see armdb help get)\n", 2 },
+            { run_k(tmp, { "get", dir, "abcd", "--key=" .. KEY_A_HEX }) })
+        assert.same({ "", "armdb: unknown option --encryption-key for get (see armdb help get)\n", 2 },
+            { run_k(tmp, { "get", dir, "abcd", "--encryption-key=" .. KEY_B }) })
+        -- Nothing was written by any of it, and the right key still reads it.
+        assert.same({ abcd = "hello" }, store_contents(dir, KEY_A))
+        assert.same({ "hello\n", "", 0 }, { run_k(tmp, { "get", dir, "abcd", "--key-env", "KA" }) })
+        -- A key for a plain store is refused too.
+        local plain = tmp .. "/p"
+        make_store(plain, { abcd = "plain" })
+        assert.same({ "", "armdb: store " .. plain .. " is not encrypted: leave out --key-env\n", 1 },
+            { run_k(tmp, { "get", plain, "abcd", "--key-env", "KA" }) })
+    end)
+
+    it("reads and writes an encrypted database's collections with --key-env", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/db"
+        enc_db(dir, KEY_A)
+        assert.same({ "", "", 0 }, { run_k(tmp, { "put", "--key-env", "KA", dir .. "/users", "51", '{"n":51}' }) })
+        assert.same({ '{"n":51}\n', "", 0 }, { run_k(tmp, { "get", "--key-env", "KA", dir .. "/users", "51" }) })
+        assert.same({ '{"n":7}\n', "", 0 }, { run_k(tmp, { "get", "--key-env", "KA", "-c", "users", dir, "7" }) })
+        assert.same({ "aaaa\tfirst\nbbbb\tsecond\n", "", 0 },
+            { run_k(tmp, { "scan", "--key-env", "KA", dir .. "/notes" }) })
+        assert.same({ "database " .. dir .. "\ncollections 2\n"
+            .. "  notes\tkey string(4)\tvalue raw\tkeys 2\tencrypted yes\tcipher xchacha20-poly1305\n"
+            .. "  users\tkey u64\tvalue json\tkeys 51\tencrypted yes\tcipher xchacha20-poly1305\n", "", 0 },
+            { run_k(tmp, { "info", "--key-env", "KA", dir }) })
+        assert.same({ "database " .. dir .. "\ncollections 2\n"
+            .. "  notes\tkey string(4)\tvalue raw\tencrypted yes\tcipher xchacha20-poly1305\n"
+            .. "  users\tkey u64\tvalue json\tencrypted yes\tcipher xchacha20-poly1305\n"
+            .. "(key counts need the key: pass it with --key-env NAME)\n", "", 0 }, { run_k(tmp, { "info", dir }) })
+        local out, err, code = run_k(tmp, { "verify", "--key-env", "KA", dir })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^%[notes%] entries 2\n"))
+        assert.truthy(out:find("\n%[users%] entries 51\n"))
+        assert.truthy(out:find("\n%[users%] ok\n$"))
+        local script = tmp .. "/job.lua"
+        write_file(script, 'local db = ...\nio.write(assert(db:collection("users")):count(), "\\n")\n')
+        assert.same({ "51\n", "", 0 }, { run_k(tmp, { "run", "--key-env", "KA", script, dir }) })
+        local users = dir .. "/users"
+        assert.same({ "", "armdb: store " .. users .. " is encrypted: pass its key with --key-env NAME (an"
+            .. " environment variable that holds it)\n", 1 }, { run_k(tmp, { "get", users, "7" }) })
+        assert.same({ "", "armdb: wrong key for store " .. users .. " (the key in --key-env KB)\n", 1 },
+            { run_k(tmp, { "get", users, "7", "--key-env", "KB" }) })
+        assert.same({ "", "armdb: wrong key for store " .. dir .. "/notes (the key in --key-env KB)\n", 1 },
+            { run_k(tmp, { "verify", dir, "--key-env", "KB" }) })
+    end)
+
+    it("rekey rotates a raw store's key: the old key fails, the new one reads everything", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        local t = {}
+        for i = 1, 300 do
+            t[string.format("%04d", i)] = "value " .. i
+        end
+        enc_store(dir, KEY_A, t)
+        local out, err, code = run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KB" })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^rekeyed store " .. pattern(dir) .. ": 300 keys, cipher xchacha20%-poly1305,"
+            .. " in %d+%.%d%d s\n$"), out)
+        assert.same({ "", "armdb: wrong key for store " .. dir .. " (the key in --key-env KA)\n", 1 },
+            { run_k(tmp, { "get", dir, "0001", "--key-env", "KA" }) })
+        local _, _, bad = armdb.store(dir, { read_only = true, encryption_key = KEY_A })
+        assert.equal(armdb.codes.BADKEY, bad)
+        assert.same(t, store_contents(dir, KEY_B))
+        assert.same({ "value 42\n", "", 0 }, { run_k(tmp, { "get", dir, "0042", "--key-env", "KB" }) })
+        -- Again: the store has the new key, nothing changes.
+        assert.same({ "store " .. dir .. " has the new key already: nothing to do\n", "", 0 },
+            { run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KB" }) })
+        assert.same(t, store_contents(dir, KEY_B))
+        -- Neither key opens it: a failure, nothing written.
+        local other = tmp .. "/o"
+        enc_store(other, KEY_A, { abcd = "x" })
+        assert.same({ "", "armdb: wrong key for store " .. other .. ": neither the key in --key-env KB nor the one"
+            .. " in --new-key-env KC opens it\n", 1 },
+            { run_k(tmp, { "rekey", other, "--key-env", "KB", "--new-key-env", "KC" }) })
+        assert.same({ abcd = "x" }, store_contents(other, KEY_A))
+    end)
+
+    it("rekey refuses what it cannot rotate, with status 2 for usage and 1 for a plain store", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/s"
+        enc_store(dir, KEY_A, { abcd = "x" })
+        local needs = "armdb: rekey needs --key-env OLD and --new-key-env NEW, the environment variables that hold"
+            .. " the keys (see armdb help rekey)\n"
+        assert.same({ "", needs, 2 }, { run_k(tmp, { "rekey", dir, "--key-env", "KA" }) })
+        assert.same({ "", needs, 2 }, { run_k(tmp, { "rekey", dir, "--new-key-env", "KB" }) })
+        assert.same({ "", "armdb: rekey needs DIR (see armdb help rekey)\n", 2 },
+            { run_k(tmp, { "rekey", "--key-env", "KA", "--new-key-env", "KB" }) })
+        assert.same({ "", "armdb: --key-env KA and --new-key-env KA hold the same key: nothing to rotate\n", 2 },
+            { run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KA" }) })
+        assert.same({ "", "armdb: --new-key-env SHORT: the key in SHORT is 16 bytes; a key is 32 raw bytes or 64"
+            .. " hexadecimal digits\n", 2 }, { run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env",
+            "SHORT" }) })
+        assert.same({ "", "armdb: --new-key-env NOPE: the environment variable NOPE is not set or empty\n", 2 },
+            { run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "NOPE" }) })
+        assert.same({ x = nil, abcd = "x" }, store_contents(dir, KEY_A))
+        local plain = tmp .. "/p"
+        make_store(plain, { abcd = "x" })
+        assert.same({ "", "armdb: store " .. plain .. " is not encrypted: it has no key to rotate\n", 1 },
+            { run_k(tmp, { "rekey", plain, "--key-env", "KA", "--new-key-env", "KB" }) })
+        -- A collection alone: its database is to be rotated.
+        local db = tmp .. "/db"
+        enc_db(db, KEY_A)
+        local msg = "armdb: " .. db .. "/users is collection users of database " .. db .. ", whose collections"
+            .. " share one key: rekey the database (armdb rekey " .. db .. " --key-env OLD --new-key-env NEW)\n"
+        assert.same({ "", msg, 2 }, { run_k(tmp, { "rekey", db .. "/users", "--key-env", "KA", "--new-key-env",
+            "KB" }) })
+        msg = msg:gsub("^armdb: " .. pattern(db) .. "/users", "armdb: " .. db .. "/users")
+        assert.same({ "", msg, 2 }, { run_k(tmp, { "rekey", db, "-c", "users", "--key-env", "KA",
+            "--new-key-env", "KB" }) })
+        assert.is_false(exists(db .. "/REKEY"))
+        assert.same({ '{"n":3}\n', "", 0 }, { run_k(tmp, { "get", db .. "/users", "3", "--key-env", "KA" }) })
+        -- A plain database: nothing is rotated, and no REKEY file is left.
+        local pdb = tmp .. "/pdb"
+        local p = assert(armdb.open(pdb))
+        assert(p:collection("c", { key = "u64", value = "raw" }))
+        p:close()
+        assert.same({ "", "armdb: database " .. pdb .. " is not encrypted: it has no key to rotate\n", 1 },
+            { run_k(tmp, { "rekey", pdb, "--key-env", "KA", "--new-key-env", "KB" }) })
+        assert.is_false(exists(pdb .. "/REKEY"))
+    end)
+
+    it("rekey rotates every collection of a database, a line each as it is done", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/db"
+        enc_db(dir, KEY_A)
+        local before = enc_dumps(tmp, dir, "KA")
+        assert.equal(50, #lines_set(before.users))
+        local out, err, code = run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KB" })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^%[notes%] rekeyed: 2 keys in %d+%.%d%d s\n%[users%] rekeyed: 50 keys in %d+%.%d%d s\n"
+            .. "rekeyed database " .. pattern(dir) .. ": 2 collections, 52 keys, in %d+%.%d%d s\n$"), out)
+        assert.is_false(exists(dir .. "/REKEY"))
+        check_rotated(tmp, dir, before)
+        local db = assert(armdb.open(dir, { encryption_key = KEY_B }))
+        defer(function() db:close() end)
+        assert.same({ n = 50 }, assert(db:collection("users")):get(50))
+        db:close()
+        -- Again: nothing to do.
+        assert.same({ "database " .. dir .. " has the new key already: nothing to do\n", "", 0 },
+            { run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KB" }) })
+    end)
+
+    it("rekey completes a database rotation that was cut short", function()
+        local tmp = tmpdir()
+        local dir = tmp .. "/db"
+        enc_db(dir, KEY_A)
+        local before = enc_dumps(tmp, dir, "KA")
+        -- Cut short: users rotated, notes not, and the REKEY file left.
+        local s = assert(armdb.store(dir .. "/users", { encryption_key = KEY_A }))
+        assert(s:rekey(KEY_B))
+        assert(s:close())
+        write_file(dir .. "/REKEY", '{"format":1}')
+        local hint = "; a key rotation of " .. dir .. " was cut short: complete it with armdb rekey " .. dir
+            .. " --key-env OLD --new-key-env NEW\n"
+        assert.same({ "", "armdb: wrong key for store " .. dir .. "/notes (the key in --key-env KB)" .. hint, 1 },
+            { run_k(tmp, { "get", dir .. "/notes", "aaaa", "--key-env", "KB" }) })
+        assert.same({ "", "armdb: wrong key for store " .. dir .. "/users (the key in --key-env KA)" .. hint, 1 },
+            { run_k(tmp, { "get", dir .. "/users", "1", "--key-env", "KA" }) })
+        local out = run_k(tmp, { "info", dir })
+        assert.truthy(out:find("\n(a key rotation of " .. dir .. " was cut short: complete it with armdb rekey "
+            .. dir .. " --key-env OLD --new-key-env NEW)\n", 1, true), out)
+        local err, code
+        out, err, code = run_k(tmp, { "rekey", dir, "--key-env", "KA", "--new-key-env", "KB" })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^%[users%] has the new key already\n%[notes%] rekeyed: 2 keys in %d+%.%d%d s\n"
+            .. "completed the key rotation of database " .. pattern(dir) .. " that was cut short: 2 collections %(1"
+            .. " rotated now, 1 had the new key already%), 2 keys rotated, in %d+%.%d%d s\n$"), out)
+        assert.is_false(exists(dir .. "/REKEY"))
+        check_rotated(tmp, dir, before)
+        out = run_k(tmp, { "info", dir, "--key-env", "KB" })
+        assert.falsy(out:find("cut short", 1, true), out)
     end)
 end)

@@ -18,6 +18,15 @@
 -- see the store as it was at open. put, del and load open for writing.
 -- The raw-store commands need only armdb.store; the collection commands
 -- load the collections layer (armdb.open) and lua-cjson when first used.
+--
+-- Encrypted stores: the key comes only from the environment, named by
+-- --key-env NAME (32 raw bytes or 64 hex digits, as the Lua API takes it),
+-- so that it is never on a command line (ps, shell history). A missing or
+-- malformed variable is a usage error naming the variable, never showing
+-- its value. `rekey` rotates the key of a store or a whole database
+-- (--key-env OLD --new-key-env NEW) and completes a database rotation that
+-- was cut short. `info` reads whether a store is encrypted, and its cipher,
+-- from the meta file, so it works without the key.
 local ffi = require("ffi")
 local armdb = require("armdb")
 
@@ -25,6 +34,8 @@ local M = {}
 
 pcall(ffi.cdef, "int isatty(int fd);")
 pcall(ffi.cdef, "int access(const char *path, int mode);")
+pcall(ffi.cdef, "typedef struct { long sec, nsec; } armdb_cli_timespec;"
+    .. " int clock_gettime(int clock, armdb_cli_timespec *ts);")
 
 local USAGE, FAIL = 2, 1
 
@@ -63,6 +74,9 @@ General options:
 DIR is a raw store (a directory with an ARMDB file), a database (a directory
 with a CATALOG file; name a collection as DIR/NAME or with -c NAME), or a
 collection directory DIR/NAME inside a database.
+An encrypted store or database needs its key: put it in an environment
+variable and name that with --key-env NAME (the key itself is never an
+argument). `armdb rekey DIR --key-env OLD --new-key-env NEW` rotates it.
 Exit status: 0 success, 1 failure, 2 usage error; errors are one line on stderr.
 See `armdb help COMMAND` for each command.
 ]]
@@ -73,6 +87,9 @@ Options for every command that takes a DIR:
   -c, --collection NAME   the collection NAME of the database DIR
   --hex                   raw stores: keys and values are given and printed
                           as hexadecimal (two digits a byte)
+  --key-env NAME          the key of an encrypted store or database is in the
+                          environment variable NAME: 32 raw bytes or 64
+                          hexadecimal digits (no option takes the key itself)
   -h, --help              show this help
 ]]
 
@@ -80,10 +97,17 @@ local COMMANDS = {
     { name = "info", args = "DIR", summary = "what DIR is: a store's settings and size, a database's collections",
       text = [[
 Prints what DIR is. For a raw store or a collection: key_len, value_len
-(0 = variable), shards, keys, files (data files) and bytes (bytes of entries
-in data files, live and dead). A collection also prints its key and value
-codecs. For a database: each collection with its codecs and its number of
-keys. Opens read-only.]] },
+(0 = variable), shards, encrypted (yes or no; if yes, a cipher line:
+xchacha20-poly1305 or aes-256-gcm), keys, files (data files) and bytes
+(bytes of entries in data files, live and dead). A collection also prints
+its key and value codecs. For a database: each collection with its codecs,
+its number of keys and whether it is encrypted, and a line if a key
+rotation was cut short. Opens read-only.
+
+Whether a store is encrypted, and its cipher, are read from its meta file,
+so info works on an encrypted store without its key: it then prints the
+settings and leaves out keys, files and bytes (key counts for a database),
+saying so in a last line. With --key-env it prints everything.]] },
     { name = "get", args = "DIR KEY", summary = "print the value of KEY",
       text = [[
 Prints the value of KEY followed by a newline (-n: without it). A missing key
@@ -182,6 +206,32 @@ compacted collection by collection. Prints, one NAME VALUE line each (under
 "[NAME]" for each collection of a database): files_compacted, bytes_read,
 bytes_written, bytes_reclaimed, disk_before and disk_after (bytes of data
 files). Opens for writing: fails if another process writes the store.]] },
+    { name = "rekey", args = "DIR", summary = "rotate the encryption key (--key-env OLD --new-key-env NEW)",
+      text = [[
+  armdb rekey DIR --key-env OLD --new-key-env NEW
+
+Seals every page of an encrypted raw store or database again with the key in
+the environment variable NEW; OLD holds the current key. Both are needed, and
+must differ. A database is rotated collection by collection (one line each,
+"[NAME] rekeyed: N keys in S s", as each is done); while it runs, the file
+DIR/REKEY says a rotation is under way. A collection cannot be rotated on
+its own: all collections of a database share its key, so rekey the database.
+Prints a summary line: what was rotated, how many collections and keys, and
+the time it took.
+
+If a rotation of a database was cut short (a crash, a failure), some
+collections have the new key and some the old one: the same command
+completes it, rotating those still on OLD (a line "[NAME] has the new key
+already" for each of the others). Run again after the rotation, it says the
+new key is there already and changes nothing. A raw store's own rotation is
+crash-safe: it has one key or the other, never both.
+
+Exit status 1 if neither key opens the store (or a collection), if it is not
+encrypted, or if the rotation fails; the keys are never printed. Opens for
+writing: fails if another process writes the store or a collection.
+
+  --new-key-env NAME   the environment variable holding the new key (32 raw
+                       bytes or 64 hexadecimal digits)]] },
     { name = "run", args = "SCRIPT.lua DIR [ARGS...]", summary = "run a Lua script with DIR opened",
       text = [[
 Runs SCRIPT.lua with DIR opened as its first vararg, ARGS after it:
@@ -230,9 +280,10 @@ local OPTIONS = {
     dump = { output = true },
     stats = { json = false },
     run = { ["read-only"] = false },
+    rekey = { ["new-key-env"] = true },
 }
 local SHORT = { c = "collection", h = "help", n = "no-newline", o = "output" }
-local COMMON_OPTS = { collection = true, hex = false, help = false }
+local COMMON_OPTS = { collection = true, hex = false, help = false, ["key-env"] = true }
 
 -- argv after the command -> options table, positionals. Options may come
 -- anywhere ("--" ends them) except for run, whose script arguments start
@@ -266,7 +317,8 @@ local function parse_args(cmd, argv, first)
                 takes = COMMON_OPTS[name]
             end
             if takes == nil then
-                usage_error("unknown option %s for %s (see armdb help %s)", a, cmd, cmd)
+                -- (without a value given as --name=VALUE: it may be a key)
+                usage_error("unknown option %s for %s (see armdb help %s)", value and "--" .. name or a, cmd, cmd)
             end
             if takes then
                 if value == nil then
@@ -463,31 +515,119 @@ local function need_collection(t, cmd)
     end
 end
 
-local function open_store(dir, read_only)
-    local s, msg = armdb.store(dir, { read_only = read_only, create = false })
+-- ---- encryption keys ----
+
+local BADKEY, MISMATCH = armdb.codes.BADKEY, armdb.codes.MISMATCH
+
+-- opts[KEY]: the key read from the variable --key-env names (set by main);
+-- a table as the index, so no option name can reach it.
+local KEY = {}
+
+-- The key in the environment variable named by option `opt` (as 32 bytes),
+-- or nil if the option is not given. Every problem is a usage error that
+-- names the variable and never shows what it holds.
+local function env_key(opts, opt)
+    local name = opts[opt]
+    if name == nil then
+        return nil
+    end
+    -- Not a variable name (or a key given in its place): not echoed either.
+    if not name:find("^[%a_][%w_]*$") or (#name == 64 and name:find("^%x+$")) then
+        usage_error("--%s takes the name of an environment variable that holds the key, not the key itself",
+            opt)
+    end
+    local v = os.getenv(name)
+    if v == nil or v == "" then
+        usage_error("--%s %s: the environment variable %s is not set or empty", opt, name, name)
+    end
+    if #v == 64 and v:find("^%x+$") then
+        return require("armdb.codecs").from_hex(v)
+    end
+    if #v ~= 32 then
+        usage_error("--%s %s: the key in %s is %d bytes; a key is 32 raw bytes or 64 hexadecimal digits", opt,
+            name, name, #v)
+    end
+    return v
+end
+
+local CIPHERS = { [1] = "xchacha20-poly1305", [2] = "aes-256-gcm" }
+
+-- What the meta file DIR/ARMDB says without the key: { key_len, value_len,
+-- shards, encrypted, cipher }, or nil if it is missing or not a meta file
+-- (an open then says what is wrong). Little-endian u32s: key_len at 12,
+-- value_len 16, shards 20, flags 24 (bit 1: encrypted), cipher id 28.
+local function read_meta(dir)
+    local f = io.open(dir .. "/ARMDB", "rb")
+    if f == nil then
+        return nil
+    end
+    local b = f:read(32)
+    f:close()
+    if b == nil or #b < 32 or b:sub(1, 8) ~= "ARMDB\0\0\1" then
+        return nil
+    end
+    local function u32(at)
+        local b1, b2, b3, b4 = b:byte(at + 1, at + 4)
+        return b1 + b2 * 256 + b3 * 65536 + b4 * 16777216
+    end
+    local encrypted = bit.band(u32(24), 2) ~= 0
+    local id = u32(28)
+    return { key_len = u32(12), value_len = u32(16), shards = u32(20), encrypted = encrypted,
+        cipher = encrypted and (CIPHERS[id] or "unknown (" .. id .. ")") or nil }
+end
+
+local function rekey_hint(dbdir)
+    return string.format("a key rotation of %s was cut short: complete it with armdb rekey %s --key-env OLD"
+        .. " --new-key-env NEW", dbdir, dbdir)
+end
+
+-- Fail for a store (at dir; of the database dbdir, if any) that did not
+-- open: msg and code as the binding gave them, in the words of the
+-- command's options for a key problem.
+local function open_failed(dir, opts, msg, code, dbdir, what)
+    local var = opts["key-env"]
+    what = what or "store"
+    if code == BADKEY then
+        if var == nil then
+            failure("%s %s is encrypted: pass its key with --key-env NAME (an environment variable that"
+                .. " holds it)", what, dir)
+        end
+        local rekeying = dbdir and exists(dbdir .. "/REKEY")
+        failure("wrong key for %s %s (the key in --key-env %s)%s", what, dir, var,
+            rekeying and "; " .. rekey_hint(dbdir) or "")
+    end
+    if code == MISMATCH and var and msg:find("is not encrypted", 1, true) then
+        failure("%s %s is not encrypted: leave out --key-env", what, dir)
+    end
+    failure("%s", msg)
+end
+
+local function open_store(dir, read_only, opts, dbdir)
+    local s, msg, code = armdb.store(dir, { read_only = read_only, create = false, encryption_key = opts[KEY] })
     if not s then
-        failure("%s", msg)
+        open_failed(dir, opts, msg, code, dbdir)
     end
     return s
 end
 
-local function open_db(dbdir, read_only)
-    local ok, db, msg = pcall(armdb.open, dbdir, { read_only = read_only, create = false })
+local function open_db(dbdir, read_only, opts)
+    local ok, db, msg, code = pcall(armdb.open, dbdir, { read_only = read_only, create = false,
+        encryption_key = opts[KEY] })
     if not ok then
         failure("cannot open database %s: %s", dbdir, clean_err(db))
     end
     if not db then
-        failure("%s", msg)
+        open_failed(dbdir, opts, msg, code, dbdir, "database")
     end
     return db
 end
 
-local function open_collection(t, read_only)
-    local db = open_db(t.dbdir, read_only)
-    local coll, msg = db:collection(t.name)
+local function open_collection(t, read_only, opts)
+    local db = open_db(t.dbdir, read_only, opts)
+    local coll, msg, code = db:collection(t.name)
     if not coll then
         db:close()
-        failure("%s", msg)
+        open_failed(t.dir, opts, msg, code, t.dbdir)
     end
     return coll, db
 end
@@ -656,16 +796,34 @@ end
 
 local cmds = {}
 
-local function store_summary(dir)
-    local s = open_store(dir, true)
+local function store_summary(dir, opts, dbdir)
+    local s = open_store(dir, true, opts, dbdir)
     local st = s:stats()
     s:close()
     return st
 end
 
+-- The encryption lines of info for meta (read_meta's), or for a store
+-- that opened (with a key or not) if its meta file could not be read.
+local function encryption_text(meta, opts, sep)
+    local encrypted, cipher
+    if meta then
+        encrypted, cipher = meta.encrypted, meta.cipher
+    else
+        encrypted = opts[KEY] ~= nil
+    end
+    if not encrypted then
+        return "encrypted no"
+    end
+    return "encrypted yes" .. (cipher and sep .. "cipher " .. cipher or "")
+end
+
 function cmds.info(opts, pos)
     two_arg(pos, 1, "info")
     local t = resolve(pos[1], opts)
+    -- (A REKEY file means a rotation was cut short only where there are
+    -- keys to rotate.)
+    local rekeying = t.dbdir and exists(t.dbdir .. "/REKEY")
     if t.kind == "database" then
         local cat = read_catalog(t.dir)
         local names = {}
@@ -674,23 +832,51 @@ function cmds.info(opts, pos)
         end
         table.sort(names)
         out:write(string.format("database %s\ncollections %d\n", t.dir, #names))
+        local locked, encrypted = false, false
         for _, name in ipairs(names) do
             local c = cat.collections[name]
-            local st = store_summary(t.dir .. "/" .. name)
-            out:write(string.format("  %s\tkey %s\tvalue %s\tkeys %d\n", name, tostring(c.key), tostring(c.value),
-                st.keys))
+            local dir = t.dir .. "/" .. name
+            local meta = read_meta(dir)
+            local keys = ""
+            encrypted = encrypted or (meta and meta.encrypted)
+            if meta and meta.encrypted and not opts[KEY] then
+                locked = true
+            else
+                keys = string.format("\tkeys %d", store_summary(dir, opts, t.dir).keys)
+            end
+            out:write(string.format("  %s\tkey %s\tvalue %s%s\t%s\n", name, tostring(c.key), tostring(c.value),
+                keys, encryption_text(meta, opts, "\t")))
+        end
+        if locked then
+            out:write("(key counts need the key: pass it with --key-env NAME)\n")
+        end
+        if rekeying and encrypted then
+            out:write("(", rekey_hint(t.dir), ")\n")
         end
         return 0
     end
-    local st = store_summary(t.dir)
+    local meta = read_meta(t.dir)
+    local st
+    if not (meta and meta.encrypted and not opts[KEY]) then
+        st = store_summary(t.dir, opts, t.dbdir)
+    end
     if t.kind == "collection" then
         out:write(string.format("collection %s of database %s\nkey %s\nvalue %s\n", t.name, t.dbdir,
             tostring(t.spec.key), tostring(t.spec.value)))
     else
         out:write(string.format("store %s\n", t.dir))
     end
-    out:write(string.format("key_len %d\nvalue_len %d\nshards %d\nkeys %d\nfiles %d\nbytes %d\n", st.key_len,
-        st.value_len, st.shards, st.keys, st.files, st.live_bytes + st.dead_bytes))
+    local set = st or meta
+    out:write(string.format("key_len %d\nvalue_len %d\nshards %d\n%s\n", set.key_len, set.value_len, set.shards,
+        encryption_text(meta, opts, "\n")))
+    if st then
+        out:write(string.format("keys %d\nfiles %d\nbytes %d\n", st.keys, st.files, st.live_bytes + st.dead_bytes))
+    else
+        out:write("(keys, files and bytes need the key: pass it with --key-env NAME)\n")
+    end
+    if rekeying and meta and meta.encrypted then
+        out:write("(", rekey_hint(t.dbdir), ")\n")
+    end
     return 0
 end
 
@@ -700,7 +886,7 @@ function cmds.get(opts, pos)
     need_collection(t, "get")
     local nl = opts["no-newline"] and "" or "\n"
     if t.kind == "store" then
-        local s = open_store(t.dir, true)
+        local s = open_store(t.dir, true, opts)
         local v, err = s:get(raw_key(t, opts, s, pos[2]))
         s:close()
         if err then
@@ -711,7 +897,7 @@ function cmds.get(opts, pos)
         out:write(show(opts, v), nl)
         return 0
     end
-    local coll, db = open_collection(t, true)
+    local coll, db = open_collection(t, true, opts)
     local v, err = coll:get(coll_key(t, pos[2]))
     db:close()
     if err then
@@ -735,7 +921,7 @@ function cmds.put(opts, pos)
     need_collection(t, "put")
     local text = pos[3] == "-" and read_stdin() or pos[3]
     if t.kind == "store" then
-        local s = open_store(t.dir, false)
+        local s = open_store(t.dir, false, opts)
         local ok, v, err = pcall(function()
             local k = raw_key(t, opts, s, pos[2])
             local v = text
@@ -760,7 +946,7 @@ function cmds.put(opts, pos)
         end
         return 0
     end
-    local coll, db = open_collection(t, false)
+    local coll, db = open_collection(t, false, opts)
     local ok, r, err = pcall(function()
         return coll:put(coll_key(t, pos[2]), coll_value(t, text))
     end)
@@ -780,10 +966,10 @@ function cmds.del(opts, pos)
     need_collection(t, "del")
     local target, closer
     if t.kind == "store" then
-        target = open_store(t.dir, false)
+        target = open_store(t.dir, false, opts)
         closer = target
     else
-        target, closer = open_collection(t, false)
+        target, closer = open_collection(t, false, opts)
     end
     local ok, r, err = pcall(function()
         local k = t.kind == "store" and raw_key(t, opts, target, pos[2]) or coll_key(t, pos[2])
@@ -818,7 +1004,7 @@ end
 -- r.pairs(scan): scan = { from, to, prefix, reverse } as given (text).
 local function open_reader(t, opts)
     if t.kind == "store" then
-        local s = open_store(t.dir, true)
+        local s = open_store(t.dir, true, opts)
         local function txt(v)
             return opts.hex and to_hex(v) or escape(v)
         end
@@ -833,7 +1019,7 @@ local function open_reader(t, opts)
         return { pairs = pairs_of, count = function() return s:count() end,
             close = function() s:close() end, key_text = txt, value_text = txt }
     end
-    local coll, db = open_collection(t, true)
+    local coll, db = open_collection(t, true, opts)
     local function pairs_of(sc)
         if not sc then
             return coll:pairs()
@@ -1101,10 +1287,10 @@ function cmds.load(opts, pos)
     end
     local target, closer
     if t.kind == "store" then
-        target = open_store(t.dir, false)
+        target = open_store(t.dir, false, opts)
         closer = target
     else
-        target, closer = open_collection(t, false)
+        target, closer = open_collection(t, false, opts)
     end
     local key_len = t.kind == "store" and target:stats().key_len
     local bar = progress("load", size)
@@ -1158,12 +1344,12 @@ end
 
 local function collection_dirs(t)
     if t.kind ~= "database" then
-        return { { label = t.name, dir = t.dir } }
+        return { { label = t.name, dir = t.dir, dbdir = t.dbdir } }
     end
     local cat = read_catalog(t.dir)
     local list = {}
     for name in pairs(cat.collections) do
-        list[#list + 1] = { label = name, dir = t.dir .. "/" .. name }
+        list[#list + 1] = { label = name, dir = t.dir .. "/" .. name, dbdir = t.dir }
     end
     table.sort(list, function(a, b) return a.label < b.label end)
     return list
@@ -1174,7 +1360,7 @@ function cmds.verify(opts, pos)
     local t = resolve(pos[1], opts)
     local damaged = false
     for _, c in ipairs(collection_dirs(t)) do
-        local s = open_store(c.dir, true)
+        local s = open_store(c.dir, true, opts, c.dbdir)
         local st = s:stats()
         local bar = progress("verify", st.keys)
         local n, bytes, bad_entries, first_bad = 0, 0, 0, nil
@@ -1243,7 +1429,7 @@ function cmds.stats(opts, pos)
     two_arg(pos, 1, "stats")
     local t = resolve(pos[1], opts)
     if t.kind ~= "database" then
-        local st = store_summary(t.dir)
+        local st = store_summary(t.dir, opts, t.dbdir)
         if opts.json then
             out:write(stats_json(st), "\n")
         else
@@ -1253,7 +1439,7 @@ function cmds.stats(opts, pos)
     end
     local parts = {}
     for _, c in ipairs(collection_dirs(t)) do
-        local st = store_summary(c.dir)
+        local st = store_summary(c.dir, opts, c.dbdir)
         if opts.json then
             parts[#parts + 1] = json_string(c.label) .. ":" .. stats_json(st)
         else
@@ -1273,7 +1459,7 @@ function cmds.compact(opts, pos)
     two_arg(pos, 1, "compact")
     local t = resolve(pos[1], opts)
     for _, c in ipairs(collection_dirs(t)) do
-        local s = open_store(c.dir, false)
+        local s = open_store(c.dir, false, opts, c.dbdir)
         local before = s:stats()
         local ok, msg = s:compact()
         local st = s:stats()
@@ -1292,6 +1478,203 @@ function cmds.compact(opts, pos)
     return 0
 end
 
+-- ---- rekey ----
+
+local timespec = ffi.new("armdb_cli_timespec")
+
+-- Seconds, monotonic (CLOCK_MONOTONIC), for the times rekey reports.
+local function now()
+    local ok, rc = pcall(function()
+        return ffi.C.clock_gettime(1, timespec)
+    end)
+    if not ok or rc ~= 0 then
+        return os.time()
+    end
+    return tonumber(timespec.sec) + tonumber(timespec.nsec) * 1e-9
+end
+
+local function plural(n, one, many)
+    return string.format("%d %s", n, n == 1 and one or many)
+end
+
+-- A progress reporter for database rotations: prints "[NAME] rekeyed:
+-- N keys in S s" as each collection is done (db:rekey's on_done, the
+-- on_rekey option of an open completing a rotation). done.n and done.keys
+-- count them.
+local function rekey_progress()
+    local done, t0 = { n = 0, keys = 0 }, now()
+    done.report = function(name, n)
+        local t = now()
+        done.n, done.keys = done.n + 1, done.keys + n
+        out:write(string.format("[%s] rekeyed: %s in %.2f s\n", name, plural(n, "key", "keys"), t - t0))
+        out:flush()
+        t0 = t
+    end
+    return done
+end
+
+-- Close h after a rotation: a failed rotation (not ok: the message from
+-- fmt, ...) or a failed close is the command's failure.
+local function close_after(h, ok, fmt, ...)
+    local _, cerr = h:close()
+    if not ok then
+        failure(fmt, ...)
+    end
+    if cerr then
+        failure("%s", cerr)
+    end
+end
+
+local function rekey_store(t, opts, old, new, t0)
+    local dir = t.dir
+    local meta = read_meta(dir)
+    if meta and not meta.encrypted then
+        failure("store %s is not encrypted: it has no key to rotate", dir)
+    end
+    local s, msg, code = armdb.store(dir, { create = false, encryption_key = old })
+    if not s then
+        if code == BADKEY then
+            local s2 = armdb.store(dir, { read_only = true, create = false, encryption_key = new })
+            if s2 then
+                s2:close()
+                out:write(string.format("store %s has the new key already: nothing to do\n", dir))
+                return 0
+            end
+            failure("wrong key for store %s: neither the key in --key-env %s nor the one in --new-key-env %s"
+                .. " opens it", dir, opts["key-env"], opts["new-key-env"])
+        end
+        open_failed(dir, opts, msg, code)
+    end
+    local ok, rmsg = s:rekey(new)
+    local n = s:count()
+    close_after(s, ok, "rekey of store %s failed, it keeps the old key: %s", dir, rmsg)
+    out:write(string.format("rekeyed store %s: %s, cipher %s, in %.2f s\n", dir, plural(n, "key", "keys"),
+        meta and meta.cipher or "?", now() - t0))
+    return 0
+end
+
+local function rekey_db(t, opts, old, new, t0)
+    local dbdir = t.dir
+    local names = {}
+    for name in pairs(read_catalog(dbdir).collections) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    if #names == 0 then
+        out:write(string.format("database %s has no collections: nothing to rekey\n", dbdir))
+        return 0
+    end
+    local plain = {}
+    for _, name in ipairs(names) do
+        local meta = read_meta(dbdir .. "/" .. name)
+        if meta and not meta.encrypted then
+            plain[#plain + 1] = name
+        end
+    end
+    if #plain == #names then
+        failure("database %s is not encrypted: it has no key to rotate", dbdir)
+    elseif #plain > 0 then
+        failure("collection %s of database %s is not encrypted: it has no key to rotate", plain[1], dbdir)
+    end
+    -- Which collections the old key opens: those it does not open have the
+    -- new one (checked below), left by a rotation cut short.
+    local db = open_db(dbdir, false, opts)
+    local on_new = {}
+    for _, name in ipairs(names) do
+        local coll, msg, code = db:collection(name)
+        if coll == nil then
+            if code ~= BADKEY then
+                db:close()
+                failure("%s", msg)
+            end
+            on_new[#on_new + 1] = name
+        end
+    end
+    if #on_new == 0 then
+        local done = rekey_progress()
+        local ok, msg = db:rekey(new, done.report)
+        close_after(db, ok, "rekey of database %s stopped (%s): run the same command again to complete it", dbdir,
+            msg)
+        out:write(string.format("rekeyed database %s: %s, %s, in %.2f s\n", dbdir,
+            plural(#names, "collection", "collections"), plural(done.keys, "key", "keys"), now() - t0))
+        return 0
+    end
+    db:close()
+    for _, name in ipairs(on_new) do
+        local dir = dbdir .. "/" .. name
+        local s, msg, code = armdb.store(dir, { read_only = true, create = false, encryption_key = new })
+        if s == nil then
+            if code == BADKEY then
+                failure("wrong key for collection %s of database %s: neither the key in --key-env %s nor the one"
+                    .. " in --new-key-env %s opens it", name, dbdir, opts["key-env"], opts["new-key-env"])
+            end
+            failure("%s", msg)
+        end
+        s:close()
+    end
+    local rekeying = exists(dbdir .. "/REKEY")
+    if #on_new == #names and not rekeying then
+        out:write(string.format("database %s has the new key already: nothing to do\n", dbdir))
+        return 0
+    end
+    for _, name in ipairs(on_new) do
+        out:write(string.format("[%s] has the new key already\n", name))
+    end
+    out:flush()
+    -- Opened with the new key and the old one as previous_key, the
+    -- database rotates what is still on the old key (armdb.open does it
+    -- when REKEY is there; opening every collection does it otherwise).
+    local done = rekey_progress()
+    do
+        local ok, db2, msg, code = pcall(armdb.open, dbdir, { create = false, encryption_key = new,
+            previous_key = old, on_rekey = done.report })
+        if not ok then
+            failure("cannot open database %s: %s", dbdir, clean_err(db2))
+        end
+        if db2 == nil then
+            failure("completing the key rotation of database %s: %s", dbdir, msg or tostring(code))
+        end
+        for _, name in ipairs(names) do
+            local coll, cmsg = db2:collection(name)
+            if coll == nil then
+                db2:close()
+                failure("completing the key rotation of database %s: %s", dbdir, cmsg)
+            end
+        end
+        local _, cerr = db2:close()
+        if cerr then
+            failure("%s", cerr)
+        end
+    end
+    out:write(string.format("completed the key rotation of database %s that was cut short: %s (%d rotated now, %d"
+        .. " had the new key already), %s, in %.2f s\n", dbdir, plural(#names, "collection", "collections"),
+        done.n, #on_new, plural(done.keys, "key rotated", "keys rotated"), now() - t0))
+    return 0
+end
+
+function cmds.rekey(opts, pos)
+    two_arg(pos, 1, "rekey")
+    if not opts["key-env"] or not opts["new-key-env"] then
+        usage_error("rekey needs --key-env OLD and --new-key-env NEW, the environment variables that hold the"
+            .. " keys (see armdb help rekey)")
+    end
+    local old, new = opts[KEY], env_key(opts, "new-key-env")
+    if old == new then
+        usage_error("--key-env %s and --new-key-env %s hold the same key: nothing to rotate", opts["key-env"],
+            opts["new-key-env"])
+    end
+    local t = resolve(pos[1], opts)
+    if t.kind == "collection" then
+        usage_error("%s is collection %s of database %s, whose collections share one key: rekey the database"
+            .. " (armdb rekey %s --key-env OLD --new-key-env NEW)", t.dir, t.name, t.dbdir, t.dbdir)
+    end
+    local t0 = now()
+    if t.kind == "store" then
+        return rekey_store(t, opts, old, new, t0)
+    end
+    return rekey_db(t, opts, old, new, t0)
+end
+
 -- ---- run ----
 
 function cmds.run(opts, pos)
@@ -1307,13 +1690,13 @@ function cmds.run(opts, pos)
     local ro = opts["read-only"] or false
     local handle, closer
     if t.kind == "store" then
-        handle = open_store(t.dir, ro)
+        handle = open_store(t.dir, ro, opts)
         closer = handle
     elseif t.kind == "database" then
-        handle = open_db(t.dir, ro)
+        handle = open_db(t.dir, ro, opts)
         closer = handle
     else
-        handle, closer = open_collection(t, ro)
+        handle, closer = open_collection(t, ro, opts)
     end
     local ok, ret = xpcall(chunk, function(e)
         return e
@@ -1378,6 +1761,7 @@ function M.main(argv)
             out:write(command_help(BY_NAME[cmd]))
             return 0
         end
+        opts[KEY] = env_key(opts, "key-env")
         return fn(opts, pos)
     end)
     out:flush()

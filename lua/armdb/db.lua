@@ -52,6 +52,7 @@ local OPTS = {
     create = "boolean", read_only = "boolean", no_uring = "boolean", no_direct = "boolean",
     no_auto_compact = "boolean",
     sync = "string", sync_mode = "string", encryption_key = "string", previous_key = "string", cipher = "string",
+    on_rekey = "function",
 }
 local SYNC = { interval = true, none = true, always = true }
 
@@ -465,7 +466,7 @@ function Db:collection(name, spec)
     for k, v in pairs(self._opts) do
         sopts[k] = v
     end
-    sopts.previous_key = nil
+    sopts.previous_key, sopts.on_rekey = nil, nil
     sopts.key_len = entry.key_len
     sopts.value_len = entry.value_len
     sopts.ordered = entry.ordered == true
@@ -486,6 +487,9 @@ function Db:collection(name, spec)
             if not ok then
                 s:close()
                 return nil, "collection " .. name .. ": completing the key rotation: " .. rmsg, rcode
+            end
+            if self._opts.on_rekey then
+                self._opts.on_rekey(name, s:count())
             end
         end
     end
@@ -805,14 +809,18 @@ function Db:batch(fn)
 end
 
 -- Seal every collection again with new_key (32 bytes or 64 hex digits),
--- one after another (store:rekey: each is crash-safe on its own). While it
--- runs, the file REKEY says a rotation is under way: if it is cut short,
--- some collections have each key, and the database opens with
--- encryption_key = the new key and previous_key = the old one, which
--- completes it. true, or nil, message, code.
-function Db:rekey(new_key)
+-- one after another (store:rekey: each is crash-safe on its own), calling
+-- on_done(name, keys) after each if given. While it runs, the file REKEY
+-- says a rotation is under way: if it is cut short, some collections have
+-- each key, and the database opens with encryption_key = the new key and
+-- previous_key = the old one, which completes it (calling opts.on_rekey
+-- the same way). true, or nil, message, code.
+function Db:rekey(new_key, on_done)
     check_open(self)
     local key = store.key_bytes(new_key, "armdb: db:rekey: new_key", 3)
+    if on_done ~= nil and type(on_done) ~= "function" then
+        error("armdb: db:rekey: on_done must be a function, got " .. type(on_done), 2)
+    end
     if not self._opts.encryption_key then
         return nil, "database " .. self.dir .. " is not encrypted", INVAL
     end
@@ -823,20 +831,27 @@ function Db:rekey(new_key)
     if not names then
         return nil, msg, code
     end
+    -- Every collection opens with the key (a plain one does not) before
+    -- anything is written.
+    local colls = {}
+    for i, name in ipairs(names) do
+        colls[i], msg, code = self:collection(name)
+        if colls[i] == nil then
+            return nil, "db:rekey: " .. msg, code
+        end
+    end
     local ok
     ok, msg, code = fs.replace(self.dir, REKEY, cjson.encode({ format = 1 }))
     if not ok then
         return nil, msg, code
     end
-    for _, name in ipairs(names) do
-        local coll
-        coll, msg, code = self:collection(name)
-        if coll == nil then
-            return nil, "db:rekey: " .. msg, code
-        end
-        ok, msg, code = coll._store:rekey(key)
+    for i, name in ipairs(names) do
+        ok, msg, code = colls[i]._store:rekey(key)
         if not ok then
             return nil, "db:rekey: collection " .. name .. ": " .. msg, code
+        end
+        if on_done then
+            on_done(name, colls[i]._store:count())
         end
     end
     self._opts.previous_key = self._opts.encryption_key
