@@ -306,7 +306,9 @@ static uint64_t sweep(uint32_t mode, int ops, const int *errs, size_t nerrs, int
 int main(void)
 {
     static const int errs[] = {ENOSPC, EIO};
-    sweep(ARMDB_SYNC_NONE, NOPS, errs, 2, 0);
+    /* On encrypted stores (the *_encrypted run) EIO alone, for time. */
+    int enc = t_env_u64("ARMDB_TEST_ENCRYPT", 0) != 0;
+    sweep(ARMDB_SYNC_NONE, NOPS, errs + enc, 2 - enc, 0);
     /* Every acknowledged write is durable here, so after the reopen each
      * key must be in its last acknowledged state or a failed one after it.
      * One errno for once-only faults, the other for sticky ones. */
