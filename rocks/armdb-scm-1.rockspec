@@ -20,7 +20,7 @@ The json value codec needs lua-cjson (the Debian package lua-cjson).]],
 supported_platforms = { "linux" }
 
 -- LuaJIT reports itself as Lua 5.1: `luarocks --lua-version 5.1 make`.
--- Building needs cmake, a C compiler, pkg-config, libxxhash-dev and
+-- Building needs cmake, a C compiler, pkg-config, libxxhash-dev, libsodium-dev and
 -- liburing-dev (Debian packages).
 dependencies = {
     "lua >= 5.1",
