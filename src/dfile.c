@@ -63,8 +63,10 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     if (!f)
         rc = -ENOMEM;
     /* The new name must be durable before anything written to the file is. */
+    /* A file passes max_file_size by at most one entry, which fits a write
+     * buffer (a first entry may be larger than max_file_size itself). */
     if (rc == 0 && create && db->crypt &&
-        (rc = tags_create(sh, f, db->crypt, round_up(db->max_file, PAGE) / PAGE + 1)) < 0)
+        (rc = tags_create(sh, f, db->crypt, (round_up(db->max_file, PAGE) + db->wbuf_size) / PAGE + 2)) < 0)
         what = "create the tags of";
     if (rc == 0 && create && (rc = io_fsync(sh->dirfd)) < 0)
         what = "fsync the directory of";

@@ -736,6 +736,33 @@ static void test_paths(const char *dir)
         armdb_iter_close(it);
     }
     CHECK_OK(armdb_close(db));
+
+    /* Values larger than max_file_size: each fills a file of its own. */
+    o.max_file_size = 64 << 10;
+    o.flags = ARMDB_CREATE;
+    char *big = t_path(dir, "paths-big");
+    CHECK_OK(armdb_open(big, &o, &db));
+    enum { BIG = 300 << 10 };
+    unsigned char *bv = malloc(BIG), *bg = malloc(BIG);
+    CHECK(bv && bg);
+    for (uint32_t i = 0; i < 6; i++) {
+        make_key(i, k);
+        t_fill(t_mix(i, 99), bv, BIG);
+        CHECK_OK(armdb_put(db, k, KLEN, bv, BIG - i));
+    }
+    CHECK_OK(armdb_close(db));
+    CHECK_OK(armdb_open(big, &o, &db));
+    for (uint32_t i = 0; i < 6; i++) {
+        make_key(i, k);
+        t_fill(t_mix(i, 99), bv, BIG);
+        size_t vl;
+        CHECK_OK(armdb_get(db, k, KLEN, bg, BIG, &vl));
+        CHECK(vl == BIG - i && memcmp(bg, bv, vl) == 0);
+    }
+    CHECK_OK(armdb_close(db));
+    free(bv);
+    free(bg);
+    free(big);
     free(store);
 }
 
