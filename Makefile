@@ -64,16 +64,20 @@ rock: build
 	  LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" luajit $(CURDIR)/rocks/smoke.lua $$tree
 	$(ROCK_TREE)/bin/armdb --help >/dev/null
 
+# The randomized suites run lighter in the second and sanitizer passes
+# (they prove other paths than the first pass's full rounds).
+LIGHT := ARMDB_TEST_SCALE=40 ARMDB_CRASH_ROUNDS=100 ARMDB_CORRUPT_ROUNDS=250
+
 # The same suites with io_uring turned off: the pread fallback must pass them too.
 check-no-uring: build check-deps
-	ARMDB_NO_URING=1 ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE encrypted
+	ARMDB_NO_URING=1 $(LIGHT) ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE encrypted
 	ARMDB_NO_URING=1 $(MAKE) --no-print-directory check-lua
 
 # The C suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 check-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DARMDB_SANITIZE=address,undefined $(CMAKE_ARGS) >/dev/null
 	cmake --build build-asan -j$(JOBS)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(LIGHT) \
 	  ctest --test-dir build-asan --output-on-failure -j$(JOBS) -LE encrypted
 
 # The concurrency tests (label "threads") under ThreadSanitizer.

@@ -203,10 +203,10 @@ int tags_load(struct shard *sh, struct dfile *f, uint64_t file_len, unsigned cha
     if (memcmp(salt, crypt_salt(db->crypt), 16) != 0)
         return 1;
     /* Slots the file lacks stay zero: those pages fail to open. */
-    n = io_pread_full(fd, f->slots, (size_t)pages * SLOT, TAGS_HDR);
-    if (n < 0)
-        return err_set((int)n, "read %s/%s", sh->path, name);
-    return 0;
+    ssize_t m = io_pread_full(fd, f->slots, (size_t)pages * SLOT, TAGS_HDR);
+    if (m < 0)
+        return err_set((int)m, "read %s/%s", sh->path, name);
+    return hdr_ok || (n == 0 && m == 0) ? 0 : 2;
 }
 
 int dfile_seal(struct shard *sh, struct dfile *f, uint64_t off, const unsigned char *src, unsigned char *dst,

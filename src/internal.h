@@ -368,8 +368,9 @@ void tags_release(struct dfile *f);
 /* Encrypted stores: create f's .tags file for pages sealed with cr, with
  * room for max_pages slots in memory. */
 int tags_create(struct shard *sh, struct dfile *f, const struct crypt *cr, uint64_t max_pages) MUST_CHECK;
-/* Load f's .tags file for a data file of file_len bytes: 0, or 1 if its
- * pages were sealed with another key (*salt: whose). */
+/* Load f's .tags file for a data file of file_len bytes: 0, 1 if its
+ * pages were sealed with another key (*salt: whose), or 2 if its header is
+ * damaged (the slots are loaded: the pages tell whether they open). */
 int tags_load(struct shard *sh, struct dfile *f, uint64_t file_len, unsigned char salt[16]) MUST_CHECK;
 /* Seal the pages of f at [off, off + len) from src into dst, their slots
  * recorded and written to the .tags file. */

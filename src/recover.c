@@ -464,7 +464,14 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
     uint64_t file_len = (uint64_t)st.st_size;
     if (db->crypt) {
         unsigned char salt[16];
-        if ((rc = tags_load(sh, f, file_len, salt)) != 0) {
+        rc = tags_load(sh, f, file_len, salt);
+        if (rc == 2) {
+            /* Reported (harmless while the slots hold), but not in the
+             * file a torn write may have reached before its first sync. */
+            sh->corrupt += !last;
+            rc = 0;
+        }
+        if (rc != 0) {
             dfile_unref(f);
             return rc < 0 ? rc : other_key(sh, id, salt);
         }

@@ -22,7 +22,8 @@
  *             rotations and compactions, is distinct and under the meta
  *             file's floor.
  *
- * Replay: ARMDB_SEED=<seed> (printed on failure).
+ * Replay: ARMDB_SEED=<seed> (printed on failure); ARMDB_TEST_SCALE=<percent>
+ * scales the rekey's fault points and kill rounds.
  */
 #include "test.h"
 #include "fault.h"
@@ -37,6 +38,7 @@
 
 #define KLEN 16
 static uint64_t g_seed;
+static uint64_t g_scale; /* ARMDB_TEST_SCALE: percent of the rekey fault points and kill rounds */
 static const char *g_case = "setup";
 
 static const unsigned char key_a[32] = "0123456789abcdef0123456789abcdef";
@@ -441,7 +443,7 @@ static void test_tamper(const char *dir)
     uint64_t rng = g_seed;
     /* Each case: copy, damage, open as a writer and read-only (a writer
      * may rewrite hints: both orders are exercised by the copy). */
-    for (int c = 0; c < 9; c++) {
+    for (int c = 0; c < 10; c++) {
         for (int mode = 0; mode < 2; mode++) {
             t_rmtree(work);
             t_copy_tree(ref, work);
@@ -495,6 +497,13 @@ static void test_tamper(const char *dir)
                 flip(hint1, t_rand(&rng) % file_size(hint1), 0x10);
                 want_corrupt = false;
                 break;
+            case 9:
+                g_case = "tamper: one byte of a tags file's header";
+                /* The slots hold, so every value reads; the damage is
+                 * reported all the same. */
+                flip(tags1, t_rand(&rng) % 32, 0x20);
+                want_corrupt = false;
+                break;
             case 8:
                 g_case = "tamper: the meta file";
                 {
@@ -510,6 +519,8 @@ static void test_tamper(const char *dir)
                 CHECK(r.open_rc == ARMDB_CORRUPT);
             else if (!open_may_fail)
                 CHECK_OK(r.open_rc);
+            if (c == 9)
+                CHECK(r.corrupt_stat > 0);
             if (r.open_rc == 0) {
                 CHECK(r.ok + r.corrupt == TN);
                 if (want_corrupt)
@@ -1078,7 +1089,8 @@ static void test_rekey(const char *dir)
         CHECK_OK(armdb_rekey(db, other));
         uint64_t calls = armdb_fault_calls(ops[o]);
         CHECK_OK(armdb_close(db));
-        uint64_t step = calls > 24 ? calls / 24 : 1, new_key = 0, rounds = 0;
+        uint64_t points = 24 * g_scale / 100 < 6 ? 6 : 24 * g_scale / 100;
+        uint64_t step = calls > points ? calls / points : 1, new_key = 0, rounds = 0;
         /* Every step-th point, and the last four (the commit and after). */
         for (uint64_t nth = 1; nth + 4 <= calls; nth += step, rounds++)
             new_key += (uint64_t)fault_round(store, work, cur, other, ops[o], nth, l.ver);
@@ -1156,7 +1168,7 @@ static void test_rekey_kill(const char *dir)
     CHECK_OK(armdb_close(db));
     const unsigned char *keys[2] = {key_a, key_b};
     int cur = 0;
-    uint64_t rng = g_seed ^ 99, commits = 0, rounds = 16, after = 0;
+    uint64_t rng = g_seed ^ 99, commits = 0, rounds = 16 * g_scale / 100 < 4 ? 4 : 16 * g_scale / 100, after = 0;
     int64_t span = 0;
     for (uint64_t round = 0; round <= rounds; round++) {
         atomic_store(&g_sh->phase, 0);
@@ -1240,12 +1252,14 @@ static void test_rekey_kill(const char *dir)
 int main(void)
 {
     g_seed = t_env_u64("ARMDB_SEED", 20261124);
+    g_scale = t_env_u64("ARMDB_TEST_SCALE", 100);
     atexit(on_exit_report);
     char *dir = t_tmpdir("encrypt");
     if (getenv("ARMDB_ENCRYPT_LIVE_ONLY")) {
         /* Only the rekey beside a writer and a reader (the threads run). */
         test_rekey(dir);
         t_rmtree(dir);
+        free(dir);
         g_case = NULL;
         printf("encrypt: live rekey ok\n");
         return 0;
@@ -1259,6 +1273,7 @@ int main(void)
     test_rekey(dir);
     test_rekey_kill(dir);
     t_rmtree(dir);
+    free(dir);
     g_case = NULL;
     printf("encrypt: ok\n");
     return 0;
