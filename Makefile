@@ -64,7 +64,7 @@ rock: build
 	  LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" luajit $(CURDIR)/rocks/smoke.lua $$tree
 	$(ROCK_TREE)/bin/armdb --help >/dev/null
 
-# The randomized suites run lighter in the second and sanitizer passes
+# The randomized suites run lighter in the second and the sanitizer passes
 # (they prove other paths than the first pass's full rounds).
 LIGHT := ARMDB_TEST_SCALE=40 ARMDB_CRASH_ROUNDS=100 ARMDB_CORRUPT_ROUNDS=250
 
@@ -84,7 +84,7 @@ check-asan: deps
 check-tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DARMDB_SANITIZE=thread $(CMAKE_ARGS) >/dev/null
 	cmake --build build-tsan -j$(JOBS)
-	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan -L threads --output-on-failure -j$(JOBS)
+	TSAN_OPTIONS=halt_on_error=1 $(LIGHT) ctest --test-dir build-tsan -L threads --output-on-failure -j$(JOBS)
 
 # libFuzzer targets (clang) for the data-file scanner, the hint parser and
 # the meta parser, each run FUZZ_SECONDS from the seeds in spec/fuzz/corpus
