@@ -62,12 +62,12 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
     struct dfile *f = dfile_new(id, fd);
     if (!f)
         rc = -ENOMEM;
-    /* The new name must be durable before anything written to the file is. */
     /* A file passes max_file_size by at most one entry, which fits a write
      * buffer (a first entry may be larger than max_file_size itself). */
     if (rc == 0 && create && db->crypt &&
         (rc = tags_create(sh, f, db->crypt, (round_up(db->max_file, PAGE) + db->wbuf_size) / PAGE + 2)) < 0)
         what = "create the tags of";
+    /* The new names must be durable before anything written to the file is. */
     if (rc == 0 && create && (rc = io_fsync(sh->dirfd)) < 0)
         what = "fsync the directory of";
     if (rc < 0) {
@@ -75,11 +75,8 @@ int dfile_open(struct shard *sh, uint32_t id, bool create, struct dfile **out)
             dfile_unref(f);
         else
             close(fd);
-        if (create) {
-            (void)unlinkat(sh->dirfd, name, 0);
-            dfile_name(name, sizeof name, id, "tags");
-            (void)unlinkat(sh->dirfd, name, 0);
-        }
+        if (create)
+            (void)dfile_unlink_set(sh, id);
         return err_set(rc, "%s %s/%s", what, sh->path, name);
     }
     *out = f;
@@ -185,7 +182,7 @@ int tags_load(struct shard *sh, struct dfile *f, uint64_t file_len, unsigned cha
     int rc = slots_map(f, pages);
     if (rc < 0)
         return err_set(rc, "load %s/%s", sh->path, name);
-    int fd = io_open(sh->dirfd, name, db->rdonly ? O_RDONLY : O_RDWR, 0);
+    int fd = io_open(sh->dirfd, name, O_RDONLY, 0); /* a loaded file's tags are never written */
     if (fd == -ENOENT && file_len == 0)
         return 0; /* created, never written */
     if (fd < 0)

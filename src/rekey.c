@@ -92,8 +92,9 @@ int retire_add(armdb *db, struct shard *sh, uint32_t id)
 /* Drop the retired files: unlinked (after a commit) or only let go. */
 void retire_flush(armdb *db, bool unlink)
 {
-    for (uint32_t i = 0; i < db->nretired && unlink; i++)
-        (void)dfile_unlink_set(db->retired[i].sh, db->retired[i].id);
+    if (unlink)
+        for (uint32_t i = 0; i < db->nretired; i++)
+            (void)dfile_unlink_set(db->retired[i].sh, db->retired[i].id);
     db->nretired = 0;
 }
 
@@ -129,9 +130,8 @@ static struct dfile *next_old(struct shard *sh, const struct crypt *cr, uint32_t
     return f;
 }
 
-/* Compact every file sealed with old into files sealed with the new key;
- * *bytes: how much was read. */
-static int rekey_pass(armdb *db, const struct crypt *old, uint64_t *bytes)
+/* Compact every file sealed with old into files sealed with the new key. */
+static int rekey_pass(armdb *db, const struct crypt *old)
 {
     static const atomic_bool never;
     int rc = seal_actives(db);
@@ -143,7 +143,6 @@ static int rekey_pass(armdb *db, const struct crypt *old, uint64_t *bytes)
         uint32_t below = sh->next_id;
         pthread_mutex_unlock(&sh->mu);
         while (rc == 0 && (f = next_old(sh, old, below))) {
-            *bytes += f->size;
             rc = shard_compact_file(sh, f, &never);
             bool moved = f->removed;
             uint32_t id = f->id;
@@ -204,13 +203,12 @@ API int armdb_rekey(armdb *db, const unsigned char *new_key)
     db->crypt_next = next; /* compaction outputs are sealed with it */
     /* 2: passes while writes go on; the second takes what came during the
      * first, so the gate is closed on little. */
-    uint64_t bytes = 0;
     for (int pass = 0; pass < 2 && rc == 0; pass++)
-        rc = rekey_pass(db, old, &bytes);
+        rc = rekey_pass(db, old);
     /* 3: the rest, with writers held at the gate. */
     if (rc == 0) {
         gate_close(db);
-        rc = rekey_pass(db, old, &bytes);
+        rc = rekey_pass(db, old);
     }
     /* 4: the commit. */
     if (rc == 0) {

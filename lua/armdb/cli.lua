@@ -540,14 +540,12 @@ local function env_key(opts, opt)
     if v == nil or v == "" then
         usage_error("--%s %s: the environment variable %s is not set or empty", opt, name, name)
     end
-    if #v == 64 and v:find("^%x+$") then
-        return require("armdb.codecs").from_hex(v)
-    end
-    if #v ~= 32 then
+    local ok, key = pcall(require("armdb.store").key_bytes, v, "--" .. opt, 1)
+    if not ok then
         usage_error("--%s %s: the key in %s is %d bytes; a key is 32 raw bytes or 64 hexadecimal digits", opt,
             name, name, #v)
     end
-    return v
+    return key
 end
 
 local CIPHERS = { [1] = "xchacha20-poly1305", [2] = "aes-256-gcm" }
