@@ -223,7 +223,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 5
+#define ARMDB_ABI_VERSION 6
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -242,6 +242,7 @@ enum armdb_rc {
     ARMDB_TOOBIG = -30011,   /* value longer than the store accepts */
     ARMDB_CONFLICT = -30012, /* cas: current value differs from expected */
     ARMDB_FULL = -30013,     /* a fixed limit is reached (keys, file ids) */
+    ARMDB_COMPACTED = -30014, /* changes since that GSN are no longer all kept (see CHANGE FEED) */
 };
 
 /* armdb_options.sync_mode */

@@ -52,6 +52,7 @@ API const char *armdb_strerror(int rc)
     case ARMDB_TOOBIG: return "value length not accepted by the store";
     case ARMDB_CONFLICT: return "current value differs from the expected one";
     case ARMDB_FULL: return "a fixed limit of the store is reached";
+    case ARMDB_COMPACTED: return "changes since that GSN were compacted away; start from a full copy";
     default: break;
     }
     if (rc < 0 && rc > -4096)

@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 5 }
+local M = { ABI_VERSION = 6 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -24,6 +24,7 @@ enum armdb_rc {
     ARMDB_TOOBIG = -30011,
     ARMDB_CONFLICT = -30012,
     ARMDB_FULL = -30013,
+    ARMDB_COMPACTED = -30014,
 };
 
 enum armdb_sync_mode {
