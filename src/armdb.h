@@ -50,7 +50,9 @@
  * when its last reader lets go, and block cache names carry file ids,
  * which are never reused. A crash at any point leaves the old file, or
  * both (holding the same entries), or the new one; a leftover .tmp file is
- * removed at the next open by a writer.
+ * removed at the next open by a writer. The threshold, automatic
+ * compaction and a byte rate for compaction I/O can be changed on an open
+ * store (see RUNTIME TUNING).
  *
  * ATOMIC BATCHES (FORMAT)
  *
@@ -107,11 +109,12 @@
  *   ARMDB_SYNC_NONE      only when armdb_sync() is called, on rotation and on
  *                        close (and pages reach the OS when the buffer fills).
  *
- * After armdb_sync() returns 0, every earlier write survives kill -9 and
- * power loss. On open, each shard's last data file is scanned and cut at the
- * first entry that fails its checksum (the torn tail of a crash). An entry
- * that fails its checksum in an immutable file is counted in
- * armdb_stat.corrupt_entries, never loaded and never fatal. If fdatasync
+ * The mode and the interval can be changed on an open store (see RUNTIME
+ * TUNING). After armdb_sync() returns 0, every earlier write survives
+ * kill -9 and power loss. On open, each shard's last data file is scanned
+ * and cut at the first entry that fails its checksum (the torn tail of a
+ * crash). An entry that fails its checksum in an immutable file is counted
+ * in armdb_stat.corrupt_entries, never loaded and never fatal. If fdatasync
  * fails, the store turns read-only (writes return ARMDB_READONLY; reads go on
  * working), because the kernel may have dropped the pages it failed to write.
  *
@@ -593,6 +596,160 @@ int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void *
 void armdb_iter_close(armdb_iter *it);
 
 /*
+ * CHANGE FEED
+ *
+ * Every entry written with a GSN above `since`, puts and deletes, in GSN
+ * order across shards, read from the data files: what a replica, an
+ * incremental backup or a consumer of events applies to follow the store.
+ *
+ * The open takes a cut of the store: every shard locked at once (writers
+ * wait for it, about a microsecond per data file), the store's largest GSN
+ * noted as the feed's end (armdb_changes_end), and every data file holding
+ * an entry above `since` referenced until the feed is closed (files
+ * compacted meanwhile give their disk space back only then). The feed is
+ * then exactly the entries in (since, end] that the files hold, no write of
+ * any thread half in it (a batch is in whole or not at all), whatever is
+ * written, rotated or compacted while it is read. Files whose entries are
+ * all at or below `since` are never read (their hints say so); the others
+ * are read one at a time, when the merge reaches them, from their hint
+ * where they have one. Memory: the entries in range of the files being
+ * merged (16 + key_len bytes each), plus, at the open, a copy of each
+ * shard's write buffer not yet in its file.
+ *
+ * What the feed holds: every entry that compaction has not dropped.
+ * Compaction drops overwritten values (their key's newer entry is in the
+ * feed, so a consumer that applies the feed in order ends at the store's
+ * state as of `end`, but may skip intermediate values) and tombstones that
+ * no older entry of their key needs any more. A consumer that has applied
+ * everything up to `since` may still hold such a key, so a feed from a
+ * `since` below the largest tombstone GSN compaction ever dropped (the
+ * horizon, kept in the DURABLE file) fails with ARMDB_COMPACTED: start
+ * again from a full copy (since = 0, which is always complete: a tombstone
+ * is dropped only with every older version of its key) or a backup.
+ * Damaged entries are skipped, as at open.
+ *
+ * ARMDB_CHANGES_LIVE: only entries that are still their key's current
+ * version when handed out (no tombstones): the live keys in the order they
+ * were last written, least recently written first.
+ */
+typedef struct armdb_changes armdb_changes;
+
+typedef struct armdb_change {
+    const void *key;
+    size_t klen;
+    const void *val; /* NULL for a delete */
+    size_t vlen;     /* 0 for a delete */
+    uint64_t gsn;
+    uint32_t deleted; /* 1 for a delete (a tombstone) */
+    uint32_t reserved;
+} armdb_change;
+
+/* armdb_changes_open() flags */
+enum armdb_changes_flags {
+    ARMDB_CHANGES_LIVE = 1u << 0,
+};
+
+/* Open a feed of the entries with a GSN above since (0: everything).
+ * Returns 0, ARMDB_COMPACTED (errmsg names the horizon), ARMDB_INVAL
+ * (unknown flags, since past the largest GSN), -ENOMEM. */
+int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes **out);
+
+/* 0 and the next change in *out (pointers valid until the next call on
+ * the feed), ARMDB_NOTFOUND at the end, or ARMDB_CORRUPT / -errno for an
+ * entry or a file that could not be read (the error names it; the next
+ * call goes on past it). */
+int armdb_changes_next(armdb_changes *c, armdb_change *out);
+
+/* The GSN the feed runs to: once it is read to its end, a consumer has
+ * every change up to it (resume with since = end). */
+uint64_t armdb_changes_end(const armdb_changes *c);
+
+/* Free the feed. NULL is a no-op. */
+void armdb_changes_close(armdb_changes *c);
+
+/* The largest GSN the store has handed out or seen (0 for an empty store). */
+uint64_t armdb_last_gsn(armdb *db);
+
+/*
+ * Apply a change read from another store's feed: its entry is written
+ * here with the same GSN, unless the key already has an entry of that GSN
+ * or a newer one (then nothing is written and 0 is returned), so applying
+ * a feed again, or from an earlier point, is harmless. A delete writes a
+ * tombstone even for an absent key. The store's GSN counter moves past the
+ * change's. What incremental backups and replicas use; the write hook is
+ * not called. Changes of one store should be applied in their GSN order
+ * (as the feed gives them): a crash in between leaves a prefix of them.
+ *
+ * Returns 0, or as armdb_put (ARMDB_KEYLEN, ARMDB_TOOBIG, ARMDB_READONLY,
+ * -errno), or ARMDB_INVAL (a GSN of 0 or past 2^60 - 1, a delete with a
+ * value).
+ */
+int armdb_apply(armdb *db, const armdb_change *c);
+
+/*
+ * CHECKPOINTS
+ *
+ * An online, consistent copy of the store in a new directory, while writes
+ * go on: what backups are made of. The copy is a store directory like any
+ * other (open it with the same options and key), holding the store as it
+ * was at one GSN (armdb_checkpoint_gsn): every write up to it, none after,
+ * a batch whole or not at all.
+ *
+ * armdb_checkpoint_open() takes the cut: a barrier on every shard, one at
+ * a time, then with every shard locked at once a last barrier on each
+ * (writers wait for these: about one fdatasync per shard with writes since
+ * the first round), the GSN noted, and every data file referenced with the
+ * length to copy (all of an immutable file; of an active file what was
+ * written, up to its last page in an encrypted store). It creates dest
+ * (which must not exist) with its shard directories, the meta file and the
+ * DURABLE file. armdb_checkpoint_step() then copies the files, about
+ * max_bytes at a time (at least one chunk of 1 MiB), so a caller that must
+ * not block for long (an event loop) can spread the copy; files compacted
+ * meanwhile are read from the descriptors the checkpoint holds, and give
+ * their disk space back when it is closed. Every file is fdatasynced, and
+ * the directories fsynced at the end.
+ *
+ * ARMDB_CHECKPOINT_LINK: hard-link the immutable files that have their
+ * hint (they are never written again) instead of copying them, where dest
+ * is on the same filesystem: instant and free, but a copy that shares the
+ * disk (and its failures) with the store.
+ *
+ * The copy of an encrypted store is sealed with the same key and salt.
+ * Open it in place of the store (a restore), not beside it: a copy and
+ * the store it came from both written to would each take nonces from the
+ * same floor, under one key. A copy meant to live on beside the store is
+ * rotated to a new key (armdb_rekey) before anything is written to it.
+ *
+ * A checkpoint closed before its last step leaves dest incomplete: remove
+ * it. Returns (open) 0, ARMDB_EXISTS (dest exists), ARMDB_READONLY (a
+ * read-only handle: the barriers need the writer's), ARMDB_INVAL (a NULL
+ * argument, unknown flags, a key rotation under way), -errno.
+ */
+typedef struct armdb_checkpoint armdb_checkpoint;
+
+enum armdb_checkpoint_flags {
+    ARMDB_CHECKPOINT_LINK = 1u << 0,
+};
+
+int armdb_checkpoint_open(armdb *db, const char *dest, unsigned flags, armdb_checkpoint **out);
+
+/* Copy about max_bytes more: 1 if there is more to copy, 0 when the copy
+ * is complete and durable, or ARMDB_CORRUPT (a source file shorter than at
+ * the cut) / -errno (errmsg names the file). *done and *total (either may
+ * be NULL): bytes copied so far and in all. */
+int armdb_checkpoint_step(armdb_checkpoint *cp, uint64_t max_bytes, uint64_t *done, uint64_t *total);
+
+/* The GSN the copy holds the store at. */
+uint64_t armdb_checkpoint_gsn(const armdb_checkpoint *cp);
+
+/* Release the checkpoint (its file references). NULL is a no-op. */
+void armdb_checkpoint_close(armdb_checkpoint *cp);
+
+/* All of it in one call: open, every step, close; *gsn (may be NULL) the
+ * copy's GSN. On failure dest may be left incomplete. */
+int armdb_checkpoint_run(armdb *db, const char *dest, unsigned flags, uint64_t *gsn);
+
+/*
  * KEY ROTATION
  *
  * Seal every page of the encrypted store again with new_key (32 bytes),
@@ -624,6 +781,70 @@ void armdb_iter_close(armdb_iter *it);
 int armdb_rekey(armdb *db, const unsigned char *new_key);
 
 /*
+ * RUNTIME TUNING
+ *
+ * Settings of an open store that can change while it is in use, without a
+ * reopen. armdb_tune() applies the fields named in t->set (bits of enum
+ * armdb_tune_fields) and leaves the others as they are; every named field
+ * is checked before any is applied, so a refused call changes nothing.
+ * armdb_tuning_get() reads them all. Nothing is stored: a reopen starts
+ * again from armdb_options (compact_bytes_per_sec from 0).
+ *
+ *   sync_mode             applies to writes that begin after the call.
+ *                         Switching to ARMDB_SYNC_ALWAYS does not make
+ *                         earlier writes durable (the next barrier, or
+ *                         armdb_sync(), does); switching to
+ *                         ARMDB_SYNC_INTERVAL starts the interval thread if
+ *                         the store was opened without it; leaving it
+ *                         parks the thread (no more interval barriers).
+ *   sync_interval_ms      1..60000; the next interval barrier is due that
+ *                         long after the call.
+ *   compaction_threshold  0..1 (0 = the default 0.3); the background
+ *                         thread looks at every file again.
+ *   auto_compact          0: the background thread compacts nothing (a
+ *                         pass under way stops at its next entry; the file
+ *                         it was copying stays as it was); 1: it compacts
+ *                         files past the threshold, looking at once.
+ *                         armdb_compact() runs either way.
+ *   compact_bytes_per_sec 0 = no limit. Otherwise compaction (background
+ *                         or armdb_compact()) sleeps between chunks of
+ *                         64 KiB so that the bytes it reads and writes for
+ *                         each file stay under this many per second since
+ *                         that file began: compacting n bytes takes at
+ *                         least about n / rate seconds. No lock is held
+ *                         while it sleeps, and a close cuts the sleep short
+ *                         (within 100 ms). armdb_rekey() is never limited.
+ *
+ * Returns 0, or
+ *   ARMDB_INVAL     db or t NULL, unknown bits in t->set, a named field out
+ *                   of range (errmsg names it)
+ *   ARMDB_READONLY  the store was opened read-only
+ *   -EAGAIN, ...    the interval thread could not be started (the sync
+ *                   mode stays as it was; nothing else is applied)
+ * armdb_tuning_get: 0 (out->set has every bit) or ARMDB_INVAL (NULL).
+ */
+typedef struct armdb_tuning {
+    uint32_t set;                   /* enum armdb_tune_fields: what armdb_tune() applies */
+    uint32_t sync_mode;             /* enum armdb_sync_mode */
+    uint32_t sync_interval_ms;      /* 1..60000 */
+    uint32_t auto_compact;          /* 0 or 1 */
+    double compaction_threshold;    /* 0..1, 0 = 0.3 */
+    uint64_t compact_bytes_per_sec; /* 0 = no limit */
+} armdb_tuning;
+
+/* armdb_tuning.set */
+enum armdb_tune_fields {
+    ARMDB_TUNE_SYNC_MODE = 1u << 0,
+    ARMDB_TUNE_SYNC_INTERVAL = 1u << 1,
+    ARMDB_TUNE_COMPACTION_THRESHOLD = 1u << 2,
+    ARMDB_TUNE_AUTO_COMPACT = 1u << 3,
+    ARMDB_TUNE_COMPACT_RATE = 1u << 4,
+};
+
+int armdb_tune(armdb *db, const armdb_tuning *t);
+int armdb_tuning_get(armdb *db, armdb_tuning *out);
+
+/*
  * Seal n bytes at in (XChaCha20-Poly1305, a random nonce) with a key
  * derived from `key`, an encrypted store's master key, for files kept
  * beside a store (the Lua layer's batch intents): out receives
@@ -634,6 +855,89 @@ int armdb_rekey(armdb *db, const unsigned char *new_key);
  */
 int armdb_seal(const unsigned char *key, const void *in, size_t n, void *out);
 int armdb_unseal(const unsigned char *key, const void *in, size_t n, void *out);
+
+/*
+ * VERIFICATION
+ *
+ * armdb_verify() reads every data file of the store, live entries and dead
+ * ones alike, and checks what a get or an open would: the checksum of
+ * every entry, the AEAD tag of every sealed page (encrypted stores), the
+ * hint of every immutable file (its checksum, and its pages' tags), and
+ * each file's length against its hint. It runs in the calling thread and
+ * returns when done; other threads go on using the store meanwhile (each
+ * shard's lock is held only to list its files; each file is referenced
+ * while it is read, so a compaction cannot take it away). The active file
+ * is read up to what is in it (what has left the write buffer, or the last
+ * barrier wrote): the rest is in memory only, and is checked once it is
+ * written.
+ * The work is one read of every data file (two in an encrypted store: the
+ * page tags are checked in a pass of their own) and of every hint.
+ *
+ * fn (if not NULL) is called, in the calling thread and with no lock
+ * held, for each damage found and, with what = ARMDB_VERIFY_FILE, after
+ * each data file (for progress); it returns 0 to go on, anything else to
+ * stop armdb_verify(), which then returns that value. *out is filled
+ * either way (what was verified until then). Damage:
+ *
+ *   ARMDB_VERIFY_ENTRY  bytes that are not an intact entry: offset is
+ *                       where the first damaged entry starts, length runs
+ *                       to the next intact entry (or the end of the data).
+ *                       Several damaged entries in a row are one report.
+ *   ARMDB_VERIFY_PAGE   a sealed page that fails its tag: offset of the
+ *                       page, length 4096. Entries wholly inside it are
+ *                       not reported again.
+ *   ARMDB_VERIFY_HINT   the file's hint, NNNNNNNN.hint, fails its check
+ *                       (offset and length 0): the next open scans the
+ *                       data file instead.
+ *   ARMDB_VERIFY_SHORT  the data file ends before its hint says: offset is
+ *                       its length, length the bytes missing.
+ *   ARMDB_VERIFY_READ   the file could not be read (rc: -errno); the rest
+ *                       of it is not verified.
+ *
+ * Offsets are byte offsets in the data file DIR/SSS/NNNNNNNN.data, where
+ * SSS is the shard number in three hexadecimal digits and NNNNNNNN the
+ * file id in eight decimal ones.
+ *
+ * Returns 0 (nothing damaged), ARMDB_CORRUPT (damage found: errmsg counts
+ * it), the first -errno of a file that could not be read (the others are
+ * verified all the same), fn's non-zero answer, ARMDB_INVAL (db or out
+ * NULL) or -ENOMEM.
+ */
+enum armdb_verify_what {
+    ARMDB_VERIFY_FILE = 0, /* not damage: a data file is done (length: its bytes verified) */
+    ARMDB_VERIFY_ENTRY = 1,
+    ARMDB_VERIFY_PAGE = 2,
+    ARMDB_VERIFY_HINT = 3,
+    ARMDB_VERIFY_SHORT = 4,
+    ARMDB_VERIFY_READ = 5,
+};
+
+typedef struct armdb_verify_damage {
+    uint32_t shard;  /* shard number */
+    uint32_t file;   /* data file id */
+    uint32_t what;   /* enum armdb_verify_what */
+    int32_t rc;      /* ARMDB_CORRUPT; -errno for ARMDB_VERIFY_READ; 0 for ARMDB_VERIFY_FILE */
+    uint64_t offset; /* in the data file */
+    uint64_t length;
+} armdb_verify_damage;
+
+typedef struct armdb_verify_report {
+    uint64_t files;           /* data files verified to their end */
+    uint64_t entries;         /* intact entries (puts and tombstones, live or dead) */
+    uint64_t bytes;           /* bytes of data files verified */
+    uint64_t pages;           /* sealed pages checked (0 in a plain store) */
+    uint64_t hints;           /* intact hint files */
+    uint64_t damage;          /* damage reported, of every kind */
+    uint64_t damaged_entries; /* ARMDB_VERIFY_ENTRY reports */
+    uint64_t damaged_pages;   /* ARMDB_VERIFY_PAGE */
+    uint64_t damaged_hints;   /* ARMDB_VERIFY_HINT */
+    uint64_t short_files;     /* ARMDB_VERIFY_SHORT */
+    uint64_t unread_files;    /* ARMDB_VERIFY_READ */
+} armdb_verify_report;
+
+typedef int (*armdb_verify_fn)(void *ctx, const armdb_verify_damage *d);
+
+int armdb_verify(armdb *db, armdb_verify_fn fn, void *ctx, armdb_verify_report *out);
 
 #ifdef __cplusplus
 }

@@ -23,17 +23,24 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-#define DURABLE_MAGIC "ARMDBDUR"
-#define DURABLE_HDR 24u
+#define DURABLE_MAGIC "ARMDBDU2"
+#define DURABLE_MAGIC_V1 "ARMDBDUR"
+#define DURABLE_HDR 32u
+#define DURABLE_HDR_V1 24u
 
 /* ---- the DURABLE file ----
  *
- *   0   8  magic "ARMDBDUR"
+ *   0   8  magic "ARMDBDU2"
  *   8   8  D: every entry with a GSN up to D is durable in every shard
  *   16  4  n: aborted runs that follow
  *   20  4  0
- *   24  16 n times: first GSN, last GSN of a run of members never to apply
+ *   24  8  the change feed's horizon: the largest GSN of a tombstone that
+ *          compaction removed (a feed from below it would miss a delete)
+ *   32  16 n times: first GSN, last GSN of a run of members never to apply
  *   ..  8  XXH3-64 of all the bytes before
+ *
+ * The first version ("ARMDBDUR") had no horizon and its runs at 24; it is
+ * still read (horizon 0), and replaced by this one at the next write.
  */
 
 bool batch_aborted(armdb *db, uint64_t gsn)
@@ -56,8 +63,10 @@ int durable_load(armdb *db)
         return 0;
     if (rc < 0)
         return err_set(rc, "read %s/DURABLE", db->dir);
-    uint32_t n = len >= DURABLE_HDR ? get_le32(buf + 16) : 0;
-    if (len < DURABLE_HDR + 8 || memcmp(buf, DURABLE_MAGIC, 8) != 0 || len != DURABLE_HDR + 16ull * n + 8 ||
+    bool v1 = len >= 8 && memcmp(buf, DURABLE_MAGIC_V1, 8) == 0;
+    size_t hdr = v1 ? DURABLE_HDR_V1 : DURABLE_HDR;
+    uint32_t n = len >= hdr ? get_le32(buf + 16) : 0;
+    if (len < hdr + 8 || (!v1 && memcmp(buf, DURABLE_MAGIC, 8) != 0) || len != hdr + 16ull * n + 8 ||
         get_le64(buf + len - 8) != XXH3_64bits(buf, len - 8)) {
         io_read_file_free(buf, len);
         /* Refuse rather than guess: taking D as 0 could turn compacted
@@ -66,13 +75,14 @@ int durable_load(armdb *db)
         return err_set(ARMDB_CORRUPT, "%s/DURABLE is damaged", db->dir);
     }
     db->durable_gsn = get_le64(buf + 8);
+    db->dropped_gsn = v1 ? 0 : get_le64(buf + 24);
     if (n && !(db->aborted = calloc(n, sizeof *db->aborted))) {
         io_read_file_free(buf, len);
         return err_set(-ENOMEM, "read %s/DURABLE", db->dir);
     }
     for (uint32_t i = 0; i < n; i++) {
-        db->aborted[i].first = get_le64(buf + DURABLE_HDR + 16 * i);
-        db->aborted[i].last = get_le64(buf + DURABLE_HDR + 16 * i + 8);
+        db->aborted[i].first = get_le64(buf + hdr + 16 * i);
+        db->aborted[i].last = get_le64(buf + hdr + 16 * i + 8);
     }
     db->naborted = db->aborted_cap = n;
     io_read_file_free(buf, len);
@@ -96,6 +106,7 @@ static int durable_write(armdb *db, uint64_t upto)
     memcpy(buf, DURABLE_MAGIC, 8);
     put_le64(buf + 8, upto);
     put_le32(buf + 16, db->naborted);
+    put_le64(buf + 24, atomic_load(&db->dropped_gsn));
     for (uint32_t i = 0; i < db->naborted; i++) {
         put_le64(buf + DURABLE_HDR + 16 * i, db->aborted[i].first);
         put_le64(buf + DURABLE_HDR + 16 * i + 8, db->aborted[i].last);
@@ -158,6 +169,24 @@ int durable_checkpoint(armdb *db)
     if (rc == 0 && upto > atomic_load(&db->durable_gsn))
         rc = durable_write(db, upto);
 out:
+    pthread_mutex_unlock(&db->durable_mu);
+    return rc;
+}
+
+int durable_note_dropped(armdb *db, uint64_t gsn)
+{
+    if (gsn <= atomic_load(&db->dropped_gsn))
+        return 0;
+    pthread_mutex_lock(&db->durable_mu);
+    uint64_t was = atomic_load(&db->dropped_gsn);
+    int rc = 0;
+    if (gsn > was) {
+        atomic_store(&db->dropped_gsn, gsn);
+        /* D is rewritten as it stands; a frozen D stays frozen. */
+        rc = durable_write(db, atomic_load(&db->durable_gsn));
+        if (rc < 0)
+            atomic_store(&db->dropped_gsn, was);
+    }
     pthread_mutex_unlock(&db->durable_mu);
     return rc;
 }

@@ -42,6 +42,11 @@
  *
  * The lock is never held for compaction I/O, so foreground calls wait at
  * most one index lookup or one step of record moves.
+ *
+ * Tuning (armdb_tune): with a byte rate set, the scan sleeps between
+ * chunks so that a file's bytes read and written stay under the rate since
+ * it began; a background pass ends at its next entry once automatic
+ * compaction is switched off (the file under way is left as it was).
  */
 #include "internal.h"
 
@@ -56,6 +61,8 @@
 #define OUT_CHUNK (1u << 20)
 #define BUSY_TRIES 5000 /* 1 ms apart: a hint takes far less */
 #define PASS_FILES 8    /* per shard and background pass */
+#define PACE_CHUNK (64u << 10)
+#define PACE_SLICE_NS 100000000 /* 100 ms */
 
 struct move {
     uint64_t gsn;
@@ -76,6 +83,9 @@ struct compact_ctx {
     size_t nmoves, moves_cap;
     const atomic_bool *stop;
     bool pinned; /* a dead batch member was copied (above D) */
+    uint64_t dropped; /* the largest GSN of a tombstone left out */
+    int64_t t0;       /* CLOCK_MONOTONIC ns when the file began (the byte rate) */
+    uint64_t paced;   /* bytes read and written when the rate was last looked at */
 };
 
 /* Any file but f (a tombstone's own) that may hold an entry older than
@@ -160,6 +170,41 @@ static int out_append(struct compact_ctx *c, uint64_t gsn, const unsigned char *
     return 0;
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The byte rate of armdb_tune(): once PACE_CHUNK more bytes have been
+ * read (the scan's position in the old file) and written (the output so
+ * far), sleep until those bytes fit in the time since the file began.
+ * Sleeps in slices of PACE_SLICE_NS, so that a close (stop) or compaction
+ * switched off waits at most one. A rekey's compactions are not paced:
+ * writers may be waiting for them at the gate. */
+static int pace(struct compact_ctx *c, uint64_t read_pos)
+{
+    armdb *db = c->sh->db;
+    uint64_t done = read_pos + c->base + c->len;
+    if (done - c->paced < PACE_CHUNK)
+        return 0;
+    c->paced = done;
+    uint64_t rate = atomic_load_explicit(&db->compact_rate, memory_order_relaxed);
+    if (!rate || db->crypt_next)
+        return 0;
+    int64_t due = c->t0 + (int64_t)((double)done * 1e9 / (double)rate);
+    for (int64_t now = mono_ns(); now < due; now = mono_ns()) {
+        if (atomic_load_explicit(c->stop, memory_order_relaxed) ||
+            (db->pass_background && !atomic_load(&db->compact_auto)))
+            return -ECANCELED;
+        int64_t ns = due - now < PACE_SLICE_NS ? due - now : PACE_SLICE_NS;
+        struct timespec ts = {ns / 1000000000, ns % 1000000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
                          const unsigned char *value)
 {
@@ -169,6 +214,12 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     uint32_t klen = ix->key_len;
     if (atomic_load_explicit(c->stop, memory_order_relaxed))
         return -ECANCELED;
+    /* Compaction switched off (armdb_tune): a background pass ends here. */
+    if (sh->db->pass_background && !atomic_load_explicit(&sh->db->compact_auto, memory_order_relaxed))
+        return -ECANCELED;
+    int prc = pace(c, (uint64_t)voff + vlen);
+    if (prc < 0)
+        return prc;
     bool tomb = (gsn & GSN_TOMB) != 0, keep, live = false;
     uint64_t h = key_hash(key, klen);
     int64_t r;
@@ -190,6 +241,8 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     }
     pthread_mutex_unlock(&sh->mu);
     keep = (keep && !aborted) || pinned;
+    if (!keep && tomb && !aborted && (gsn & GSN_MASK) > c->dropped)
+        c->dropped = gsn & GSN_MASK;
     if (!keep)
         return 0;
     uint32_t nvoff = 0;
@@ -299,6 +352,10 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
      * either. */
     if (drop && !o && io_fsync(sh->dirfd) < 0)
         drop = false;
+    /* With a tombstone gone, a change feed from below its GSN would miss
+     * the delete: the store's horizon must say so before the file goes. */
+    if (drop && c->dropped && durable_note_dropped(sh->db, c->dropped) < 0)
+        drop = false;
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     if (drop) {
@@ -362,6 +419,7 @@ int shard_compact_file(struct shard *sh, struct dfile *f, const atomic_bool *sto
         goto fail;
     }
     struct scan_result res;
+    c.t0 = mono_ns();
     rc = scan_file(f->fd, f->pk.cr ? f : NULL, f->size, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, false,
                    compact_entry, &c, &res);
     if (rc < 0) {
@@ -478,6 +536,7 @@ int db_compact_pass(armdb *db, bool force)
         pthread_mutex_unlock(&db->compact_mu);
         return err_set(ARMDB_READONLY, "store %s compacts nothing after a failed rekey: reopen it", db->dir);
     }
+    db->pass_background = !force;
     /* Batch members below D can go like any entry: move D up first. (If
      * that fails, they are kept: nothing is lost but space.) */
     (void)durable_checkpoint(db);
@@ -498,7 +557,7 @@ int db_compact_pass(armdb *db, bool force)
         uint32_t below = sh->next_id;
         pthread_mutex_unlock(&sh->mu);
         while (rc == 0 && !atomic_load(&db->compact_stop) && !atomic_load(&db->failed) &&
-               (f = pick(sh, db->compact_threshold, force, below))) {
+               (force || atomic_load(&db->compact_auto)) && (f = pick(sh, db->compact_threshold, force, below))) {
             rc = shard_compact_file(sh, f, &db->compact_stop);
             dfile_unref(f);
             if (rc == 1 && force && ++busy < BUSY_TRIES) {
@@ -517,6 +576,7 @@ int db_compact_pass(armdb *db, bool force)
             }
         }
     }
+    db->pass_background = false;
     pthread_mutex_unlock(&db->compact_mu);
     return rc;
 }

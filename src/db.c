@@ -243,20 +243,30 @@ static int open_dir(armdb *db, const armdb_options *o)
 
 /* ---- background work: interval barriers, and hints of rotated files ---- */
 
+/* The interval barriers. armdb_tune() may change the mode or the
+ * interval at any time: it bumps sync_gen, and the thread starts its wait
+ * over (or parks, outside ARMDB_SYNC_INTERVAL, until the mode comes back). */
 static void *sync_thread(void *arg)
 {
     armdb *db = arg;
     pthread_mutex_lock(&db->bg_mu);
     while (!db->bg_stop) {
+        if (atomic_load(&db->sync_mode) != ARMDB_SYNC_INTERVAL) {
+            pthread_cond_wait(&db->sync_cv, &db->bg_mu);
+            continue;
+        }
+        uint64_t gen = db->sync_gen;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += (long)db->interval_ms * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
-        while (!db->bg_stop && pthread_cond_timedwait(&db->sync_cv, &db->bg_mu, &ts) == 0)
+        while (!db->bg_stop && db->sync_gen == gen && pthread_cond_timedwait(&db->sync_cv, &db->bg_mu, &ts) == 0)
             ;
         if (db->bg_stop)
             break;
+        if (db->sync_gen != gen)
+            continue;
         pthread_mutex_unlock(&db->bg_mu);
         /* A failure here turns the store read-only; writers see it. */
         for (uint32_t i = 0; i < db->nshards; i++)
@@ -358,18 +368,26 @@ int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f)
     return 0;
 }
 
+/* The interval thread, if it is not running yet. */
+static int start_sync_thread(armdb *db)
+{
+    if (db->sync_running)
+        return 0;
+    int rc = pthread_create(&db->sync_tid, NULL, sync_thread, db);
+    if (rc)
+        return err_set(-rc, "start the sync thread of %s", db->dir);
+    db->sync_running = true;
+    return 0;
+}
+
 static int start_threads(armdb *db)
 {
     int rc = pthread_create(&db->hint_tid, NULL, bg_thread, db);
     if (rc)
         return err_set(-rc, "start the hint thread of %s", db->dir);
     db->hint_running = true;
-    if (db->sync_mode == ARMDB_SYNC_INTERVAL) {
-        rc = pthread_create(&db->sync_tid, NULL, sync_thread, db);
-        if (rc)
-            return err_set(-rc, "start the sync thread of %s", db->dir);
-        db->sync_running = true;
-    }
+    if (db->sync_mode == ARMDB_SYNC_INTERVAL)
+        return start_sync_thread(db);
     return 0;
 }
 
@@ -612,6 +630,24 @@ API int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected,
     return rc;
 }
 
+API int armdb_apply(armdb *db, const armdb_change *c)
+{
+    if (!c)
+        return err_set(ARMDB_INVAL, "armdb_apply: change is NULL");
+    int rc = check_key(db, c->key, c->klen);
+    if (rc == 0 && !c->deleted)
+        rc = check_write(db, c->val, c->vlen);
+    if (rc < 0)
+        return rc;
+    if (db->rdonly)
+        return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    if (c->gsn == 0 || c->gsn > GSN_MASK || (c->deleted && c->vlen) || c->deleted > 1)
+        return err_set(ARMDB_INVAL, "armdb_apply: a change needs a GSN of 1..2^60-1 (got %llu), and a delete no "
+                       "value", (unsigned long long)c->gsn);
+    uint64_t h = key_hash(c->key, c->klen);
+    return shard_apply(shard_of(db, h), c->key, h, c->val, (uint32_t)c->vlen, c->gsn, c->deleted != 0);
+}
+
 API int armdb_delete(armdb *db, const void *key, size_t klen)
 {
     int rc = check_key(db, key, klen);
@@ -834,5 +870,82 @@ API int armdb_stats(armdb *db, armdb_stat *out)
     out->shards = db->nshards;
     out->key_len = db->key_len;
     out->value_len = db->value_len;
+    return 0;
+}
+
+/* ---- runtime tuning ---- */
+
+#define TUNE_KNOWN                                                                                                    \
+    (ARMDB_TUNE_SYNC_MODE | ARMDB_TUNE_SYNC_INTERVAL | ARMDB_TUNE_COMPACTION_THRESHOLD | ARMDB_TUNE_AUTO_COMPACT | \
+     ARMDB_TUNE_COMPACT_RATE)
+
+/* Every field named in t->set is checked before any is applied, so a
+ * refused call changes nothing. */
+API int armdb_tune(armdb *db, const armdb_tuning *t)
+{
+    if (!db || !t)
+        return err_set(ARMDB_INVAL, "armdb_tune: store handle and tuning must not be NULL");
+    uint32_t set = t->set;
+    if (set & ~(uint32_t)TUNE_KNOWN)
+        return err_set(ARMDB_INVAL, "set: unknown bits 0x%x", set & ~(uint32_t)TUNE_KNOWN);
+    if (db->rdonly)
+        return err_set(ARMDB_READONLY, "store %s was opened read-only: nothing to tune", db->dir);
+    if ((set & ARMDB_TUNE_SYNC_MODE) && t->sync_mode > ARMDB_SYNC_ALWAYS)
+        return err_set(ARMDB_INVAL, "sync_mode: %u is not a sync mode", t->sync_mode);
+    if ((set & ARMDB_TUNE_SYNC_INTERVAL) && (t->sync_interval_ms < 1 || t->sync_interval_ms > MAX_INTERVAL_MS))
+        return err_set(ARMDB_INVAL, "sync_interval_ms: %u is not from 1 to %u", t->sync_interval_ms,
+                       MAX_INTERVAL_MS);
+    if ((set & ARMDB_TUNE_COMPACTION_THRESHOLD) && !(t->compaction_threshold >= 0 && t->compaction_threshold <= 1))
+        return err_set(ARMDB_INVAL, "compaction_threshold: %g is not from 0 to 1", t->compaction_threshold);
+    if ((set & ARMDB_TUNE_AUTO_COMPACT) && t->auto_compact > 1)
+        return err_set(ARMDB_INVAL, "auto_compact: %u is not 0 or 1", t->auto_compact);
+
+    pthread_mutex_lock(&db->bg_mu);
+    if ((set & ARMDB_TUNE_SYNC_MODE) && t->sync_mode == ARMDB_SYNC_INTERVAL) {
+        int rc = start_sync_thread(db);
+        if (rc < 0) {
+            pthread_mutex_unlock(&db->bg_mu);
+            return rc;
+        }
+    }
+    if (set & ARMDB_TUNE_SYNC_INTERVAL)
+        db->interval_ms = t->sync_interval_ms;
+    if (set & ARMDB_TUNE_SYNC_MODE)
+        atomic_store(&db->sync_mode, t->sync_mode);
+    if (set & (ARMDB_TUNE_SYNC_MODE | ARMDB_TUNE_SYNC_INTERVAL)) {
+        db->sync_gen++;
+        pthread_cond_broadcast(&db->sync_cv);
+    }
+    pthread_mutex_unlock(&db->bg_mu);
+
+    if (set & ARMDB_TUNE_COMPACT_RATE)
+        atomic_store(&db->compact_rate, t->compact_bytes_per_sec);
+    if (set & ARMDB_TUNE_COMPACTION_THRESHOLD)
+        atomic_store(&db->compact_threshold,
+                     t->compaction_threshold > 0 ? t->compaction_threshold : DEFAULT_COMPACT_THRESHOLD);
+    if (set & ARMDB_TUNE_AUTO_COMPACT)
+        atomic_store(&db->compact_auto, t->auto_compact != 0);
+    if (set & (ARMDB_TUNE_COMPACTION_THRESHOLD | ARMDB_TUNE_AUTO_COMPACT)) {
+        /* Files may be past the new threshold, or have waited while
+         * compaction was off: let the background thread look at all. */
+        atomic_store(&db->compact_wanted, false);
+        db_want_compaction(db);
+    }
+    return 0;
+}
+
+API int armdb_tuning_get(armdb *db, armdb_tuning *out)
+{
+    if (!db || !out)
+        return err_set(ARMDB_INVAL, "armdb_tuning_get: store handle and out must not be NULL");
+    memset(out, 0, sizeof *out);
+    out->set = TUNE_KNOWN;
+    out->sync_mode = atomic_load(&db->sync_mode);
+    pthread_mutex_lock(&db->bg_mu);
+    out->sync_interval_ms = db->interval_ms;
+    pthread_mutex_unlock(&db->bg_mu);
+    out->compaction_threshold = atomic_load(&db->compact_threshold);
+    out->auto_compact = atomic_load(&db->compact_auto);
+    out->compact_bytes_per_sec = atomic_load(&db->compact_rate);
     return 0;
 }

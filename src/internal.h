@@ -532,6 +532,11 @@ struct scan_result {
 int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t klen, uint32_t vmax,
               uint32_t resync_vmax, bool last,
               scan_fn fn, void *ctx, struct scan_result *res) MUST_CHECK;
+/* The same for a file whose bytes from mem_off to file_len are mem's
+ * (a copy of the write buffer's) rather than the file's. */
+int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const unsigned char *mem, uint64_t mem_off,
+                  uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last, scan_fn fn, void *ctx,
+                  struct scan_result *res) MUST_CHECK;
 int recover_shards(armdb *db) MUST_CHECK;
 int hint_build_for(struct shard *sh, struct dfile *f);
 
@@ -589,6 +594,15 @@ int shard_note_old(struct shard *sh, int64_t r, const void *key, struct hook_not
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,
               const void *expected, size_t elen, int mode, struct hook_note *hn);
 int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note *hn);
+/* Write the entry of another store's change (its GSN kept) unless the key
+ * already has that GSN or a newer one (then nothing is written). */
+int shard_apply(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen, uint64_t gsn,
+                bool tomb);
+/* With mu held (other shards' locks may be held too) and no barrier in
+ * flight: everything appended so far made durable. */
+int shard_barrier_cut(struct shard *sh);
+/* Wait until no barrier of sh is in flight (takes and drops mu). */
+void shard_sync_settle(struct shard *sh);
 /* ARMDB_READONLY (with a message) if the store failed an fdatasync. */
 int shard_failed(struct shard *sh);
 /* With mu held: drop record rec of the key with hash h from the indexes. */
@@ -621,6 +635,12 @@ int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key,
  * reference to), in a store without inline values. */
 int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
                          const void *key, void *dst);
+/* With mu held (released on return): the whole entry of GSN gsn (flags
+ * included) whose value is at voff in f, verified, copied to dst
+ * (entry_size bytes), wherever it is: write buffer, block cache or device.
+ * The key is not known in advance: the entry's own is taken. */
+int shard_entry_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
+                          unsigned char *dst);
 void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };
@@ -679,7 +699,12 @@ struct armdb {
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
     uint32_t key_len, value_len, nshards;
-    uint32_t wbuf_size, sync_mode, interval_ms, flags;
+    uint32_t wbuf_size, flags;
+    /* armdb_tune() changes these on an open store: sync_mode is read by
+     * writers without a lock; interval_ms and sync_gen are under bg_mu */
+    _Atomic uint32_t sync_mode;
+    uint32_t interval_ms;
+    uint64_t sync_gen;
     uint64_t max_file;
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
@@ -702,8 +727,10 @@ struct armdb {
     uint32_t njobs, jobs_cap;
     /* compaction: one pass at a time, by the background thread or
      * armdb_compact(); compact_stop ends one early (close) */
-    double compact_threshold;
-    bool compact_auto; /* the background thread compacts (not ARMDB_NO_AUTO_COMPACT) */
+    _Atomic double compact_threshold;
+    atomic_bool compact_auto; /* the background thread compacts (not ARMDB_NO_AUTO_COMPACT) */
+    atomic_uint_fast64_t compact_rate; /* compaction I/O bytes per second; 0 = no limit */
+    bool pass_background; /* under compact_mu: the pass is the background thread's */
     pthread_mutex_t compact_mu;
     atomic_bool compact_stop;
     atomic_bool compact_wanted; /* a file may have passed the threshold */
@@ -714,6 +741,9 @@ struct armdb {
     /* batches (batch.c): D of the DURABLE file, the largest GSN of a batch
      * member, and the runs of members never to apply */
     atomic_uint_fast64_t durable_gsn, batch_max;
+    /* the largest GSN of a tombstone compaction has removed: a change
+     * feed from below it cannot be complete (in the DURABLE file) */
+    atomic_uint_fast64_t dropped_gsn;
     pthread_mutex_t durable_mu;
     bool durable_frozen; /* an aborted run could not be recorded: D stays */
     struct gsn_run {
@@ -762,6 +792,9 @@ int batch_note_aborted(armdb *db, const struct gsn_run *runs, uint32_t n);
 int durable_checkpoint(armdb *db);
 /* At close, every shard durable: D moved up to the store's largest GSN. */
 int durable_close(armdb *db);
+/* Before a file holding a tombstone of GSN gsn is removed: the horizon
+ * of the change feed moved up to it, durably. */
+int durable_note_dropped(armdb *db, uint64_t gsn) MUST_CHECK;
 void gsn_observe(armdb *db, uint64_t gsn);
 int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f);
 /* A file may have passed the compaction threshold: wake the background

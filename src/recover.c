@@ -43,6 +43,10 @@ struct window {
     size_t cap;
     uint64_t off; /* file offset of buf[0] */
     size_t len;   /* valid bytes in buf */
+    /* the bytes from mem_off on are not read from the file but from mem
+     * (plain; mem_off on a page in sealed files); NULL: none */
+    const unsigned char *mem;
+    uint64_t mem_off;
 };
 
 /* Open the sealed pages just read; those that fail (a partial last page
@@ -86,13 +90,22 @@ static int window_need(struct window *w, uint64_t a, uint64_t b)
         w->buf = p;
         w->cap = size;
     }
-    ssize_t n = io_pread_full(w->fd, w->buf, size, off);
+    size_t disk = size;
+    if (w->mem && off + size > w->mem_off)
+        disk = off < w->mem_off ? (size_t)(w->mem_off - off) : 0;
+    ssize_t n = disk ? io_pread_full(w->fd, w->buf, disk, off) : 0;
     if (n < 0)
         return (int)n;
     w->off = off;
     w->len = (size_t)n;
-    if (w->sealed)
+    if (w->sealed && n)
         window_unseal(w);
+    if (disk < size && (size_t)n == disk) {
+        uint64_t from = off + disk, to = off + size < w->file_len ? off + size : w->file_len;
+        memcpy(w->buf + disk, w->mem + (from - w->mem_off), (size_t)(to - from));
+        n = (ssize_t)(to - off);
+        w->len = (size_t)n;
+    }
     return b <= off + (uint64_t)n ? 0 : 1;
 }
 
@@ -130,13 +143,22 @@ static int nonzero_after(struct window *w, uint64_t from, bool *found)
 int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t klen, uint32_t vmax,
               uint32_t resync_vmax, bool last, scan_fn fn, void *ctx, struct scan_result *res)
 {
+    return scan_file_mem(fd, sealed, file_len, NULL, 0, klen, vmax, resync_vmax, last, fn, ctx, res);
+}
+
+int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const unsigned char *mem, uint64_t mem_off,
+                  uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last, scan_fn fn, void *ctx,
+                  struct scan_result *res)
+{
     /* Past damage every 8-byte offset is a candidate, and a candidate whose
      * header claims a huge value would make the scan read that much: while
      * resynchronising only values up to resync_vmax are believed, and the
      * window is twice that, so the cost stays linear in the file size. */
     if (resync_vmax > vmax)
         resync_vmax = vmax;
-    struct window w = {.fd = fd, .sealed = sealed, .bad = UINT64_MAX, .file_len = file_len, .chunk = SCAN_CHUNK};
+    struct window w = {.fd = fd, .sealed = sealed, .bad = UINT64_MAX, .file_len = file_len, .chunk = SCAN_CHUNK,
+                       .mem = mem, .mem_off = mem ? mem_off : UINT64_MAX};
+    assert(!mem || !sealed || mem_off % PAGE == 0);
     if (w.chunk < 2 * ((size_t)resync_vmax + PAGE))
         w.chunk = 2 * ((size_t)resync_vmax + PAGE);
     uint64_t pos = 0, torn_at = UINT64_MAX;

@@ -385,7 +385,7 @@ static int entry_check(struct shard *sh, const unsigned char *p, const struct lo
 {
     uint32_t klen = sh->db->key_len;
     if (!entry_valid(p, klen, l->vlen, l->esize) || get_le32(p + 4) != l->vlen || get_le64(p + 8) != l->gsn ||
-        memcmp(p + ENTRY_HDR, key, klen) != 0)
+        (key && memcmp(p + ENTRY_HDR, key, klen) != 0))
         return err_set(ARMDB_CORRUPT, "entry at %s/%08u.data offset %llu", sh->path, l->f->id,
                        (unsigned long long)l->eoff);
     return 0;
@@ -547,6 +547,35 @@ int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32
     uint32_t klen = sh->db->key_len;
     struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
     return read_loc_unlock(sh, NULL, l, 0, key, dst, false);
+}
+
+int shard_entry_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
+                          unsigned char *dst)
+{
+    uint32_t klen = sh->db->key_len;
+    struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
+    const unsigned char *val;
+    int rc;
+    if (f == sh->active && l.eoff >= wbuf_mem_base(&sh->wb)) {
+        wbuf_read(&sh->wb, l.eoff, dst, (size_t)l.esize);
+        rc = entry_check(sh, dst, &l, NULL);
+        pthread_mutex_unlock(&sh->mu);
+        return rc;
+    }
+    if (f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb)) {
+        rc = read_entry(sh, &l, NULL, &val, true, false);
+        if (rc == 0)
+            memcpy(dst, val - klen - ENTRY_HDR, (size_t)l.esize);
+        pthread_mutex_unlock(&sh->mu);
+        return rc;
+    }
+    dfile_ref(f);
+    pthread_mutex_unlock(&sh->mu);
+    rc = read_entry(sh, &l, NULL, &val, false, false);
+    if (rc == 0)
+        memcpy(dst, val - klen - ENTRY_HDR, (size_t)l.esize);
+    dfile_unref(f);
+    return rc;
 }
 
 /* The rest of shard_read_unlock, from the location (rc: rec_loc's). rec
@@ -811,6 +840,63 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note
 out:
     pthread_mutex_unlock(&sh->mu);
     return rc;
+}
+
+int shard_apply(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen, uint64_t gsn,
+                bool tomb)
+{
+    int rc;
+    pthread_mutex_lock(&sh->mu);
+    shard_gate(sh);
+    if ((rc = shard_failed(sh)))
+        goto out;
+    int64_t r = index_find(&sh->ix, key, h);
+    if (r >= 0 && (rec_gsn(index_rec(&sh->ix, (uint32_t)r)) & GSN_MASK) >= gsn)
+        goto out; /* has it, or something newer */
+    gsn_observe(sh->db, gsn);
+    uint32_t voff;
+    uint64_t written;
+    if (tomb) {
+        if ((rc = shard_append(sh, key, NULL, 0, true, gsn, &written, &voff)) < 0)
+            goto out;
+        if (r >= 0) {
+            shard_account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
+            shard_forget(sh, (uint32_t)r, h);
+            sh->live_keys--;
+            sh->deletes++;
+        }
+    } else {
+        bool fresh;
+        if ((r = shard_claim(sh, key, h, &fresh)) < 0) {
+            rc = (int)r;
+            goto out;
+        }
+        if ((rc = shard_append(sh, key, val, vlen, false, gsn, &written, &voff)) < 0) {
+            if (fresh)
+                shard_forget(sh, (uint32_t)r, h);
+            goto out;
+        }
+        shard_settle(sh, (uint32_t)r, fresh, sh->active, gsn, voff, val, vlen);
+    }
+    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
+        rc = shard_wait_durable(sh, sh->pos);
+out:
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int shard_barrier_cut(struct shard *sh)
+{
+    assert(!sh->syncing);
+    return sh->db->rdonly ? 0 : shard_barrier_locked(sh);
+}
+
+void shard_sync_settle(struct shard *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    while (sh->syncing)
+        pthread_cond_wait(&sh->sync_cv, &sh->mu);
+    pthread_mutex_unlock(&sh->mu);
 }
 
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen)

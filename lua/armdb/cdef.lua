@@ -73,6 +73,23 @@ enum armdb_hook_flags {
     ARMDB_HOOK_OLD = 1,
 };
 
+enum armdb_tune_fields {
+    ARMDB_TUNE_SYNC_MODE = 1,
+    ARMDB_TUNE_SYNC_INTERVAL = 2,
+    ARMDB_TUNE_COMPACTION_THRESHOLD = 4,
+    ARMDB_TUNE_AUTO_COMPACT = 8,
+    ARMDB_TUNE_COMPACT_RATE = 16,
+};
+
+typedef struct armdb_tuning {
+    uint32_t set;
+    uint32_t sync_mode;
+    uint32_t sync_interval_ms;
+    uint32_t auto_compact;
+    double compaction_threshold;
+    uint64_t compact_bytes_per_sec;
+} armdb_tuning;
+
 typedef struct armdb armdb;
 typedef struct armdb_iter armdb_iter;
 
@@ -171,11 +188,79 @@ int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, siz
 int armdb_iter_next(armdb_iter *it, const void **key, size_t *klen, const void **val,
                     size_t *vlen);
 void armdb_iter_close(armdb_iter *it);
+
+typedef struct armdb_changes armdb_changes;
+typedef struct armdb_change {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+    uint64_t gsn;
+    uint32_t deleted;
+    uint32_t reserved;
+} armdb_change;
+enum armdb_changes_flags {
+    ARMDB_CHANGES_LIVE = 1,
+};
+int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes **out);
+int armdb_changes_next(armdb_changes *c, armdb_change *out);
+uint64_t armdb_changes_end(const armdb_changes *c);
+void armdb_changes_close(armdb_changes *c);
+uint64_t armdb_last_gsn(armdb *db);
+int armdb_apply(armdb *db, const armdb_change *c);
+
+typedef struct armdb_checkpoint armdb_checkpoint;
+enum armdb_checkpoint_flags {
+    ARMDB_CHECKPOINT_LINK = 1,
+};
+int armdb_checkpoint_open(armdb *db, const char *dest, unsigned flags, armdb_checkpoint **out);
+int armdb_checkpoint_step(armdb_checkpoint *cp, uint64_t max_bytes, uint64_t *done, uint64_t *total);
+uint64_t armdb_checkpoint_gsn(const armdb_checkpoint *cp);
+void armdb_checkpoint_close(armdb_checkpoint *cp);
+int armdb_checkpoint_run(armdb *db, const char *dest, unsigned flags, uint64_t *gsn);
 int armdb_batch(armdb *db, const armdb_op *ops, size_t n);
 int armdb_set_hook(armdb *db, armdb_hook_fn fn, void *ctx, unsigned flags);
 int armdb_rekey(armdb *db, const unsigned char *new_key);
+int armdb_tune(armdb *db, const armdb_tuning *t);
+int armdb_tuning_get(armdb *db, armdb_tuning *out);
 int armdb_seal(const unsigned char *key, const void *in, size_t n, void *out);
 int armdb_unseal(const unsigned char *key, const void *in, size_t n, void *out);
+
+enum armdb_verify_what {
+    ARMDB_VERIFY_FILE = 0,
+    ARMDB_VERIFY_ENTRY = 1,
+    ARMDB_VERIFY_PAGE = 2,
+    ARMDB_VERIFY_HINT = 3,
+    ARMDB_VERIFY_SHORT = 4,
+    ARMDB_VERIFY_READ = 5,
+};
+
+typedef struct armdb_verify_damage {
+    uint32_t shard;
+    uint32_t file;
+    uint32_t what;
+    int32_t rc;
+    uint64_t offset;
+    uint64_t length;
+} armdb_verify_damage;
+
+typedef struct armdb_verify_report {
+    uint64_t files;
+    uint64_t entries;
+    uint64_t bytes;
+    uint64_t pages;
+    uint64_t hints;
+    uint64_t damage;
+    uint64_t damaged_entries;
+    uint64_t damaged_pages;
+    uint64_t damaged_hints;
+    uint64_t short_files;
+    uint64_t unread_files;
+} armdb_verify_report;
+
+typedef int (*armdb_verify_fn)(void *ctx, const armdb_verify_damage *d);
+
+int armdb_verify(armdb *db, armdb_verify_fn fn, void *ctx, armdb_verify_report *out);
 ]])
 
 return M

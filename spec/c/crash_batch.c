@@ -803,10 +803,10 @@ static uint32_t durable_runs(const char *store, uint64_t *d)
     if (access(p, F_OK) == 0) {
         size_t len;
         uint8_t *buf = t_read_file(p, &len);
-        CHECK(len >= 32 && memcmp(buf, "ARMDBDUR", 8) == 0);
+        CHECK(len >= 40 && memcmp(buf, "ARMDBDU2", 8) == 0);
         *d = t_le64(buf + 8);
         n = t_le32(buf + 16);
-        CHECK(len == 32 + 16ull * n);
+        CHECK(len == 40 + 16ull * n);
         free(buf);
     }
     free(p);
@@ -820,11 +820,11 @@ static void describe_durable(const char *store)
     if (access(p, F_OK) == 0) {
         size_t len;
         uint8_t *buf = t_read_file(p, &len);
-        uint32_t n = len >= 32 ? t_le32(buf + 16) : 0;
+        uint32_t n = len >= 40 ? t_le32(buf + 16) : 0;
         fprintf(stderr, "  DURABLE: D = %" PRIu64 ", %u aborted runs", len >= 16 ? t_le64(buf + 8) : 0, n);
-        for (uint32_t i = 0; i < n && 40 + 16 * i <= len && i < 16; i++)
-            fprintf(stderr, " [%" PRIu64 ", %" PRIu64 "]", t_le64(buf + 24 + 16 * i),
-                    t_le64(buf + 32 + 16 * i));
+        for (uint32_t i = 0; i < n && 48 + 16 * i <= len && i < 16; i++)
+            fprintf(stderr, " [%" PRIu64 ", %" PRIu64 "]", t_le64(buf + 32 + 16 * i),
+                    t_le64(buf + 40 + 16 * i));
         fprintf(stderr, "\n");
         free(buf);
     } else {

@@ -1,0 +1,385 @@
+/*
+ * feed.c - the change feed: every entry (put or tombstone) with a GSN above
+ * a given one, in GSN order across shards, read from the data files.
+ *
+ * The open takes a cut: with every shard locked at once it notes the
+ * store's largest GSN (the feed's end), references every data file that
+ * holds an entry above `since`, and copies the bytes of each active file
+ * that are still in memory. No write is half in the cut (a write appends
+ * its entry before it lets go of its shard; a batch holds all of its
+ * shards), so the feed is exactly the entries in (since, end], whatever is
+ * written, rotated or compacted while it is read.
+ *
+ * Each file is one run. Its entries in range are loaded only when the
+ * merge reaches the file's smallest GSN (from its hint when it has a valid
+ * one, else by a scan), so a feed over a long history holds the entries of
+ * the files that overlap where it is, not of all of them, and files whose
+ * largest GSN is at or below `since` are never read. Within a file entries
+ * are in GSN order when one writer appended them, and compaction copies
+ * them in file order; a run is sorted anyway if it is not. A heap merges
+ * the runs. An entry met twice (a compaction cut short by a crash leaves
+ * its source and its output with the same entries) is handed out once.
+ *
+ * What compaction drops: overwritten values (the newer one is in the feed,
+ * so a consumer still ends at the right state) and tombstones that no
+ * older entry of their key needs any more. A consumer that has applied the
+ * store up to `since` may still hold such a key, so a feed from below the
+ * largest dropped tombstone (the horizon, kept in the DURABLE file) is
+ * refused with ARMDB_COMPACTED; from 0 it is always complete, since a
+ * tombstone is dropped only with every older version of its key.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define FENT_HDR 16u /* gsn u64 (flags kept), value offset u32, value length u32; then the key */
+
+struct frun {
+    struct shard *sh;
+    struct dfile *f;         /* referenced until the run is done */
+    uint64_t lim;            /* bytes of f in the cut */
+    uint64_t lo;             /* f's smallest GSN, and whether it had a hint, at the cut */
+    bool hinted;
+    unsigned char *mem;      /* active files: their bytes from mem_off to lim, copied at the open */
+    uint64_t mem_off;
+    bool loaded;
+    unsigned char *ents;     /* loaded: the entries in range, FENT_HDR + key each, in GSN order */
+    uint32_t n, i, cap;
+};
+
+struct armdb_changes {
+    armdb *db;
+    uint64_t since, end;
+    unsigned flags;
+    uint32_t stride;
+    struct frun *runs;
+    uint32_t nruns;
+    uint32_t *heap, nheap;
+    uint64_t last;            /* the GSN taken last: nothing at or below it again */
+    unsigned char *entry;     /* the entry handed out */
+    size_t entry_cap;
+};
+
+static uint64_t run_key(const armdb_changes *c, const struct frun *r)
+{
+    if (!r->loaded)
+        return r->lo;
+    return get_le64(r->ents + (size_t)r->i * c->stride) & GSN_MASK;
+}
+
+/* Does run a come before run b? At equal GSNs an unloaded run first, so
+ * that a copy of the same entry in it is met while it is still adjacent. */
+static bool run_before(const armdb_changes *c, uint32_t a, uint32_t b)
+{
+    uint64_t ka = run_key(c, &c->runs[a]), kb = run_key(c, &c->runs[b]);
+    if (ka != kb)
+        return ka < kb;
+    return !c->runs[a].loaded && c->runs[b].loaded;
+}
+
+static void heap_down(armdb_changes *c, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < c->nheap && run_before(c, c->heap[l], c->heap[m]))
+            m = l;
+        if (r < c->nheap && run_before(c, c->heap[r], c->heap[m]))
+            m = r;
+        if (m == i)
+            return;
+        uint32_t t = c->heap[i];
+        c->heap[i] = c->heap[m];
+        c->heap[m] = t;
+        i = m;
+    }
+}
+
+static void heap_pop(armdb_changes *c)
+{
+    c->heap[0] = c->heap[--c->nheap];
+    heap_down(c, 0);
+}
+
+static void run_free(struct frun *r)
+{
+    free(r->ents);
+    free(r->mem);
+    r->ents = r->mem = NULL;
+    if (r->f)
+        dfile_unref(r->f);
+    r->f = NULL;
+}
+
+/* ---- loading a run ---- */
+
+struct load_ctx {
+    armdb_changes *c;
+    struct frun *r;
+};
+
+static int load_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, const unsigned char *key,
+                      const unsigned char *value)
+{
+    (void)value;
+    struct load_ctx *lc = vctx;
+    armdb_changes *c = lc->c;
+    struct frun *r = lc->r;
+    uint64_t g = gsn & GSN_MASK;
+    if (g <= c->since || g > c->end)
+        return 0;
+    /* Members of a batch that never applied are not changes. */
+    if ((gsn & GSN_BATCH) && batch_aborted(c->db, gsn))
+        return 0;
+    if (r->n == r->cap) {
+        uint32_t cap = r->cap ? r->cap * 2 : 256;
+        unsigned char *p = realloc(r->ents, (size_t)cap * c->stride);
+        if (!p)
+            return -ENOMEM;
+        r->ents = p;
+        r->cap = cap;
+    }
+    unsigned char *e = r->ents + (size_t)r->n++ * c->stride;
+    put_le64(e, gsn);
+    put_le32(e + 8, voff);
+    put_le32(e + 12, vlen);
+    memcpy(e + FENT_HDR, key, c->db->key_len);
+    return 0;
+}
+
+static int by_gsn(const void *a, const void *b)
+{
+    uint64_t x = get_le64(a) & GSN_MASK, y = get_le64(b) & GSN_MASK;
+    return x < y ? -1 : x > y;
+}
+
+static int run_load(armdb_changes *c, struct frun *r)
+{
+    armdb *db = c->db;
+    struct shard *sh = r->sh;
+    struct dfile *f = r->f;
+    struct load_ctx lc = {.c = c, .r = r};
+    int rc = 1;
+    if (r->hinted && !r->mem) {
+        struct pagekey hpk;
+        uint64_t data_len;
+        rc = hint_load(sh->dirfd, f->id, db->key_len, db->value_len, &data_len, hint_pk(f, &hpk), load_entry, &lc);
+        if (rc > 0)
+            r->n = 0; /* no valid hint after all: scan */
+    }
+    if (rc > 0) {
+        struct scan_result res;
+        rc = scan_file_mem(f->fd, f->pk.cr ? f : NULL, r->lim, r->mem, r->mem_off, db->key_len, db->vmax,
+                           MAX_WBUF - WBUF_SLACK, false, load_entry, &lc, &res);
+    }
+    if (rc < 0)
+        return err_set(rc, "read the changes in %s/%08u.data", sh->path, f->id);
+    free(r->mem);
+    r->mem = NULL;
+    for (uint32_t i = 1; i < r->n; i++) {
+        if (by_gsn(r->ents + (size_t)(i - 1) * c->stride, r->ents + (size_t)i * c->stride) > 0) {
+            qsort(r->ents, r->n, c->stride, by_gsn);
+            break;
+        }
+    }
+    r->loaded = true;
+    r->i = 0;
+    return 0;
+}
+
+/* ---- the open: a cut of every shard ---- */
+
+static int add_run(armdb_changes *c, struct shard *sh, struct dfile *f)
+{
+    struct frun *r = &c->runs[c->nruns];
+    *r = (struct frun){.sh = sh, .f = f, .lim = f->size, .lo = f->min_gsn, .hinted = f->has_hint};
+    if (f == sh->active && sh->wb.buf) {
+        uint64_t base = wbuf_mem_base(&sh->wb);
+        if (base < f->size) {
+            if (!(r->mem = malloc((size_t)(f->size - base))))
+                return -ENOMEM;
+            wbuf_read(&sh->wb, base, r->mem, (size_t)(f->size - base));
+            r->mem_off = base;
+        }
+    }
+    dfile_ref(f);
+    c->heap[c->nheap++] = c->nruns++;
+    return 0;
+}
+
+static int take_cut(armdb_changes *c)
+{
+    armdb *db = c->db;
+    int rc = 0;
+    for (uint32_t s = 0; s < db->nshards; s++)
+        pthread_mutex_lock(&db->shards[s].mu);
+    uint64_t horizon = atomic_load(&db->dropped_gsn);
+    uint32_t files = 0;
+    for (uint32_t s = 0; s < db->nshards; s++)
+        files += db->shards[s].nfiles;
+    if (c->since && c->since < horizon) {
+        rc = err_set(ARMDB_COMPACTED, "%s: the changes since GSN %llu are not all kept: compaction removed a "
+                     "delete of GSN %llu", db->dir, (unsigned long long)c->since, (unsigned long long)horizon);
+        goto out;
+    }
+    c->end = atomic_load(&db->max_gsn);
+    if (files && (!(c->runs = calloc(files, sizeof *c->runs)) || !(c->heap = calloc(files, sizeof *c->heap)))) {
+        rc = err_set(-ENOMEM, "read the changes of %s", db->dir);
+        goto out;
+    }
+    for (uint32_t s = 0; s < db->nshards && rc == 0; s++) {
+        struct shard *sh = &db->shards[s];
+        for (uint32_t i = 0; i < sh->nfiles && rc == 0; i++) {
+            struct dfile *f = sh->files[i];
+            if (f->min_gsn && f->max_gsn > c->since && f->min_gsn <= c->end && f->size)
+                rc = add_run(c, sh, f);
+        }
+    }
+    if (rc < 0)
+        rc = err_set(rc, "read the changes of %s", db->dir);
+out:
+    for (uint32_t s = db->nshards; s-- > 0;)
+        pthread_mutex_unlock(&db->shards[s].mu);
+    return rc;
+}
+
+API int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes **out)
+{
+    if (!db || !out)
+        return err_set(ARMDB_INVAL, "armdb_changes_open: %s is NULL", db ? "out" : "db");
+    *out = NULL;
+    if (flags & ~(unsigned)ARMDB_CHANGES_LIVE)
+        return err_set(ARMDB_INVAL, "armdb_changes_open: unknown flags 0x%x", flags & ~(unsigned)ARMDB_CHANGES_LIVE);
+    if (since > GSN_MASK)
+        return err_set(ARMDB_INVAL, "armdb_changes_open: since %llu is past the largest GSN",
+                       (unsigned long long)since);
+    armdb_changes *c = calloc(1, sizeof *c);
+    if (!c)
+        return err_set(-ENOMEM, "read the changes of %s", db->dir);
+    c->db = db;
+    c->since = since;
+    c->flags = flags;
+    c->stride = (uint32_t)round_up(FENT_HDR + db->key_len, 8);
+    int rc = take_cut(c);
+    if (rc < 0) {
+        armdb_changes_close(c);
+        return rc;
+    }
+    for (uint32_t i = c->nheap / 2; i-- > 0;)
+        heap_down(c, i);
+    *out = c;
+    return 0;
+}
+
+API uint64_t armdb_changes_end(const armdb_changes *c)
+{
+    return c ? c->end : 0;
+}
+
+/* ---- reading ---- */
+
+/* Is the entry still its key's current version? Takes sh's lock and
+ * keeps it if so. */
+static bool still_live(struct shard *sh, const unsigned char *key, uint64_t gsn)
+{
+    uint64_t h = key_hash(key, sh->db->key_len);
+    pthread_mutex_lock(&sh->mu);
+    int64_t r = index_find(&sh->ix, key, h);
+    if (r >= 0 && (rec_gsn(index_rec(&sh->ix, (uint32_t)r)) & GSN_MASK) == (gsn & GSN_MASK))
+        return true;
+    pthread_mutex_unlock(&sh->mu);
+    return false;
+}
+
+API int armdb_changes_next(armdb_changes *c, armdb_change *out)
+{
+    if (!c || !out)
+        return err_set(ARMDB_INVAL, "armdb_changes_next: %s is NULL", c ? "out" : "feed");
+    armdb *db = c->db;
+    uint32_t klen = db->key_len;
+    while (c->nheap) {
+        struct frun *r = &c->runs[c->heap[0]];
+        if (!r->loaded) {
+            int rc = run_load(c, r);
+            if (rc < 0) {
+                /* Handed out once; the feed goes on with the other files. */
+                run_free(r);
+                heap_pop(c);
+                return rc;
+            }
+            if (r->n == 0) {
+                run_free(r);
+                heap_pop(c);
+            } else {
+                heap_down(c, 0);
+            }
+            continue;
+        }
+        const unsigned char *e = r->ents + (size_t)r->i * c->stride;
+        uint64_t gsn = get_le64(e);
+        uint32_t voff = get_le32(e + 8), vlen = get_le32(e + 12);
+        struct shard *sh = r->sh;
+        struct dfile *f = r->f;
+        dfile_ref(f); /* the run may be done with it below */
+        unsigned char key[ARMDB_KEY_MAX];
+        memcpy(key, e + FENT_HDR, klen);
+        if (++r->i == r->n) {
+            run_free(r);
+            heap_pop(c);
+        } else {
+            heap_down(c, 0);
+        }
+        uint64_t g = gsn & GSN_MASK;
+        if (g <= c->last) {
+            dfile_unref(f);
+            continue;
+        }
+        c->last = g;
+        if (c->flags & ARMDB_CHANGES_LIVE) {
+            if ((gsn & GSN_TOMB) || !still_live(sh, key, gsn)) {
+                dfile_unref(f);
+                continue;
+            }
+        } else {
+            pthread_mutex_lock(&sh->mu);
+        }
+        size_t esize = (size_t)entry_size(klen, vlen);
+        if (esize > c->entry_cap) {
+            unsigned char *p = realloc(c->entry, esize);
+            if (!p) {
+                pthread_mutex_unlock(&sh->mu);
+                dfile_unref(f);
+                return err_set(-ENOMEM, "read the changes of %s", db->dir);
+            }
+            c->entry = p;
+            c->entry_cap = esize;
+        }
+        int rc = shard_entry_at_unlock(sh, f, gsn, voff, vlen, c->entry);
+        dfile_unref(f);
+        if (rc < 0)
+            return rc;
+        bool tomb = (gsn & GSN_TOMB) != 0;
+        *out = (armdb_change){.key = c->entry + ENTRY_HDR, .klen = klen,
+                              .val = tomb ? NULL : c->entry + ENTRY_HDR + klen, .vlen = vlen, .gsn = g,
+                              .deleted = tomb};
+        return 0;
+    }
+    return ARMDB_NOTFOUND;
+}
+
+API void armdb_changes_close(armdb_changes *c)
+{
+    if (!c)
+        return;
+    for (uint32_t i = 0; i < c->nruns; i++)
+        run_free(&c->runs[i]);
+    free(c->runs);
+    free(c->heap);
+    free(c->entry);
+    free(c);
+}
+
+API uint64_t armdb_last_gsn(armdb *db)
+{
+    return db ? atomic_load(&db->max_gsn) : 0;
+}
