@@ -123,14 +123,24 @@ function Collection:on_write(fn, opts)
     end
 end
 
--- put(k, v) -> true | nil, msg, code
-function Collection:put(k, v)
+-- The ttl of a write's opts ({ ttl = seconds | false }, armdb.policy),
+-- or nil for the collection's default.
+local function write_ttl(self, opts)
+    if opts == nil then
+        return nil
+    end
+    return require("armdb.policy").write_ttl(self, opts, 3)
+end
+
+-- put(k, v, opts) -> true | nil, msg, code. opts.ttl: see armdb.policy.
+function Collection:put(k, v, opts)
     local s = store_of(self)
     check_value(self, v)
+    local ttl = write_ttl(self, opts)
     local vp, vl = self._vc.encode_p(v, 2)
     local kp, kl = self._kc.encode_p(k, 2)
     if not self._hooks then
-        return s:_put_p(kp, kl, vp, vl)
+        return s:_put_p(kp, kl, vp, vl, ttl)
     end
     local kb, vb = self._kc.encode(k, 2), self._vc.encode(v, 2) -- kp, vp may share a codec buffer
     local old, msg, code = old_for_hooks(self, k)
@@ -138,7 +148,7 @@ function Collection:put(k, v)
         return nil, msg, code
     end
     local ok
-    ok, msg, code = s:put(kb, vb)
+    ok, msg, code = s:put(kb, vb, ttl)
     if ok then
         self:_fire(k, v, old)
     end
@@ -185,8 +195,9 @@ end
 -- cas(k, old, new) -> true (set) | false (the current value is not old;
 -- old == nil: k is present) | nil, msg, code. Values are compared as
 -- encoded bytes (see armdb.codecs about tables).
-function Collection:cas(k, old, new)
+function Collection:cas(k, old, new, opts)
     local s = store_of(self)
+    local ttl = write_ttl(self, opts)
     local kb = self._kc.encode(k, 2)
     local ob
     if old ~= nil then
@@ -194,7 +205,7 @@ function Collection:cas(k, old, new)
     end
     check_value(self, new)
     local nb = self._vc.encode(new, 2)
-    local ok, msg, code = s:cas(kb, ob, nb)
+    local ok, msg, code = s:cas(kb, ob, nb, ttl)
     if ok and self._hooks then
         self:_fire(k, new, old)
     end
@@ -206,8 +217,9 @@ end
 -- concurrent writer makes it read and call fn again (fn must be free of
 -- side effects it cannot repeat), at most UPDATE_TRIES times.
 -- -> true, new (written) | false (fn returned nil) | nil, msg, code
-function Collection:update(k, fn)
+function Collection:update(k, fn, opts)
     local s = store_of(self)
+    local ttl = write_ttl(self, opts)
     if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn)
         and getmetatable(fn).__call) then
         error("armdb: collection " .. self.name .. ": update needs a function, got " .. type(fn), 2)
@@ -234,7 +246,7 @@ function Collection:update(k, fn)
             error("armdb: collection " .. self.name .. " is closed", 2)
         end
         local ok
-        ok, msg, code = s:cas(kb, raw, vc.encode(new, 2))
+        ok, msg, code = s:cas(kb, raw, vc.encode(new, 2), ttl)
         if ok then
             if self._hooks then
                 self:_fire(k, new, cur)
@@ -250,6 +262,20 @@ end
 
 function Collection:count()
     return store_of(self):count()
+end
+
+-- coll:set_policy(t): change the collection's policies at run time (ttl,
+-- max_keys, max_bytes, on_full, compaction, sync, sync_interval_ms,
+-- sweep_every; see armdb.policy). true, or nil, message, code.
+function Collection:set_policy(t)
+    store_of(self)
+    return require("armdb.policy").set(self, t, 2)
+end
+
+-- The policies in force, as set_policy takes them.
+function Collection:policy()
+    store_of(self)
+    return require("armdb.policy").get(self)
 end
 
 -- Compact the collection's store now. true, or nil, message, code.
@@ -273,6 +299,46 @@ local function decoded(self, nxt)
         end
         return k, v
     end
+end
+
+-- for k, v, gsn, deleted in coll:changes(since, opts) do ... end: every
+-- write to the collection with a GSN above since, in GSN order, decoded (a
+-- delete: k, nil, gsn, true). Returns the iterator and the GSN it runs to
+-- (resume from there), or nil, message, code (armdb.codes.COMPACTED: the
+-- changes since that GSN are no longer all kept; start from 0). nxt(true)
+-- closes the feed early (see store:changes).
+-- opts.live: only the writes still current, least recently written first.
+function Collection:changes(since, opts)
+    local s = store_of(self)
+    local nxt, last, code = s:changes(since, opts)
+    if nxt == nil then
+        return nil, "collection " .. self.name .. ": " .. last, code
+    end
+    local kdec, vdec, name = self._kc.decode, self._vc.decode, self.name
+    return function(close)
+        if close == true then
+            return nxt(true)
+        end
+        local kb, vb, gsn, deleted = nxt()
+        if kb == nil then
+            return nil
+        end
+        local k = kdec(kb)
+        if deleted then
+            return k, nil, gsn, true
+        end
+        local v, why = vdec(vb)
+        if v == nil then
+            error("armdb: changes of collection " .. name .. ": value of key " .. show(k) .. " "
+                .. (why or "decodes to nil"), 2)
+        end
+        return k, v, gsn, false
+    end, last
+end
+
+-- The largest GSN the collection's store has handed out or seen.
+function Collection:last_gsn()
+    return store_of(self):last_gsn()
 end
 
 -- The raw scan options of opts ({reverse = bool, limit = n, snapshot =

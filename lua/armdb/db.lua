@@ -3,6 +3,7 @@
 --   DIR/CATALOG   JSON, the collections and their codecs:
 --                 {"format":1,"collections":{"users":{"key":"u64","value":"json",
 --                  "key_len":8,"value_len":0}}}
+--                 ("expiry":true: its values carry an expiry, armdb.policy.ttl)
 --   DIR/<name>/   one ordinary armdb store per collection
 --
 -- The CATALOG is replaced atomically (CATALOG.tmp, fsync, rename, fsync of
@@ -21,6 +22,7 @@ local codecs = require("armdb.codecs")
 local fs = require("armdb.fs")
 local store = require("armdb.store")
 local Collection = require("armdb.collection")
+local policy = require("armdb.policy")
 
 local C = lib.C
 local type, error, pairs, tostring = type, error, pairs, tostring
@@ -143,6 +145,9 @@ local function entry_problem(name, e)
     if e.ordered ~= nil and type(e.ordered) ~= "boolean" then
         return where .. "ordered is not true or false"
     end
+    if e.expiry ~= nil and type(e.expiry) ~= "boolean" then
+        return where .. "expiry is not true or false"
+    end
     return nil
 end
 
@@ -171,7 +176,7 @@ local function parse_catalog(dir, text)
     local colls = {}
     for name, e in pairs(cat.collections) do
         colls[name] = { key = e.key, value = e.value, key_len = e.key_len, value_len = e.value_len,
-            ordered = e.ordered == true or nil }
+            ordered = e.ordered == true or nil, expiry = e.expiry == true or nil }
     end
     return { format = FORMAT, collections = colls }
 end
@@ -209,8 +214,9 @@ local function catalog_json(cat)
     local parts = {}
     for _, name in ipairs(names_of(cat.collections)) do
         local e = cat.collections[name]
-        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d%s}',
-            quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len, e.ordered and ',"ordered":true' or "")
+        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d%s%s}',
+            quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len, e.ordered and ',"ordered":true' or "",
+            e.expiry and ',"expiry":true' or "")
     end
     if #parts == 0 then
         return '{"format":' .. FORMAT .. ',"collections":{}}\n'
@@ -248,7 +254,7 @@ end
 
 -- nil if entry e (of the catalog) agrees with codecs kc, vc; else the
 -- MISMATCH message.
-local function contradiction(name, e, kc, vc, ordered)
+local function contradiction(name, e, kc, vc, ordered, ttl)
     local function differ(what, have, have_len, want, want_len)
         if have ~= want then
             return "collection " .. name .. ": " .. what .. " is " .. have .. " in the catalog, the spec asks for "
@@ -264,6 +270,11 @@ local function contradiction(name, e, kc, vc, ordered)
     if why == nil and (e.ordered == true) ~= ordered then
         why = "collection " .. name .. " is " .. (e.ordered and "" or "not ") .. "ordered in the catalog, the"
             .. " spec asks for ordered = " .. tostring(ordered)
+    end
+    -- (Values with an expiry are a format: the spec's ttl must agree.)
+    if why == nil and (e.expiry == true) ~= (ttl ~= nil) then
+        why = "collection " .. name .. (e.expiry and " has values with an expiry in the catalog, the spec has no ttl"
+            or " has values without an expiry in the catalog, the spec asks for ttl = " .. tostring(ttl))
     end
     return why
 end
@@ -378,7 +389,7 @@ function Db:collection(name, spec)
             error("armdb: collection " .. name .. ": spec must be a table, got " .. type(spec), 2)
         end
         for field in pairs(spec) do
-            if not SPEC_FIELDS[field] then
+            if not SPEC_FIELDS[field] and not policy.FIELDS[field] then
                 error("armdb: collection " .. name .. ": unknown spec field " .. tostring(field), 2)
             end
         end
@@ -391,15 +402,27 @@ function Db:collection(name, spec)
             error("armdb: collection " .. name .. ": spec field ordered must be a boolean, got "
                 .. type(spec.ordered), 2)
         end
+        policy.check(name, spec, 2)
+        if spec.ttl == false then
+            error("armdb: collection " .. name .. ": spec field ttl must be a number of seconds (0: no default)", 2)
+        end
+        if spec.ttl ~= nil and vc.len > INLINE_MAX - policy.ttl.PREFIX then
+            error("armdb: collection " .. name .. ": value codec " .. vc.name .. " of " .. vc.len .. " bytes leaves"
+                .. " no room for the 8-byte expiry of a ttl (at most " .. INLINE_MAX - policy.ttl.PREFIX .. ")", 2)
+        end
     end
     local ordered = spec ~= nil and spec.ordered == true
 
     local coll = self._colls[name]
     if coll then
         if spec then
-            local why = contradiction(name, coll.spec, kc, vc, ordered)
+            local why = contradiction(name, coll.spec, kc, vc, ordered, spec.ttl)
             if why then
                 return nil, why, MISMATCH
+            end
+            local ok, msg, code = policy.set(coll, policy.check(name, spec, 2), 2)
+            if not ok then
+                return nil, msg, code
             end
         end
         return coll
@@ -414,7 +437,7 @@ function Db:collection(name, spec)
         entry = self._catalog.collections[name]
     end
     if entry and spec then
-        local why = contradiction(name, entry, kc, vc, ordered)
+        local why = contradiction(name, entry, kc, vc, ordered, spec.ttl)
         if why then
             return nil, why, MISMATCH
         end
@@ -441,12 +464,12 @@ function Db:collection(name, spec)
             .. ", and opts.create is false", NOTFOUND
     else
         local want = { key = kc.name, value = vc.name, key_len = kc.len, value_len = vc.len,
-            ordered = ordered or nil }
+            ordered = ordered or nil, expiry = spec.ttl ~= nil or nil }
         local why
         local cat, msg, code = catalog_update(self.dir, function(c)
             local e = c.collections[name]
             if e then -- another handle added it meanwhile
-                why = contradiction(name, e, kc, vc, ordered)
+                why = contradiction(name, e, kc, vc, ordered, spec.ttl)
                 return false
             end
             c.collections[name] = want
@@ -470,6 +493,10 @@ function Db:collection(name, spec)
     sopts.key_len = entry.key_len
     sopts.value_len = entry.value_len
     sopts.ordered = entry.ordered == true
+    if entry.expiry and entry.value_len > 0 then
+        sopts.value_len = entry.value_len + policy.ttl.PREFIX -- fixed values keep their expiry inline too
+    end
+    policy.store_opts(spec, sopts)
     local settled, smsg, scode = settle_intent(self)
     if not settled then
         return nil, smsg, scode
@@ -501,7 +528,13 @@ function Db:collection(name, spec)
         return nil, msg, code
     end
     coll = Collection.new(name, { key = entry.key, value = entry.value, key_len = entry.key_len,
-        value_len = entry.value_len, ordered = entry.ordered == true }, kc, vc, s)
+        value_len = entry.value_len, ordered = entry.ordered == true, expiry = entry.expiry }, kc, vc, s)
+    local ok
+    ok, msg, code = policy.attach(coll, spec, entry.expiry, self, 2)
+    if not ok then
+        coll:_close()
+        return nil, msg, code
+    end
     self._colls[name] = coll
     return coll
 end
@@ -759,6 +792,16 @@ function Db:batch(fn)
     local order = b._order
     -- Old values for the hooks (a delete calls them only if the key was
     -- there), before anything changes.
+    -- Quotas admit each collection's part before anything is written.
+    for _, g in ipairs(order) do
+        local admit = g.coll._store._admit
+        if admit then
+            local room, rmsg, rcode = admit(g.coll._store, g.ops)
+            if not room then
+                return nil, rmsg, rcode
+            end
+        end
+    end
     local olds = {}
     for _, g in ipairs(order) do
         if g.coll._hooks then
@@ -900,6 +943,20 @@ end
 -- Compact every open collection (armdb_compact).
 function Db:compact()
     return each_store(self, "compact")
+end
+
+-- The largest GSN of the open collections (GSNs are ordered across the
+-- collections of a process: one counter serves them all).
+function Db:last_gsn()
+    check_open(self)
+    local g = 0
+    for _, coll in pairs(self._colls) do
+        local x = coll:last_gsn()
+        if x > g then
+            g = x
+        end
+    end
+    return g
 end
 
 -- Fields of the store stats that are settings or ratios, not counters.

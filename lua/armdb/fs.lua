@@ -21,7 +21,18 @@ local DECLS = {
     flock = "int flock(int fd, int op);",
     unlink = "int unlink(const char *path);",
     strerror = "char *strerror(int errnum);",
+    read = "long read(int fd, void *buf, size_t n);",
+    rmdir = "int rmdir(const char *path);",
+    opendir = "void *opendir(const char *path);",
+    closedir = "int closedir(void *d);",
 }
+-- readdir's entry as glibc lays it out on Linux (x86_64, arm64, riscv64):
+-- only the name is read.
+pcall(ffi.cdef, [[
+struct armdb_fs_dirent { uint64_t d_ino; int64_t d_off; unsigned short d_reclen; unsigned char d_type;
+    char d_name[256]; };
+struct armdb_fs_dirent *readdir(void *d);
+]])
 for name, decl in pairs(DECLS) do
     if not pcall(function()
         return C[name]
@@ -30,7 +41,7 @@ for name, decl in pairs(DECLS) do
     end
 end
 
-local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_CLOEXEC = 0, 1, 64, 512, 524288
+local O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_CLOEXEC = 0, 1, 64, 128, 512, 524288
 local LOCK_EX, LOCK_UN = 2, 8
 local EINTR, EEXIST = 4, 17
 
@@ -129,6 +140,117 @@ function M.remove(dir, name)
         return fail("remove " .. path)
     end
     return M.fsync_path(dir)
+end
+
+-- The names in directory `dir` (without . and ..), sorted; or nil,
+-- message, -errno.
+function M.list(dir)
+    local d = C.opendir(dir)
+    if d == nil then
+        return fail("list " .. dir)
+    end
+    local names = {}
+    while true do
+        local e = C.readdir(d)
+        if e == nil then
+            break
+        end
+        local name = ffi.string(e.d_name)
+        if name ~= "." and name ~= ".." then
+            names[#names + 1] = name
+        end
+    end
+    C.closedir(d)
+    table.sort(names)
+    return names
+end
+
+-- Is path a directory? (opendir succeeds)
+function M.is_dir(path)
+    local d = C.opendir(path)
+    if d == nil then
+        return false
+    end
+    C.closedir(d)
+    return true
+end
+
+local copy_buf_size = 1048576
+local copy_buf
+
+-- Copy file `from` to the new file `to` (which must not exist), fsynced.
+-- on_bytes(n), if given, is called after each chunk. true, or nil,
+-- message, -errno.
+function M.copy_file(from, to, on_bytes)
+    copy_buf = copy_buf or ffi.new("char[?]", copy_buf_size)
+    local src = C.open(from, O_RDONLY + O_CLOEXEC)
+    if src < 0 then
+        return fail("open " .. from)
+    end
+    local dst = C.open(to, O_WRONLY + O_CREAT + O_EXCL + O_CLOEXEC, ffi.cast("int", 420))
+    if dst < 0 then
+        local _, msg, code = fail("create " .. to)
+        C.close(src)
+        return nil, msg, code
+    end
+    local ok, msg, code = true, nil, nil
+    while ok do
+        local n = tonumber(C.read(src, copy_buf, copy_buf_size))
+        if n < 0 then
+            if ffi.errno() ~= EINTR then
+                ok, msg, code = fail("read " .. from)
+            end
+        elseif n == 0 then
+            break
+        else
+            ok, msg, code = write_all(dst, ffi.string(copy_buf, n), to)
+            if ok and on_bytes then
+                on_bytes(n)
+            end
+        end
+    end
+    if ok and C.fsync(dst) ~= 0 then
+        ok, msg, code = fail("fsync " .. to)
+    end
+    C.close(src)
+    C.close(dst)
+    if not ok then
+        return nil, msg, code
+    end
+    return true
+end
+
+-- Remove path and everything under it (a file or a directory tree).
+-- true, or nil, message, -errno.
+function M.remove_tree(path)
+    if M.is_dir(path) then
+        local names, msg, code = M.list(path)
+        if not names then
+            return nil, msg, code
+        end
+        for _, name in ipairs(names) do
+            local ok, m, c = M.remove_tree(path .. "/" .. name)
+            if not ok then
+                return nil, m, c
+            end
+        end
+        if C.rmdir(path) ~= 0 then
+            return fail("remove " .. path)
+        end
+        return true
+    end
+    if C.unlink(path) ~= 0 and ffi.errno() ~= M.ENOENT then
+        return fail("remove " .. path)
+    end
+    return true
+end
+
+-- Rename from to to (same file system), then fsync the parent of to.
+function M.rename(from, to, parent)
+    if C.rename(from, to) ~= 0 then
+        return fail("rename " .. from .. " to " .. to)
+    end
+    return M.fsync_path(parent)
 end
 
 -- Run fn() holding an exclusive flock on directory `dir` (the lock of

@@ -423,8 +423,157 @@ function Store:rekey(new_key)
     return ok_or_fail(C.armdb_rekey(h, k))
 end
 
+-- ---- verify (armdb_verify) ----
+
+local VERIFY_WHAT = {
+    [C.ARMDB_VERIFY_FILE] = "file", [C.ARMDB_VERIFY_ENTRY] = "entry", [C.ARMDB_VERIFY_PAGE] = "page",
+    [C.ARMDB_VERIFY_HINT] = "hint", [C.ARMDB_VERIFY_SHORT] = "short", [C.ARMDB_VERIFY_READ] = "read",
+}
+local VERIFY_FIELDS = { "files", "entries", "bytes", "pages", "hints", "damage", "damaged_entries",
+    "damaged_pages", "damaged_hints", "short_files", "unread_files" }
+local verify_out = ffi.new("armdb_verify_report")
+local verify_sink, verify_err -- the Lua side of the callback, during a call
+local verify_cb -- made on first use: callbacks are a scarce resource of the FFI
+
+local function verify_event(_, d)
+    local ok, stop = pcall(verify_sink, d)
+    if not ok then
+        verify_err = stop
+        return 1
+    end
+    return stop and 1 or 0
+end
+
+-- (Not compiled: a callback must not come back into a compiled trace.)
+local function verify_call(h)
+    return C.armdb_verify(h, verify_cb, nil, verify_out)
+end
+jit.off(verify_call)
+
+-- The text of one damage event (ev as s:verify gives it).
+local function damage_text(ev)
+    local w = ev.what
+    if w == "entry" then
+        return string.format("offset %d: %d bytes are not an intact entry (a failed checksum or header)", ev.offset,
+            ev.length)
+    elseif w == "page" then
+        return string.format("offset %d: the page fails its authentication tag", ev.offset)
+    elseif w == "hint" then
+        return "the hint fails its check (an open scans the data file instead)"
+    elseif w == "short" then
+        return string.format("offset %d: the file ends %d bytes before its hint says", ev.offset, ev.length)
+    end
+    return "cannot be read: " .. ffi_string(C.armdb_strerror(ev.code))
+end
+
+-- s:verify(on_event): every data file checked (armdb_verify), live entries
+-- and dead ones. on_event (optional) is called with each damage found and,
+-- after each data file, with { what = "file", length = bytes verified }
+-- (for progress); if it returns true, the verification stops there.
+-- Damage events: { what = "entry" | "page" | "hint" | "short" | "read",
+-- shard, file (the data file's id), path (of the data file, or of the
+-- hint for "hint"), offset, length, code, message }.
+-- Returns the report: the counters of armdb_verify_report, damages (the
+-- events, in order), ok (no damage) and stopped; or nil, message, code
+-- if it could not run.
+function Store:verify(on_event)
+    local h = handle(self)
+    if on_event ~= nil and type(on_event) ~= "function" then
+        error("armdb: verify: on_event must be a function, got " .. type(on_event), 2)
+    end
+    if verify_sink then
+        error("armdb: verify: already running (from its own on_event?)", 2)
+    end
+    local damages, dir = {}, self.dir
+    verify_sink = function(d)
+        local what = VERIFY_WHAT[tonumber(d.what)] or tostring(d.what)
+        local ev = { what = what, shard = tonumber(d.shard), file = tonumber(d.file),
+            offset = tonumber(d.offset), length = tonumber(d.length), code = tonumber(d.rc) }
+        ev.path = string.format("%s/%03x/%08u.%s", dir, ev.shard, ev.file, what == "hint" and "hint" or "data")
+        if what ~= "file" then
+            ev.message = damage_text(ev)
+            damages[#damages + 1] = ev
+        end
+        return on_event ~= nil and on_event(ev) == true
+    end
+    verify_err = nil
+    verify_cb = verify_cb or ffi.cast("armdb_verify_fn", verify_event)
+    local rc = verify_call(h)
+    verify_sink = nil
+    if verify_err ~= nil then
+        local e = verify_err
+        verify_err = nil
+        error(e, 0)
+    end
+    local r = { damages = damages, stopped = rc == 1 }
+    for _, name in ipairs(VERIFY_FIELDS) do
+        r[name] = tonumber(verify_out[name])
+    end
+    r.ok = r.damage == 0
+    if rc ~= 0 and rc ~= 1 and rc ~= C.ARMDB_CORRUPT and r.unread_files == 0 then
+        return fail(rc)
+    end
+    return r
+end
+
 function Store:count()
     return tonumber(C.armdb_count(handle(self)))
+end
+
+-- Settings that change on the open store (armdb_tune): a table with any
+-- of sync ("interval", "none", "always"), sync_interval_ms,
+-- compaction_threshold, auto_compact (boolean), compact_bytes_per_sec
+-- (0 = no limit). true, or nil, message, code. s:tuning() reads them all.
+local tuning = ffi.new("armdb_tuning")
+local TUNE = {
+    sync = C.ARMDB_TUNE_SYNC_MODE, sync_interval_ms = C.ARMDB_TUNE_SYNC_INTERVAL,
+    compaction_threshold = C.ARMDB_TUNE_COMPACTION_THRESHOLD, auto_compact = C.ARMDB_TUNE_AUTO_COMPACT,
+    compact_bytes_per_sec = C.ARMDB_TUNE_COMPACT_RATE,
+}
+local SYNC_NAMES = { [C.ARMDB_SYNC_INTERVAL] = "interval", [C.ARMDB_SYNC_NONE] = "none",
+    [C.ARMDB_SYNC_ALWAYS] = "always" }
+
+function Store:tune(t)
+    local h = handle(self)
+    if type(t) ~= "table" then
+        error("armdb: tune needs a table, got " .. type(t), 2)
+    end
+    local set = 0
+    for name, v in pairs(t) do
+        local bitv = TUNE[name]
+        if bitv == nil then
+            error("armdb: tune: unknown setting " .. tostring(name), 2)
+        end
+        if name == "sync" then
+            if SYNC[v] == nil then
+                error('armdb: tune: sync must be "interval", "none" or "always", got ' .. tostring(v), 2)
+            end
+            tuning.sync_mode = SYNC[v]
+        elseif name == "auto_compact" then
+            if type(v) ~= "boolean" then
+                error("armdb: tune: auto_compact must be a boolean, got " .. type(v), 2)
+            end
+            tuning.auto_compact = v and 1 or 0
+        else
+            if type(v) ~= "number" or v < 0 or v ~= v then
+                error("armdb: tune: " .. name .. " must be a non-negative number, got " .. tostring(v), 2)
+            end
+            tuning[name] = v
+        end
+        set = bit.bor(set, bitv)
+    end
+    tuning.set = set
+    return ok_or_fail(C.armdb_tune(h, tuning))
+end
+
+function Store:tuning()
+    local rc = C.armdb_tuning_get(handle(self), tuning)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return { sync = SYNC_NAMES[tuning.sync_mode], sync_interval_ms = tuning.sync_interval_ms,
+        compaction_threshold = tuning.compaction_threshold, auto_compact = tuning.auto_compact ~= 0,
+        compact_bytes_per_sec = tonumber(tuning.compact_bytes_per_sec) }
 end
 
 local BACKENDS = { [C.ARMDB_IO_PWRITE] = "pwrite", [C.ARMDB_IO_URING] = "io_uring" }
@@ -601,6 +750,201 @@ function Store:prefix(p, opts)
     return nxt
 end
 
+-- ---- the change feed ----
+
+local changes_out = ffi.new("armdb_changes *[1]")
+local change = ffi.new("armdb_change")
+
+-- s:changes(since, opts): every write with a GSN above since (0: all of
+-- them), in GSN order across shards, as of the call (see CHANGE FEED in
+-- armdb.h). Returns an iterator and the GSN it runs to (read to its end, a
+-- consumer resumes from there), or nil, message, code: armdb.codes.COMPACTED
+-- when compaction no longer keeps every change since that GSN (start again
+-- from 0 or a full copy). The iterator yields key, value, gsn, deleted: a
+-- delete as key, nil, gsn, true. opts.live: only writes that are still
+-- their key's current value (no deletes), least recently written first.
+-- A damaged entry raises, since a for loop cannot return it. A feed holds
+-- the data files it reads (their space comes back when it is closed): it
+-- closes at its end, with the store, when collected, or when the iterator
+-- is called as nxt(true).
+function Store:changes(since, opts)
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", 2)
+    end
+    if type(since) ~= "number" or since < 0 or since ~= math.floor(since) then
+        error("armdb: changes: since must be a GSN (a whole number >= 0), got " .. tostring(since), 2)
+    end
+    local flags = 0
+    if opts ~= nil then
+        if type(opts) ~= "table" then
+            error("armdb: changes options must be a table, got " .. type(opts), 2)
+        end
+        for name, v in pairs(opts) do
+            if name ~= "live" then
+                error("armdb: unknown changes option " .. tostring(name), 2)
+            end
+            if type(v) ~= "boolean" then
+                error("armdb: changes option live must be a boolean, got " .. type(v), 2)
+            end
+        end
+        if opts.live then
+            flags = C.ARMDB_CHANGES_LIVE
+        end
+    end
+    local rc = C.armdb_changes_open(h, since, flags, changes_out)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    local feed = ffi_gc(changes_out[0], C.armdb_changes_close)
+    changes_out[0] = nil
+    local last = tonumber(C.armdb_changes_end(feed))
+    local state = { it = feed, free = C.armdb_changes_close }
+    self._iters[state] = true
+    local store = self
+    local function finish(cur)
+        state.it = nil
+        store._iters[state] = nil
+        C.armdb_changes_close(ffi_gc(cur, nil))
+    end
+    return function(close)
+        local cur = state.it
+        if cur == nil then
+            return nil
+        end
+        if close == true then
+            finish(cur)
+            return nil
+        end
+        local r = C.armdb_changes_next(cur, change)
+        if r == 0 then
+            local k = ffi_string(change.key, change.klen)
+            if change.deleted ~= 0 then
+                return k, nil, tonumber(change.gsn), true
+            end
+            return k, ffi_string(change.val, change.vlen), tonumber(change.gsn), false
+        end
+        finish(cur)
+        if r ~= NOTFOUND then
+            local _, msg = fail(r)
+            error("armdb: changes of " .. store.dir .. ": " .. msg, 2)
+        end
+        return nil
+    end, last
+end
+
+-- s:apply(key, value, gsn, deleted): write a change read from another
+-- store's feed with its GSN (armdb_apply: skipped if the key already has
+-- that GSN or a newer one). true, or nil, message, code.
+function Store:apply(k, v, gsn, deleted)
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", 2)
+    end
+    if type(k) ~= "string" then
+        error("armdb: apply: key must be a string, got " .. type(k), 2)
+    end
+    if type(gsn) ~= "number" or gsn < 1 or gsn ~= math.floor(gsn) then
+        error("armdb: apply: gsn must be a whole number >= 1, got " .. tostring(gsn), 2)
+    end
+    if deleted then
+        change.val, change.vlen, change.deleted = nil, 0, 1
+    else
+        if type(v) ~= "string" then
+            error("armdb: apply: value must be a string, got " .. type(v), 2)
+        end
+        change.val, change.vlen, change.deleted = v, #v, 0
+    end
+    change.key, change.klen, change.gsn = k, #k, gsn
+    local rc = C.armdb_apply(h, change)
+    change.key, change.val = nil, nil
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    return true
+end
+
+-- ---- checkpoints ----
+
+local checkpoint_out = ffi.new("armdb_checkpoint *[1]")
+local cp_done = ffi.new("uint64_t[1]")
+local cp_total = ffi.new("uint64_t[1]")
+
+local Checkpoint = {}
+Checkpoint.__index = Checkpoint
+
+-- s:checkpoint(dest, opts): start an online, consistent copy of the store
+-- into the new directory dest (see CHECKPOINTS in armdb.h): the cut is
+-- taken now; cp:step(max_bytes) copies about that many bytes and returns
+-- true while there is more (false once the copy is complete and durable),
+-- with the bytes done and in all, or nil, message, code; cp.gsn is the GSN
+-- the copy holds the store at; cp:close() releases it (an unfinished copy
+-- must then be removed). opts.link: hard-link the immutable files.
+-- Returns the checkpoint, or nil, message, code.
+function Store:checkpoint(dest, opts)
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", 2)
+    end
+    if type(dest) ~= "string" then
+        error("armdb: checkpoint: dest must be a string, got " .. type(dest), 2)
+    end
+    local flags = 0
+    if opts ~= nil then
+        if type(opts) ~= "table" then
+            error("armdb: checkpoint options must be a table, got " .. type(opts), 2)
+        end
+        for name in pairs(opts) do
+            if name ~= "link" then
+                error("armdb: unknown checkpoint option " .. tostring(name), 2)
+            end
+        end
+        if opts.link then
+            flags = C.ARMDB_CHECKPOINT_LINK
+        end
+    end
+    local rc = C.armdb_checkpoint_open(h, dest, flags, checkpoint_out)
+    if rc ~= 0 then
+        return fail(rc)
+    end
+    local cp = ffi_gc(checkpoint_out[0], C.armdb_checkpoint_close)
+    checkpoint_out[0] = nil
+    local state = { it = cp, free = C.armdb_checkpoint_close }
+    self._iters[state] = true
+    return setmetatable({ _state = state, _store = self, dest = dest,
+        gsn = tonumber(C.armdb_checkpoint_gsn(cp)) }, Checkpoint)
+end
+
+function Checkpoint:step(max_bytes)
+    local cp = self._state.it
+    if cp == nil then
+        error("armdb: checkpoint into " .. self.dest .. " is closed", 2)
+    end
+    local rc = C.armdb_checkpoint_step(cp, max_bytes or 4194304, cp_done, cp_total)
+    if rc < 0 then
+        return fail(rc)
+    end
+    return rc == 1, tonumber(cp_done[0]), tonumber(cp_total[0])
+end
+
+function Checkpoint:close()
+    local state = self._state
+    if state.it ~= nil then
+        C.armdb_checkpoint_close(ffi_gc(state.it, nil))
+        state.it = nil
+        self._store._iters[state] = nil
+    end
+end
+
+-- The largest GSN the store has handed out or seen (0: none yet).
+function Store:last_gsn()
+    local h = self._h
+    if h == nil then
+        error("armdb: store " .. self.dir .. " is closed", 2)
+    end
+    return tonumber(C.armdb_last_gsn(h))
+end
+
 -- Close the store (and any scan still open on it). true, or nil, message,
 -- code if the final barrier failed (the handle is released either way).
 function Store:close()
@@ -610,7 +954,8 @@ function Store:close()
     end
     for state in pairs(self._iters) do
         if state.it ~= nil then
-            C.armdb_iter_close(ffi_gc(state.it, nil))
+            local free = state.free or C.armdb_iter_close
+            free(ffi_gc(state.it, nil))
             state.it = nil
         end
     end
