@@ -15,4 +15,7 @@ local v = s:get("rock")
 s:close()
 os.execute("rm -rf '" .. dir .. "'")
 assert(v == "round trip", "read back " .. tostring(v))
+-- The modules under armdb/ came with it: policies and jobs.
+assert(type(require("armdb.policy").tasks) == "function")
+assert(type(require("armdb.jobs").backup) == "function")
 print("rock: armdb from " .. tree .. " loads and round-trips a value")

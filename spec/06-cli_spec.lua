@@ -284,12 +284,12 @@ describe("armdb on a raw store", function()
         local c = tmp .. "/c"
         make_store(c, {})
         assert.same({ "", "", 0 }, { run(tmp, { "dump", "--hex", a, "-o", tmp .. "/d.jsonl" }) })
-        assert.same({ "", "", 0 }, { run(tmp, { "load", c, tmp .. "/d.jsonl" }) })
+        assert.same({ "imported 4\nrejected 0\n", "", 0 }, { run(tmp, { "load", c, tmp .. "/d.jsonl" }) })
         t.keep = nil
         assert.same(t, store_contents(c))
     end)
 
-    it("load stops at a malformed line, naming file and line; the lines before it are kept", function()
+    it("load reports a malformed line by file and line, imports the others and exits 1", function()
         local tmp = tmpdir()
         local dir = tmp .. "/s"
         make_store(dir, { keep = "old" })
@@ -297,11 +297,11 @@ describe("armdb on a raw store", function()
         write_file(file, '{"key":"aaaa","value":"1"}\n\n{"key":"bbbb","value":"2"}\n{"key":"cccc",\n'
             .. '{"key":"dddd","value":"4"}\n')
         local out, err, code = run(tmp, { "load", dir, file })
-        assert.equal("", out)
+        assert.equal("imported 3\nrejected 1\n", out)
         assert.equal(1, code)
-        assert.equal("armdb: " .. file .. ":4: malformed JSON: Expected object key string but found T_END at"
-            .. " character 15 (the 2 pairs before it are loaded)\n", err)
-        assert.same({ keep = "old", aaaa = "1", bbbb = "2" }, store_contents(dir))
+        assert.equal(file .. ":4: malformed JSON: Expected object key string but found T_END at character 15\n"
+            .. "armdb: " .. file .. ": 1 of 4 records rejected\n", err)
+        assert.same({ keep = "old", aaaa = "1", bbbb = "2", dddd = "4" }, store_contents(dir))
     end)
 
     it("load names the line of a well-formed line that is not a pair", function()
@@ -317,9 +317,10 @@ describe("armdb on a raw store", function()
             { '"text"', "not a JSON object" },
         }
         for _, c in ipairs(cases) do
-            local _, err, code = run(tmp, { "load", dir }, '{"key":"aaaa","value":"1"}\n' .. c[1] .. "\n")
+            local out, err, code = run(tmp, { "load", dir }, '{"key":"aaaa","value":"1"}\n' .. c[1] .. "\n")
             assert.equal(1, code)
-            assert.equal("armdb: stdin:2: " .. c[2] .. " (the 1 pair before it is loaded)\n", err)
+            assert.equal("imported 1\nrejected 1\n", out)
+            assert.equal("stdin:2: " .. c[2] .. "\narmdb: stdin: 1 of 2 records rejected\n", err)
         end
         assert.same({ keep = "old", aaaa = "1" }, store_contents(dir))
     end)
@@ -380,11 +381,13 @@ describe("armdb on a raw store", function()
         assert.equal("1", s:get("abcd"))
     end)
 
-    it("verify reads every entry and exits 0 on a clean store", function()
+    it("verify checks every entry of every file and exits 0 on a clean store", function()
         local tmp = tmpdir()
         local dir = tmp .. "/s"
         make_store(dir, { abcd = "12345", efgh = "678" })
-        assert.same({ "entries 2\nbytes 16\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
+        -- two shards: a file and its hint each; entries of 32 and 24 bytes
+        assert.same({ "entries 2\nfiles 2\nbytes 56\npages 0\nhints 2\ndamaged_entries 0\ndamaged_pages 0\n"
+            .. "damaged_hints 0\nshort_files 0\nunread_files 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
             { run(tmp, { "verify", dir }) })
     end)
 
@@ -406,8 +409,12 @@ describe("armdb on a raw store", function()
         assert.equal("armdb: damage found in " .. dir .. "\n", err)
         assert.truthy(out:find("\ndamaged\n$"))
         assert.falsy(out:find("\nok\n", 1, true))
-        assert.truthy(out:find("^entries 3\nbytes 17\ndamaged_entries 1\n"))
-        assert.truthy(out:find("\nfirst_damage entry at .*00000001%.data offset %d+: stored data is damaged\n"))
+        assert.truthy(out:find("^entries 2\nfiles 1\n"))
+        assert.truthy(out:find("\ndamaged_entries 1\n", 1, true))
+        -- the entry: 16 bytes of header and 4 of key before the value
+        local entry = at - 1 - 16 - 4
+        assert.truthy(out:find("\ndamage " .. data .. ": offset " .. entry .. ": 320 bytes are not an intact entry",
+            1, true), out)
     end)
 
     it("run gives the script the opened store and its arguments, and closes the store", function()
@@ -460,7 +467,8 @@ describe("armdb progress bar", function()
         local text = read_file(tmp .. "/tty")
         assert.truthy(text:find("\rverify [" .. string.rep("#", 30) .. "] 100% 2", 1, true))
         assert.truthy(text:find("entries 2", 1, true))
-        assert.same({ "entries 2\nbytes 10\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
+        assert.same({ "entries 2\nfiles 2\nbytes 48\npages 0\nhints 2\ndamaged_entries 0\ndamaged_pages 0\n"
+            .. "damaged_hints 0\nshort_files 0\nunread_files 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
             { run(tmp, { "verify", dir }) })
     end)
 end)
@@ -592,12 +600,16 @@ describe("armdb on a database", function()
         local tmp = tmpdir()
         local dir = tmp .. "/db"
         make_db(dir)
-        assert.same({ "[scores] entries 0\n[scores] bytes 0\n[scores] damaged_entries 0\n"
-            .. "[scores] corrupt_entries 0\n[scores] torn_bytes 0\n[scores] ok\n"
-            .. "[users] entries 2\n[users] bytes 44\n[users] damaged_entries 0\n"
-            .. "[users] corrupt_entries 0\n[users] torn_bytes 0\n[users] ok\n", "", 0 },
-            { run(tmp, { "verify", dir }) })
-        local out, err, code = run(tmp, { "stats", "--json", dir })
+        local out, err, code = run(tmp, { "verify", dir })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^%[scores%] entries 0\n%[scores%] files %d+\n"), out)
+        assert.truthy(out:find("\n%[scores%] ok\n%[users%] entries 2\n%[users%] files %d+\n"), out)
+        assert.truthy(out:find("\n%[users%] damaged_entries 0\n", 1), out)
+        assert.truthy(out:find("\n%[users%] ok\n$"), out)
+        out = run(tmp, { "verify", "--json", dir })
+        local v = require("cjson").decode(out)
+        assert.same({ 0, 2, true, true }, { v.scores.entries, v.users.entries, v.users.ok, v.scores.ok })
+        out, err, code = run(tmp, { "stats", "--json", dir })
         assert.same({ "", 0 }, { err, code })
         local st = require("cjson").decode(out)
         assert.equal(2, st.users.keys)
@@ -685,7 +697,7 @@ describe("armdb on a database", function()
         local out = run(tmp, { "dump", a .. "/users" })
         assert.truthy(out:find('{"key":9,"value":{"n":1.5}}\n', 1, true))
         assert.same({ [7] = { name = "ann", tags = { "x" } }, [9] = { n = 1.5 } }, decoded(out))
-        assert.same({ "", "", 0 }, { run(tmp, { "load", "-c", "users", b }, out) })
+        assert.same({ "imported 2\nrejected 0\n", "", 0 }, { run(tmp, { "load", "-c", "users", b }, out) })
         assert.same(decoded(out), decoded((run(tmp, { "dump", b .. "/users" }))))
     end)
 
@@ -830,8 +842,11 @@ describe("armdb with encryption keys", function()
         assert.same({ string.format("store %s\nkey_len 4\nvalue_len 0\nshards 2\nencrypted yes\n"
             .. "cipher xchacha20-poly1305\nkeys 3\nfiles %d\nbytes %d\n", dir, st.files,
             st.live_bytes + st.dead_bytes), "", 0 }, { run_k(tmp, { "info", dir, "--key-env", "KA" }) })
-        assert.same({ "entries 3\nbytes 32\ndamaged_entries 0\ncorrupt_entries 0\ntorn_bytes 0\nok\n", "", 0 },
-            { run_k(tmp, { "verify", dir, "--key-env", "KA" }) })
+        out, err, code = run_k(tmp, { "verify", dir, "--key-env", "KA" })
+        assert.same({ "", 0 }, { err, code })
+        assert.truthy(out:find("^entries 3\nfiles %d+\nbytes %d+\npages [1-9]%d*\n"), out)
+        assert.truthy(out:find("\ndamaged_pages 0\n", 1, true), out)
+        assert.truthy(out:find("\nok\n$"), out)
         -- A key given raw (32 bytes) works as well as 64 hex digits.
         local raw = tmp .. "/r"
         enc_store(raw, KEY_B, { abcd = "raw-keyed" })

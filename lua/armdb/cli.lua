@@ -2,7 +2,7 @@
 --
 -- M.main(argv) runs one command and returns its exit status: 0 on
 -- success, 1 when the command failed (no such store, a locked store, a
--- missing key, a malformed dump line, damage found by verify), 2 for a
+-- missing key, a record import rejected, damage found by verify), 2 for a
 -- usage error (unknown command or option, a missing or malformed
 -- argument). Every failure writes exactly one line "armdb: ..." to stderr.
 --
@@ -13,9 +13,12 @@
 --                   collection, as DIR/NAME or -c NAME.
 --   a collection    DIR/ARMDB exists and DIR/../CATALOG names it: keys and
 --                   values are parsed and printed by the collection's codecs.
--- Read-only commands (info, get, scan, dump, verify, stats) open stores
+-- Read-only commands (info, get, scan, export, verify, stats) open stores
 -- read-only: they take no lock and work beside a live writer process, and
--- see the store as it was at open. put, del and load open for writing.
+-- see the store as it was at open. put, del, import and compact open for
+-- writing. export, import, verify, stats and compact are the jobs of
+-- armdb.jobs (callable from Lua too); dump and load are other names of
+-- export and import. add_command adds a command (with its help text).
 -- The raw-store commands need only armdb.store; the collection commands
 -- load the collections layer (armdb.open) and lua-cjson when first used.
 --
@@ -149,7 +152,7 @@ Raw stores take bounds as bytes (hex with --hex), shorter than key_len if
 you like: --from ab starts at the first key beginning "ab". Collections
 parse --from and --to per the key codec (u64: a number, so ranges are
 numeric); --prefix is for string(N) and bytes(N) keys.]] },
-    { name = "dump", args = "DIR", summary = "write every pair as JSON lines",
+    { name = "export", args = "DIR", summary = "write every pair as JSON lines (also: dump)",
       text = [[
 Writes every live pair as one JSON object a line:
   {"key":KEY,"value":VALUE}
@@ -160,41 +163,67 @@ digits beyond 2^53, so nothing is rounded), uuid keys their text; json values
 are embedded as JSON, number values as numbers (inf and nan as the strings
 "inf", "-inf", "nan"), raw values as strings or value_hex; lua values and FFI
 struct values as "value_hex", the bytes the codec stores. A progress bar goes
-to stderr when it is a terminal. Opens read-only.
+to stderr when it is a terminal. Opens read-only. From Lua:
+require("armdb.jobs").export(store_or_collection, out, opts).
 
   -o, --output FILE   write to FILE instead of stdout]] },
-    { name = "load", args = "DIR [FILE|-]", summary = "put the pairs of a dump (JSON lines) into DIR",
+    { name = "import", args = "DIR [FILE|-]", summary = "put the pairs of JSON lines into DIR (also: load)",
       text = [[
-Reads JSON lines as written by dump (from FILE, or stdin if FILE is "-" or
-absent) and puts each pair into DIR. Each object needs "key" or "key_hex" and
-"value" or "value_hex". Empty lines are skipped.
+Reads JSON lines as export writes them (from FILE, or stdin if FILE is "-"
+or absent) and puts each pair into DIR. Each object needs "key" or "key_hex"
+and "value" or "value_hex". Empty lines are skipped.
 
-The load is a prefix, not all-or-nothing: a malformed line (bad JSON, a
-missing field, bad hex, a key of the wrong length) stops it with one line
-"armdb: FILE:LINE: ..." naming the lines loaded before it, and exit status 1.
-The pairs of the lines before it are in the store and durable (the store is
-synced before exit); nothing else in the store was touched, so fix the line
-and load again from it. A progress bar goes to stderr when it is a terminal.
-Opens for writing.]] },
-    { name = "verify", args = "DIR", summary = "read every entry and check its checksum",
+Each record is checked before anything of it is written: its JSON, its
+fields, its hex, and its key and value against DIR: for a raw store a key of
+key_len bytes (and a value of value_len bytes if values are fixed); for a
+collection what its key and value codecs take (an integer key in range, a
+string(N) key of at most N bytes, a number, a struct of its size). A bad
+record does not stop the import: it is reported on stderr as
+"FILE:LINE: REASON" and the lines after it are imported. At the end a
+summary goes to stdout, one NAME VALUE line each: imported, rejected. If a
+record was rejected, the last line on stderr is "armdb: FILE: N of M records
+rejected" and the exit status is 1. The pairs imported are durable when
+the command exits. A failure of the store itself (a full disk) stops the
+import at its line: "armdb: FILE:LINE: ...", exit status 1.
+
+An import is idempotent by key: run again over the same input, after a
+complete run or one cut short (a crash, kill -9), it leaves the store as one
+complete run does. Keys the input does not name are not touched. A progress
+bar goes to stderr when it is a terminal. Opens for writing. From Lua:
+require("armdb.jobs").import(store_or_collection, input, opts).
+
+  --max-rejects N   stop after N rejected records]] },
+    { name = "verify", args = "DIR", summary = "check every entry, page and hint of every data file",
       text = [[
-Opens DIR read-only and reads every live entry (the full scan checks each
-entry's checksum, and goes on past a damaged one), then reports the entries
-read, their bytes, the damaged entries among them, and the damage counted at
-open: corrupt_entries (entries of immutable files that failed their checksum)
-and torn_bytes (bytes cut from torn tails). A database is verified
-collection by collection. Output, one NAME VALUE line each: entries, bytes,
-damaged_entries, corrupt_entries, torn_bytes, then first_damage MESSAGE if
-an entry was damaged, scan_error MESSAGE if the scan itself failed, and "ok"
-or "damaged" (prefixed by "[NAME] " for each collection of a database).
-Exit status 0 if all is clean; 1 if damage was found, with the line
-"armdb: damage found in DIR" on stderr. A progress bar goes to stderr when it
-is a terminal.]] },
+Checks every data file of DIR, live entries and dead ones: the checksum of
+every entry, the authentication tag of every page of an encrypted store,
+every hint file, and each data file's length against its hint. A database
+is verified collection by collection. Output, one NAME VALUE line each:
+entries (intact entries, live or dead), files, bytes (of data files), pages
+(sealed pages checked), hints (intact hint files), damaged_entries,
+damaged_pages, damaged_hints, short_files (data files shorter than their
+hint says), unread_files (files a read of failed: the error is in their
+damage line), corrupt_entries and torn_bytes (damage counted when DIR was
+opened: entries of immutable files that failed their checksum, bytes cut
+from a torn tail); then a line for each damage found, with the file and
+(but for a damaged hint) the byte offset in it,
+  damage PATH: offset N: WHAT IS WRONG
+and "ok" or "damaged" (every line prefixed by "[NAME] " for a collection of
+a database). Exit status 0 if all is clean; 1 if damage was found, with the
+line "armdb: damage found in DIR" on stderr. Opens read-only: it works
+beside a writer, and sees the store as it was at the open. A progress bar
+goes to stderr when it is a terminal. From Lua:
+require("armdb.jobs").verify(target).
+
+  --json           print one JSON object instead: the counters, ok, and
+                   "damages", an array of {"path", "shard", "file", "what",
+                   "offset", "length", "message"} (for a database: an object
+                   of the collections' objects)]] },
     { name = "stats", args = "DIR", summary = "print the store's counters",
       text = [[
 Prints the counters and state of the store (armdb_stat) as NAME VALUE lines,
 sorted by name; for a database, those of each collection under a "[NAME]"
-line. Opens read-only.
+line. Opens read-only. From Lua: require("armdb.jobs").stats(target).
 
   --json           print one JSON object instead (for a database: an object
                    of the collections' objects)]] },
@@ -205,7 +234,50 @@ deleted entries is rewritten without them and removed. A database is
 compacted collection by collection. Prints, one NAME VALUE line each (under
 "[NAME]" for each collection of a database): files_compacted, bytes_read,
 bytes_written, bytes_reclaimed, disk_before and disk_after (bytes of data
-files). Opens for writing: fails if another process writes the store.]] },
+files). Opens for writing: fails if another process writes the store. From
+Lua: require("armdb.jobs").compact(target).]] },
+    { name = "backup", args = "DIR DEST", summary = "an online, consistent copy of a store or database",
+      text = [[
+Copies the store or database DIR into the new directory DEST while writes go
+on, as it was at one GSN: every write up to it, none after, a batch whole or
+not at all. The cut is taken for every collection at once (a barrier on each
+shard); the files are then copied (immutable ones may be hard-linked with
+--link), with a progress bar on stderr when it is a terminal. The copy is
+built in DEST.partial and renamed to DEST when complete, with a manifest,
+DEST/BACKUP, naming the GSN of each collection. An interrupted backup leaves
+DEST.partial, which the next run removes before starting again. Prints:
+kind, gsn, bytes (copied), and per collection "collection NAME GSN".
+
+--incremental brings the backup at DEST up to date from DIR's change feed
+(changes since the GSN in its manifest, applied with their GSNs). Cut short,
+it is run again: applying a change twice is harmless. If DIR no longer keeps
+the changes since the backup (compaction removed a delete after it), it
+says so, and a full backup is needed. Prints: kind, gsn, changes (applied).
+
+Opens DIR for writing (the cut needs the writer's barriers): fails if
+another process writes it; back it up from that process then
+(require("armdb.jobs").backup(db, dest)). An encrypted backup keeps DIR's
+key. From Lua: require("armdb.jobs").backup(store_or_db, dest, opts).
+
+  --incremental    update the backup at DEST from the change feed
+  --link           hard-link immutable files instead of copying them (same
+                   file system; a copy that shares the disk of DIR)]] },
+    { name = "restore", args = "BACKUP DIR", summary = "copy a backup into a new store or database",
+      text = [[
+Copies the complete backup BACKUP (made by armdb backup) into the new
+directory DIR (through DIR.partial, synced, renamed when complete), then
+opens every store of it to see that it opens whole. Refuses a backup whose
+incremental update was cut short (run the backup again first). Prints: kind,
+gsn, bytes, and per collection "collection NAME GSN KEYS".
+
+--check SOURCE then compares DIR with SOURCE, the store or database the
+backup was taken of (opened read-only, so it may be in use): every key that
+SOURCE has not written since the backup's GSN must have the same value in
+both, and be in both or neither. Prints compared, changed_since (skipped) and
+mismatched, with the first mismatches, and exits 1 if any. From Lua:
+require("armdb.jobs").restore(backup, dir, opts) and .check(dir, source).
+
+  --check SOURCE   compare the restored copy with its source]] },
     { name = "rekey", args = "DIR", summary = "rotate the encryption key (--key-env OLD --new-key-env NEW)",
       text = [[
   armdb rekey DIR --key-env OLD --new-key-env NEW
@@ -246,7 +318,50 @@ only before SCRIPT.lua; everything after DIR goes to the script.
   --read-only      open DIR read-only (no lock; works beside a writer)]] },
 }
 
+-- Other names of commands (kept for scripts written before the new ones):
+-- listed and helped like their command, run by it.
+local ALIASES = { dump = "export", load = "import" }
+
+-- Add a command: { name, args, summary, text, run = function(opts, pos)
+-- returning the exit status, options = { NAME = takes a value }, short =
+-- { LETTER = NAME } }, listed before help. (backup, restore and the like
+-- plug in here.)
+local cmds = {}
+local OPTIONS, SHORT = {}, {}
 local BY_NAME = {}
+
+local function add_command(c)
+    local at = #COMMANDS + 1
+    for i, other in ipairs(COMMANDS) do
+        if other.name == "help" then
+            at = i
+        end
+    end
+    table.insert(COMMANDS, at, c)
+    OPTIONS[c.name] = c.options
+    for letter, long in pairs(c.short or {}) do
+        SHORT[letter] = long
+    end
+    cmds[c.name] = c.run
+    BY_NAME[c.name] = c
+end
+M.add_command = add_command
+
+do
+    local list = {}
+    for _, c in ipairs(COMMANDS) do
+        list[#list + 1] = c
+        for alias, of in pairs(ALIASES) do
+            if of == c.name then
+                list[#list + 1] = { name = alias, args = c.args, alias_of = c.name,
+                    summary = "the same as " .. c.name,
+                    text = "Another name for `armdb " .. c.name .. "`.\n\n" .. c.text }
+            end
+        end
+    end
+    COMMANDS = list
+end
+
 for _, c in ipairs(COMMANDS) do
     BY_NAME[c.name] = c
 end
@@ -274,15 +389,17 @@ end
 -- ---- arguments ----
 
 -- Options each command accepts besides the common ones: name -> takes a value.
-local OPTIONS = {
-    get = { ["no-newline"] = false },
-    scan = { limit = true, ["keys-only"] = false, from = true, to = true, prefix = true, reverse = false },
-    dump = { output = true },
-    stats = { json = false },
-    run = { ["read-only"] = false },
-    rekey = { ["new-key-env"] = true },
-}
-local SHORT = { c = "collection", h = "help", n = "no-newline", o = "output" }
+OPTIONS.get = { ["no-newline"] = false }
+OPTIONS.scan = { limit = true, ["keys-only"] = false, from = true, to = true, prefix = true, reverse = false }
+OPTIONS.export = { output = true }
+OPTIONS.import = { ["max-rejects"] = true }
+OPTIONS.verify = { json = false }
+OPTIONS.stats = { json = false }
+OPTIONS.run = { ["read-only"] = false }
+OPTIONS.rekey = { ["new-key-env"] = true }
+OPTIONS.backup = { incremental = false, link = false }
+OPTIONS.restore = { check = true }
+SHORT.c, SHORT.h, SHORT.n, SHORT.o = "collection", "help", "no-newline", "output"
 local COMMON_OPTS = { collection = true, hex = false, help = false, ["key-env"] = true }
 
 -- argv after the command -> options table, positionals. Options may come
@@ -361,54 +478,6 @@ local function escape(s)
     return (s:gsub("[%z\1-\31\\\127]", function(c)
         return ESC[c] or string.format("\\x%02x", c:byte())
     end))
-end
-
-local function valid_utf8(s)
-    if not s:find("[\128-\255]") then
-        return true
-    end
-    local i, n = 1, #s
-    while i <= n do
-        local c = s:byte(i)
-        local len, min
-        if c < 0x80 then
-            len = 1
-        elseif c >= 0xc2 and c <= 0xdf then
-            len, min = 2, 0x80
-        elseif c >= 0xe0 and c <= 0xef then
-            len, min = 3, 0x800
-        elseif c >= 0xf0 and c <= 0xf4 then
-            len, min = 4, 0x10000
-        else
-            return false
-        end
-        if len > 1 then
-            if i + len - 1 > n then
-                return false
-            end
-            local cp = bit.band(c, bit.rshift(0x7f, len))
-            for j = i + 1, i + len - 1 do
-                local b = s:byte(j)
-                if b < 0x80 or b > 0xbf then
-                    return false
-                end
-                cp = cp * 64 + (b - 0x80)
-            end
-            if cp < min or cp > 0x10ffff or (cp >= 0xd800 and cp <= 0xdfff) then
-                return false
-            end
-        end
-        i = i + len
-    end
-    return true
-end
-
-local JSON_ESC = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r",
-    ["\t"] = "\\t" }
-local function json_string(s)
-    return '"' .. s:gsub('[%z\1-\31"\\\127]', function(c)
-        return JSON_ESC[c] or string.format("\\u%04x", c:byte())
-    end) .. '"'
 end
 
 local function json_number(x)
@@ -630,43 +699,6 @@ local function open_collection(t, read_only, opts)
     return coll, db
 end
 
--- ---- the progress bar (stderr, only on a terminal) ----
-
-local Progress = {}
-Progress.__index = Progress
-
--- Off a terminal, a bar that draws nothing, so callers need not ask.
-local SILENT = { step = function() end, done = function() end }
-
-local function progress(label, total)
-    if ffi.C.isatty(2) ~= 1 then
-        return SILENT
-    end
-    return setmetatable({ label = label, total = total, n = 0, shown = -1 }, Progress)
-end
-
-function Progress:step(n, done_bytes)
-    self.n = n
-    local pos = done_bytes or n
-    local pct = (self.total and self.total > 0) and math.floor(pos * 100 / self.total) or nil
-    local key = pct or math.floor(n / 10000)
-    if key == self.shown then
-        return
-    end
-    self.shown = key
-    if pct then
-        local w = math.floor(math.min(pct, 100) * 30 / 100)
-        io.stderr:write(string.format("\r%s [%s%s] %3d%% %d", self.label, string.rep("#", w),
-            string.rep(".", 30 - w), math.min(pct, 100), n))
-    else
-        io.stderr:write(string.format("\r%s %d", self.label, n))
-    end
-end
-
-function Progress.done(_)
-    io.stderr:write("\r\27[K")
-end
-
 -- ---- codecs of collections, in text ----
 
 local INT_KEYS = { u32 = true, u64 = true, i64 = true }
@@ -787,12 +819,10 @@ local function two_arg(pos, n, cmd)
     if #pos < n then
         usage_error("%s needs %s (see armdb help %s)", cmd, BY_NAME[cmd].args, cmd)
     end
-    if #pos > n and not (cmd == "load" and n == 1) then
+    if #pos > n and not (cmd == "import" and n == 1) then
         usage_error("too many arguments for %s: %s", cmd, pos[n + 1])
     end
 end
-
-local cmds = {}
 
 local function store_summary(dir, opts, dbdir)
     local s = open_store(dir, true, opts, dbdir)
@@ -1089,256 +1119,94 @@ function cmds.scan(opts, pos)
     return 0
 end
 
--- ---- dump and load ----
+-- ---- export, import, verify, stats and compact: the jobs of armdb.jobs ----
 
-local function dump_bytes(name, s, hex)
-    if hex or not valid_utf8(s) then
-        return '"' .. name .. '_hex":"' .. to_hex(s) .. '"'
-    end
-    return '"' .. name .. '":' .. json_string(s)
+local function jobs()
+    return require("armdb.jobs")
 end
 
-local function coll_dump_key(t, k)
-    if INT_KEYS[t.spec.key] then
-        if type(k) == "number" then
-            return '"key":' .. string.format("%d", k)
-        end
-        return '"key":"' .. int_text(k) .. '"'
+-- DIR (a store or a collection) opened: the handle a job takes, and what
+-- closes it.
+local function open_target(t, opts, read_only)
+    if t.kind == "store" then
+        local s = open_store(t.dir, read_only, opts)
+        return s, s
     end
-    return dump_bytes("key", k, false)
+    local coll, db = open_collection(t, read_only, opts)
+    return coll, db
 end
 
-local function coll_dump_value(t, v)
-    local codec = t.spec.value
-    if codec == "raw" then
-        return dump_bytes("value", v, false)
-    elseif codec == "number" then
-        return '"value":' .. json_number(v)
-    elseif codec == "json" then
-        return '"value":' .. cjson().encode(v)
-    elseif codec == "lua" then
-        return '"value_hex":"' .. to_hex(require("string.buffer").encode(v)) .. '"'
-    elseif type(v) == "cdata" then
-        return '"value_hex":"' .. to_hex(ffi.string(v, ffi.sizeof(v))) .. '"'
-    end
-    return '"value":' .. cjson().encode(v)
-end
-
-function cmds.dump(opts, pos)
-    two_arg(pos, 1, "dump")
+function cmds.export(opts, pos)
+    two_arg(pos, 1, "export")
     local t = resolve(pos[1], opts)
-    need_collection(t, "dump")
-    local r = open_reader(t, opts)
-    local f = out
-    if opts.output then
-        local err
-        f, err = io.open(opts.output, "wb")
-        if not f then
-            r.close()
-            failure("cannot write %s", err)
-        end
+    need_collection(t, "export")
+    if t.kind == "collection" then
+        cjson()
     end
-    f:setvbuf("full")
-    local bar = progress("dump", r.count())
-    with(r, function()
-        local n = 0
-        for k, v in r.pairs() do
-            local line
-            if t.kind == "store" then
-                line = "{" .. dump_bytes("key", k, opts.hex) .. "," .. dump_bytes("value", v, opts.hex) .. "}\n"
-            else
-                line = "{" .. coll_dump_key(t, k) .. "," .. coll_dump_value(t, v) .. "}\n"
-            end
-            local ok, err = f:write(line)
-            if not ok then
-                failure("cannot write %s: %s", opts.output or "stdout", tostring(err))
-            end
-            n = n + 1
-            bar:step(n)
-        end
-    end)
-    bar:done()
-    if opts.output then
-        local ok, err = f:close()
-        if not ok then
-            failure("cannot write %s: %s", opts.output, tostring(err))
-        end
-    else
-        f:flush()
+    local target, closer = open_target(t, opts, true)
+    out:setvbuf("full")
+    local ok, r, msg = pcall(jobs().export, target, opts.output or out, { hex = opts.hex, progress = true })
+    closer:close()
+    if not ok then
+        failure("%s", clean_err(r))
+    elseif not r then
+        failure("%s", msg)
     end
     return 0
 end
 
--- The bytes of the hex text in obj[name] (present), or nil, reason.
-local function hex_field(obj, name)
-    if type(obj[name]) ~= "string" then
-        return nil, name .. " is not a string"
-    end
-    return from_hex(obj[name], name)
-end
-
--- A decoded dump line -> key, value for DIR, or nil, reason.
-local function load_pair(t, obj, key_len, json)
-    if type(obj) ~= "table" then
-        return nil, "not a JSON object"
-    end
-    local k, v, err
-    if obj.key_hex ~= nil then
-        k, err = hex_field(obj, "key_hex")
-        if not k then
-            return nil, err
-        end
-    elseif obj.key ~= nil then
-        k = obj.key
-    else
-        return nil, 'no "key" or "key_hex"'
-    end
-    if obj.value_hex ~= nil then
-        v, err = hex_field(obj, "value_hex")
-        if not v then
-            return nil, err
-        end
-        if t.kind == "collection" then
-            local codec = t.spec.value
-            if codec == "lua" then
-                local ok, dv = pcall(require("string.buffer").decode, v)
-                if not ok then
-                    return nil, "value_hex is not a string.buffer encoding: " .. tostring(dv)
-                end
-                v = dv
-            elseif codec ~= "raw" then
-                local ok, cv = pcall(ffi.new, codec)
-                if not ok or ffi.sizeof(cv) ~= #v then
-                    return nil, "value_hex is not a " .. tostring(codec) .. " value"
-                end
-                ffi.copy(cv, v, #v)
-                v = cv
-            end
-        end
-    elseif obj.value ~= nil then
-        v = obj.value
-    else
-        return nil, 'no "value" or "value_hex"'
-    end
-    if t.kind == "store" then
-        if type(k) ~= "string" then
-            return nil, "key is not a string"
-        end
-        if type(v) ~= "string" then
-            return nil, "value is not a string"
-        end
-        if #k ~= key_len then
-            return nil, string.format("key of %d bytes, the store has key_len %d", #k, key_len)
-        end
-        return k, v
-    end
-    local kc, vc = t.spec.key, t.spec.value
-    if INT_KEYS[kc] then
-        if type(k) == "string" then
-            k = parse_int(k, kc)
-            if k == nil then
-                return nil, "key is not an integer"
-            end
-        elseif type(k) ~= "number" then
-            return nil, "key is not an integer"
-        end
-    elseif type(k) ~= "string" then
-        return nil, "key is not a string"
-    end
-    if vc == "number" and type(v) == "string" then
-        v = ({ inf = math.huge, ["-inf"] = -math.huge, nan = 0 / 0 })[v] or tonumber(v)
-        if v == nil then
-            return nil, "value is not a number"
-        end
-    elseif vc == "raw" and type(v) ~= "string" then
-        return nil, "value is not a string"
-    end
-    if v == json.null then
-        return nil, "value is null"
-    end
-    return k, v
-end
-
-function cmds.load(opts, pos)
-    two_arg(pos, 1, "load")
+function cmds.import(opts, pos)
+    two_arg(pos, 1, "import")
     if #pos > 2 then
-        usage_error("too many arguments for load: %s", pos[3])
+        usage_error("too many arguments for import: %s", pos[3])
+    end
+    local max
+    if opts["max-rejects"] then
+        max = tonumber(opts["max-rejects"])
+        if not max or max < 1 or max ~= math.floor(max) then
+            usage_error("--max-rejects needs a positive integer, got %s", opts["max-rejects"])
+        end
     end
     local t = resolve(pos[1], opts)
-    need_collection(t, "load")
-    local json = cjson()
+    need_collection(t, "import")
+    cjson()
     local file = pos[2] or "-"
-    local f, name = io.stdin, "stdin"
-    local size
+    local input, name = io.stdin, "stdin"
     if file ~= "-" then
-        local err
-        f, err = io.open(file, "rb")
+        local f, err = io.open(file, "rb")
         if not f then
             failure("cannot read %s", err)
         end
-        name = file
-        size = f:seek("end")
-        f:seek("set", 0)
-        if size == 0 then
-            size = nil
-        end
-    end
-    local target, closer
-    if t.kind == "store" then
-        target = open_store(t.dir, false, opts)
-        closer = target
-    else
-        target, closer = open_collection(t, false, opts)
-    end
-    local key_len = t.kind == "store" and target:stats().key_len
-    local bar = progress("load", size)
-    local lineno, loaded, bytes = 0, 0, 0
-    local bad
-    local ok, err = pcall(function()
-        for line in f:lines() do
-            lineno = lineno + 1
-            bytes = bytes + #line + 1
-            if line:find("%S") then
-                local dok, obj = pcall(json.decode, line)
-                local k, v
-                if not dok then
-                    v = "malformed JSON: " .. tostring(obj)
-                else
-                    k, v = load_pair(t, obj, key_len, json)
-                end
-                if k == nil then
-                    bad = v
-                    return
-                end
-                local r, perr = target:put(k, v)
-                if not r then
-                    bad = perr
-                    return
-                end
-                loaded = loaded + 1
-                bar:step(loaded, size and bytes)
-            end
-        end
-    end)
-    bar:done()
-    if f ~= io.stdin then
         f:close()
+        input, name = file, file
     end
+    local target, closer = open_target(t, opts, false)
+    local function on_reject(line, reason)
+        io.stderr:write(name, ":", line, ": ", (reason:gsub("\n", " ")), "\n")
+    end
+    local ok, r, msg, _, partial = pcall(jobs().import, target, input, { name = name, progress = true,
+        max_rejects = max, on_reject = on_reject })
     local _, cerr = closer:close()
     if not ok then
-        failure("%s:%d: %s", name, lineno, clean_err(err))
+        failure("%s", clean_err(r))
     end
-    if bad then
-        failure("%s:%d: %s (the %d %s before it %s loaded)", name, lineno, bad, loaded,
-            loaded == 1 and "pair" or "pairs", loaded == 1 and "is" or "are")
+    local done = r or partial
+    if done then
+        out:write(string.format("imported %d\nrejected %d\n", done.imported, done.rejected))
+        out:flush()
+    end
+    if not r then
+        failure("%s", msg)
     end
     if cerr then
         failure("%s", cerr)
     end
+    if r.rejected > 0 then
+        failure("%s: %d of %d records rejected%s", name, r.rejected, r.imported + r.rejected,
+            r.stopped and " (stopped at --max-rejects)" or "")
+    end
     return 0
 end
-
--- ---- verify and stats ----
 
 local function collection_dirs(t)
     if t.kind ~= "database" then
@@ -1353,42 +1221,56 @@ local function collection_dirs(t)
     return list
 end
 
+local VERIFY_LINES = { "entries", "files", "bytes", "pages", "hints", "damaged_entries", "damaged_pages",
+    "damaged_hints", "short_files", "unread_files", "corrupt_entries", "torn_bytes" }
+
+local function verify_json(r, ok)
+    local j = jobs()
+    local flat = { ok = ok }
+    for _, k in ipairs(VERIFY_LINES) do
+        flat[k] = r[k]
+    end
+    flat.damage = r.damage
+    local ds = {}
+    for i, d in ipairs(r.damages) do
+        ds[i] = j.stats_json({ path = d.path, shard = d.shard, file = d.file, what = d.what, offset = d.offset,
+            length = d.length, message = d.message })
+    end
+    return j.stats_json(flat):sub(1, -2) .. ',"damages":[' .. table.concat(ds, ",") .. "]}"
+end
+
 function cmds.verify(opts, pos)
     two_arg(pos, 1, "verify")
     local t = resolve(pos[1], opts)
     local damaged = false
+    local parts = {}
     for _, c in ipairs(collection_dirs(t)) do
         local s = open_store(c.dir, true, opts, c.dbdir)
-        local st = s:stats()
-        local bar = progress("verify", st.keys)
-        local n, bytes, bad_entries, first_bad = 0, 0, 0, nil
-        local ok, err = pcall(function()
-            for k, v, msg in s:pairs({ errors = true }) do
-                n = n + 1
-                if v then
-                    bytes = bytes + #k + #v
-                else
-                    bad_entries = bad_entries + 1
-                    first_bad = first_bad or msg
-                end
-                bar:step(n)
-            end
-        end)
-        bar:done()
+        local ok, r, msg = pcall(jobs().verify, s, { progress = true })
         s:close()
-        local prefix = c.label and ("[" .. c.label .. "] ") or ""
-        out:write(string.format("%sentries %d\n%sbytes %d\n%sdamaged_entries %d\n%scorrupt_entries %d\n"
-            .. "%storn_bytes %d\n", prefix, n, prefix, bytes, prefix, bad_entries, prefix, st.corrupt_entries,
-            prefix, st.torn_bytes))
-        if first_bad then
-            out:write(prefix, "first_damage ", first_bad, "\n")
-        end
         if not ok then
-            out:write(prefix, "scan_error ", clean_err(err), "\n")
+            failure("%s", clean_err(r))
+        elseif not r then
+            failure("%s", msg)
         end
-        local bad = not ok or bad_entries > 0 or st.corrupt_entries > 0 or st.torn_bytes > 0
-        out:write(prefix, bad and "damaged\n" or "ok\n")
-        damaged = damaged or bad
+        local good = r.ok and r.corrupt_entries == 0 and r.torn_bytes == 0
+        damaged = damaged or not good
+        if opts.json then
+            parts[#parts + 1] = (t.kind == "database" and require("armdb.jobs.jsonl").json_string(c.label) .. ":"
+                or "") .. verify_json(r, good)
+        else
+            local prefix = t.kind == "database" and ("[" .. c.label .. "] ") or ""
+            for _, k in ipairs(VERIFY_LINES) do
+                out:write(prefix, k, " ", string.format("%d", r[k]), "\n")
+            end
+            for _, d in ipairs(r.damages) do
+                out:write(prefix, "damage ", d.path, ": ", d.message, "\n")
+            end
+            out:write(prefix, good and "ok\n" or "damaged\n")
+        end
+    end
+    if opts.json then
+        out:write(t.kind == "database" and "{" .. table.concat(parts, ",") .. "}\n" or parts[1] .. "\n")
     end
     out:flush()
     if damaged then
@@ -1397,81 +1279,121 @@ function cmds.verify(opts, pos)
     return 0
 end
 
-local function stats_json(st)
-    local names = {}
-    for k in pairs(st) do
-        names[#names + 1] = k
-    end
-    table.sort(names)
-    local parts = {}
-    for _, k in ipairs(names) do
-        local v = st[k]
-        local text = type(v) == "string" and json_string(v) or tostring(v)
-        parts[#parts + 1] = json_string(k) .. ":" .. text
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
-end
-
-local function stats_text(st, prefix)
-    local names = {}
-    for k in pairs(st) do
-        names[#names + 1] = k
-    end
-    table.sort(names)
-    for _, k in ipairs(names) do
-        out:write(prefix, k, " ", tostring(st[k]), "\n")
-    end
-end
-
 function cmds.stats(opts, pos)
     two_arg(pos, 1, "stats")
     local t = resolve(pos[1], opts)
-    if t.kind ~= "database" then
-        local st = store_summary(t.dir, opts, t.dbdir)
-        if opts.json then
-            out:write(stats_json(st), "\n")
-        else
-            stats_text(st, "")
-        end
-        return 0
-    end
-    local parts = {}
+    local j = jobs()
+    local all, one = {}, nil
     for _, c in ipairs(collection_dirs(t)) do
-        local st = store_summary(c.dir, opts, c.dbdir)
-        if opts.json then
-            parts[#parts + 1] = json_string(c.label) .. ":" .. stats_json(st)
-        else
-            out:write("[", c.label, "]\n")
-            stats_text(st, "")
-        end
+        one = store_summary(c.dir, opts, c.dbdir)
+        all[c.label or ""] = one
     end
-    if opts.json then
-        out:write("{", table.concat(parts, ","), "}\n")
+    if t.kind ~= "database" then
+        out:write(opts.json and j.stats_json(one) .. "\n" or j.stats_text(one))
+    else
+        out:write(opts.json and j.stats_json(all) .. "\n" or j.stats_text(all))
     end
     return 0
 end
 
--- ---- compact ----
+local COMPACT_LINES = { "files_compacted", "bytes_read", "bytes_written", "bytes_reclaimed", "disk_before",
+    "disk_after" }
 
 function cmds.compact(opts, pos)
     two_arg(pos, 1, "compact")
     local t = resolve(pos[1], opts)
     for _, c in ipairs(collection_dirs(t)) do
         local s = open_store(c.dir, false, opts, c.dbdir)
-        local before = s:stats()
-        local ok, msg = s:compact()
-        local st = s:stats()
+        local r, msg = jobs().compact(s)
         s:close()
-        if not ok then
+        if not r then
             failure("%s", msg)
         end
         if t.kind == "database" then
             out:write("[", c.label, "]\n")
         end
-        out:write(string.format("files_compacted %d\nbytes_read %d\nbytes_written %d\nbytes_reclaimed %d\n",
-            st.compactions, st.compact_bytes_read, st.compact_bytes_written, st.bytes_reclaimed))
-        out:write(string.format("disk_before %d\ndisk_after %d\n", before.live_bytes + before.dead_bytes,
-            st.live_bytes + st.dead_bytes))
+        for _, k in ipairs(COMPACT_LINES) do
+            out:write(k, " ", string.format("%d", r[k]), "\n")
+        end
+    end
+    return 0
+end
+
+-- ---- backup and restore ----
+
+local function open_whole(dir, read_only, opts)
+    local t = resolve(dir, opts)
+    if t.kind == "collection" then
+        usage_error("%s is collection %s of database %s: back up the database (armdb backup %s DEST)", t.dir,
+            t.name, t.dbdir, t.dbdir)
+    end
+    if t.kind == "database" then
+        return open_db(t.dir, read_only, opts), t
+    end
+    return open_store(t.dir, read_only, opts), t
+end
+
+local function print_collections(r, with_keys)
+    local names = {}
+    for name in pairs(r.collections) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        local c = r.collections[name]
+        if with_keys then
+            out:write(string.format("collection %s %d %d\n", name == "" and "-" or name, c.gsn, c.keys))
+        else
+            out:write(string.format("collection %s %d\n", name == "" and "-" or name, c))
+        end
+    end
+end
+
+function cmds.backup(opts, pos)
+    two_arg(pos, 2, "backup")
+    local h = open_whole(pos[1], false, opts)
+    local r, msg = jobs().backup(h, pos[2], { incremental = opts.incremental == true, link = opts.link == true,
+        progress = true, encryption_key = opts[KEY] })
+    h:close()
+    if not r then
+        failure("%s", msg)
+    end
+    out:write("kind ", r.kind, "\n", string.format("gsn %d\n", r.gsn))
+    if r.incremental then
+        out:write(string.format("changes %d\n", r.changes))
+    else
+        out:write(string.format("bytes %d\n", r.bytes))
+    end
+    print_collections(r, false)
+    return 0
+end
+
+function cmds.restore(opts, pos)
+    two_arg(pos, 2, "restore")
+    local r, msg = jobs().restore(pos[1], pos[2], { progress = true, encryption_key = opts[KEY] })
+    if not r then
+        failure("%s", msg)
+    end
+    out:write("kind ", r.kind, "\n", string.format("gsn %d\nbytes %d\n", r.gsn, r.bytes))
+    print_collections(r, true)
+    if opts.check then
+        local src = open_whole(opts.check, true, opts)
+        local c, cmsg = jobs().check(pos[2], src, { encryption_key = opts[KEY], gsn = nil, samples = 10,
+            manifest = pos[1] })
+        src:close()
+        if not c then
+            failure("%s", cmsg)
+        end
+        out:write(string.format("compared %d\nchanged_since %d\nmismatched %d\n", c.compared, c.changed_since,
+            c.mismatched))
+        for _, line in ipairs(c.samples) do
+            out:write("mismatch ", line, "\n")
+        end
+        out:flush()
+        if not c.ok then
+            failure("%s differs from %s%s", pos[2], opts.check, c.unknown and " (the changes since the backup are"
+                .. " no longer all known, so some may be newer writes)" or "")
+        end
     end
     return 0
 end
@@ -1750,11 +1672,11 @@ function M.main(argv)
         if cmd:sub(1, 1) == "-" then
             usage_error("unknown option %s (see armdb --help)", cmd)
         end
-        local fn = cmds[cmd]
+        local fn = cmds[ALIASES[cmd] or cmd]
         if fn == nil then
             usage_error("unknown command %s (see armdb --help)", cmd)
         end
-        local opts, pos = parse_args(cmd, argv, 2)
+        local opts, pos = parse_args(ALIASES[cmd] or cmd, argv, 2)
         if opts.help then
             out:write(command_help(BY_NAME[cmd]))
             return 0
