@@ -9,43 +9,17 @@ local tmpdir, defer = helpers.tmpdir, helpers.defer
 local ARMDB = ROOT .. "/bin/armdb"
 local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
 
-local function sh(cmd)
-    local p = io.popen(cmd .. "; echo $?")
-    local text = p:read("*a")
-    p:close()
-    return tonumber(text:match("(%d+)%s*$"))
-end
+local sh = helpers.sh
 
 -- Run `armdb ARGS...` (stdin from the string `input`, if given; the
 -- environment variables of the table `env` set for it): its stdout, stderr
 -- and exit status.
 local function run_env(tmp, env, args, input)
-    local parts = {}
-    local names = {}
-    for name in pairs(env or {}) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
-    for _, name in ipairs(names) do
-        parts[#parts + 1] = name .. "=" .. q(env[name])
-    end
-    parts[#parts + 1] = q(ARMDB)
-    for _, a in ipairs(args) do
-        parts[#parts + 1] = q(a)
-    end
-    local cmd = table.concat(parts, " ") .. " >" .. q(tmp .. "/.out") .. " 2>" .. q(tmp .. "/.err")
-    if input then
-        write_file(tmp .. "/.in", input)
-        cmd = cmd .. " <" .. q(tmp .. "/.in")
-    else
-        cmd = cmd .. " </dev/null"
-    end
-    local code = sh(cmd)
-    return read_file(tmp .. "/.out"), read_file(tmp .. "/.err"), code
+    return helpers.run_armdb(tmp, args, input, env)
 end
 
 local function run(tmp, args, input)
-    return run_env(tmp, nil, args, input)
+    return helpers.run_armdb(tmp, args, input)
 end
 
 -- A raw store at dir with the pairs of t (closed again).

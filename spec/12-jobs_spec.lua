@@ -7,34 +7,9 @@ local scheduler = require("armdb.jobs.scheduler")
 local cjson = require("cjson")
 
 local helpers = require("helpers")
-local ROOT, q, read_file, write_file = helpers.ROOT, helpers.q, helpers.read_file, helpers.write_file
+local q, read_file, write_file = helpers.q, helpers.read_file, helpers.write_file
 local tmpdir, defer = helpers.tmpdir, helpers.defer
-local ARMDB = ROOT .. "/bin/armdb"
-local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-
-local function sh(cmd)
-    local p = io.popen(cmd .. "; echo $?")
-    local text = p:read("*a")
-    p:close()
-    return tonumber(text:match("(%d+)%s*$"))
-end
-
--- `armdb ARGS...`: stdout, stderr, exit status.
-local function run(tmp, args, input)
-    local parts = { q(ARMDB) }
-    for _, a in ipairs(args) do
-        parts[#parts + 1] = q(a)
-    end
-    local cmd = table.concat(parts, " ") .. " >" .. q(tmp .. "/.out") .. " 2>" .. q(tmp .. "/.err")
-    if input then
-        write_file(tmp .. "/.in", input)
-        cmd = cmd .. " <" .. q(tmp .. "/.in")
-    else
-        cmd = cmd .. " </dev/null"
-    end
-    local code = sh(cmd)
-    return read_file(tmp .. "/.out"), read_file(tmp .. "/.err"), code
-end
+local LUA_PATH, sh, run = helpers.LUA_PATH, helpers.sh, helpers.run_armdb
 
 local function contents(s)
     local t = {}
@@ -230,20 +205,7 @@ jobs.import(s, input)
             .. q(marker) .. " >/dev/null 2>&1 & echo $! >" .. q(tmp .. "/pid") .. ")")
         local pid = read_file(tmp .. "/pid"):match("%d+")
         defer(function() sh("kill -9 " .. pid .. " 2>/dev/null") end)
-        for _ = 1, 400 do
-            if helpers.exists(marker) then
-                break
-            end
-            sh("sleep 0.05")
-        end
-        assert.is_true(helpers.exists(marker), "the import did not reach halfway")
-        assert.equal(0, sh("kill -9 " .. pid))
-        for _ = 1, 100 do
-            if sh("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then
-                break
-            end
-            sh("sleep 0.05")
-        end
+        helpers.kill_at_marker(pid, marker)
         -- cut short: some records are in, not all
         s = assert(armdb.store(dir))
         defer(function() s:close() end)

@@ -5,31 +5,11 @@ local armdb = require("armdb")
 local jobs = require("armdb.jobs")
 
 local helpers = require("helpers")
-local ROOT, q, read_file, write_file, exists = helpers.ROOT, helpers.q, helpers.read_file, helpers.write_file,
-    helpers.exists
+local q, read_file, write_file, exists = helpers.q, helpers.read_file, helpers.write_file, helpers.exists
 local tmpdir, defer = helpers.tmpdir, helpers.defer
-local ARMDB = ROOT .. "/bin/armdb"
-local LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
+local LUA_PATH, sh, run = helpers.LUA_PATH, helpers.sh, helpers.run_armdb
 
 local codes = armdb.codes
-
-local function sh(cmd)
-    local p = io.popen(cmd .. "; echo $?")
-    local text = p:read("*a")
-    p:close()
-    return tonumber(text:match("(%d+)%s*$"))
-end
-
--- `armdb ARGS...`: stdout, stderr, exit status.
-local function run(tmp, args, env)
-    local parts = { env or "", q(ARMDB) }
-    for _, a in ipairs(args) do
-        parts[#parts + 1] = q(a)
-    end
-    local code = sh(table.concat(parts, " ") .. " >" .. q(tmp .. "/.out") .. " 2>" .. q(tmp .. "/.err")
-        .. " </dev/null")
-    return read_file(tmp .. "/.out"), read_file(tmp .. "/.err"), code
-end
 
 -- A database with users (u64 -> json) and events (ordered u64 -> raw).
 local function make_db(dir, n, opts)
@@ -233,20 +213,7 @@ local function kill_midway(tmp, dir, dest, at, mode)
         .. " 2>&1 & echo $! >" .. q(tmp .. "/pid") .. ")")
     local pid = read_file(tmp .. "/pid"):match("%d+")
     defer(function() sh("kill -9 " .. pid .. " 2>/dev/null") end)
-    for _ = 1, 400 do
-        if exists(marker) then
-            break
-        end
-        sh("sleep 0.05")
-    end
-    assert.is_true(exists(marker), "the backup did not reach its midpoint: " .. read_file(tmp .. "/child.err"))
-    assert.equal(0, sh("kill -9 " .. pid))
-    for _ = 1, 100 do
-        if sh("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then
-            break
-        end
-        sh("sleep 0.05")
-    end
+    helpers.kill_at_marker(pid, marker, tmp .. "/child.err")
 end
 
 describe("a backup killed midway", function()

@@ -104,4 +104,66 @@ M.ROOT = (function()
     return abs
 end)()
 
+M.ARMDB = M.ROOT .. "/bin/armdb"
+-- package.path for a child luajit that loads the checkout's modules.
+M.LUA_PATH = M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;;"
+
+-- Run a shell command: its exit status.
+function M.sh(cmd)
+    local p = io.popen(cmd .. "; echo $?")
+    local text = p:read("*a")
+    p:close()
+    return tonumber(text:match("(%d+)%s*$"))
+end
+
+-- `armdb ARGS...` in tmp (stdin from the string `input`, if given; env:
+-- variables to set for it, a table): its stdout, stderr and exit status.
+function M.run_armdb(tmp, args, input, env)
+    local parts = {}
+    local names = {}
+    for name in pairs(env or {}) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        parts[#parts + 1] = name .. "=" .. M.q(env[name])
+    end
+    parts[#parts + 1] = M.q(M.ARMDB)
+    for _, a in ipairs(args) do
+        parts[#parts + 1] = M.q(a)
+    end
+    local cmd = table.concat(parts, " ") .. " >" .. M.q(tmp .. "/.out") .. " 2>" .. M.q(tmp .. "/.err")
+    if input then
+        M.write_file(tmp .. "/.in", input)
+        cmd = cmd .. " <" .. M.q(tmp .. "/.in")
+    else
+        cmd = cmd .. " </dev/null"
+    end
+    local code = M.sh(cmd)
+    return M.read_file(tmp .. "/.out"), M.read_file(tmp .. "/.err"), code
+end
+
+-- Wait (up to 20 s) for file `marker`, which a child writes when it is
+-- where it should be killed; then kill -9 the child (pid) and wait until
+-- it is gone. Raises, with what it last said (from `log`), if the marker
+-- never came.
+function M.kill_at_marker(pid, marker, log)
+    for _ = 1, 400 do
+        if M.exists(marker) then
+            break
+        end
+        M.sh("sleep 0.05")
+    end
+    if not M.exists(marker) then
+        error("the child did not get to its marker" .. (log and (": " .. M.read_file(log)) or ""), 2)
+    end
+    assert(M.sh("kill -9 " .. pid) == 0)
+    for _ = 1, 100 do
+        if M.sh("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then
+            return
+        end
+        M.sh("sleep 0.05")
+    end
+end
+
 return M

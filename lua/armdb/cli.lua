@@ -480,18 +480,7 @@ local function escape(s)
     end))
 end
 
-local function json_number(x)
-    if x ~= x then
-        return '"nan"'
-    elseif x == math.huge then
-        return '"inf"'
-    elseif x == -math.huge then
-        return '"-inf"'
-    elseif x == math.floor(x) and math.abs(x) < 2 ^ 53 then
-        return string.format("%d", x)
-    end
-    return string.format("%.17g", x)
-end
+local json_number = require("armdb.jobs.jsonl").json_number
 
 local function cjson()
     local ok, mod = pcall(require, "cjson")
@@ -516,14 +505,7 @@ local function basename(path)
     return path:match("([^/]*)$")
 end
 
-local function dirname(path)
-    path = path:gsub("/+$", "")
-    local d = path:match("^(.*)/[^/]*$")
-    if d == nil then
-        return "."
-    end
-    return d == "" and "/" or d
-end
+local dirname = require("armdb.fs").dirname
 
 -- The catalog of a database directory, checked as armdb.open checks it.
 local function read_catalog(dbdir)
@@ -703,29 +685,7 @@ end
 
 local INT_KEYS = { u32 = true, u64 = true, i64 = true }
 
--- Decimal text -> a Lua number, or an int64/uint64 cdata beyond 2^53.
-local function parse_int(text, codec)
-    local neg, digits = text:match("^(%-?)(%d+)$")
-    if not digits then
-        return nil
-    end
-    local n = tonumber(text)
-    if math.abs(n) < 2 ^ 53 then
-        return n
-    end
-    local acc = codec == "u64" and ffi.new("uint64_t", 0) or ffi.new("int64_t", 0)
-    for d in digits:gmatch("%d") do
-        acc = acc * 10 + tonumber(d)
-    end
-    return neg == "-" and -acc or acc
-end
-
-local function int_text(k)
-    if type(k) == "number" then
-        return string.format("%d", k)
-    end
-    return (tostring(k):gsub("U?LL$", ""))
-end
+local parse_int, int_text = require("armdb.jobs.jsonl").parse_int, require("armdb.jobs.jsonl").int_text
 
 -- KEY text -> a key the collection's codec takes; a key the codec refuses
 -- is a usage error, said in the codec's words.

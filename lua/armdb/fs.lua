@@ -245,6 +245,16 @@ function M.remove_tree(path)
     return true
 end
 
+-- The directory part of path ("." if it has none).
+function M.dirname(path)
+    path = path:gsub("/+$", "")
+    local d = path:match("^(.*)/[^/]*$")
+    if d == nil then
+        return "."
+    end
+    return d == "" and "/" or d
+end
+
 -- Rename from to to (same file system), then fsync the parent of to.
 function M.rename(from, to, parent)
     if C.rename(from, to) ~= 0 then

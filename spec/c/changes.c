@@ -112,7 +112,6 @@ static void test_exact(uint32_t wbuf, uint64_t max_file)
 static int model_follow(armdb *db, struct model *m, uint64_t *pos)
 {
     armdb_changes *c;
-    armdb_change ch;
     int restarted = 0;
     int rc = armdb_changes_open(db, *pos, 0, &c);
     if (rc == ARMDB_COMPACTED) {
@@ -123,15 +122,7 @@ static int model_follow(armdb *db, struct model *m, uint64_t *pos)
         rc = armdb_changes_open(db, 0, 0, &c);
     }
     CHECK_OK(rc);
-    uint64_t last = *pos;
-    while ((rc = armdb_changes_next(c, &ch)) == 0) {
-        CHECK(ch.gsn > last);
-        last = ch.gsn;
-        model_apply(m, &ch);
-    }
-    CHECK_RC(rc, ARMDB_NOTFOUND);
-    *pos = armdb_changes_end(c);
-    armdb_changes_close(c);
+    feed_drain(c, *pos, model_apply_cb, m, pos);
     return restarted;
 }
 

@@ -139,22 +139,17 @@ static void test_refusals(void)
     free(dir);
 }
 
-/* Apply every change of src to dst; the number applied. */
+static void apply_cb(void *dst, const armdb_change *ch)
+{
+    CHECK_OK(armdb_apply(dst, ch));
+}
+
+/* Apply every change of src after since to dst; the number applied. */
 static uint64_t apply_feed(armdb *src, armdb *dst, uint64_t since, uint64_t *end)
 {
     armdb_changes *c;
-    armdb_change ch;
     CHECK_OK(armdb_changes_open(src, since, 0, &c));
-    uint64_t n = 0;
-    int rc;
-    while ((rc = armdb_changes_next(c, &ch)) == 0) {
-        CHECK_OK(armdb_apply(dst, &ch));
-        n++;
-    }
-    CHECK_RC(rc, ARMDB_NOTFOUND);
-    *end = armdb_changes_end(c);
-    armdb_changes_close(c);
-    return n;
+    return feed_drain(c, since, apply_cb, dst, end);
 }
 
 static void test_apply(void)

@@ -131,6 +131,29 @@ static inline void model_equals_store(armdb *db, const struct model *m)
     }
 }
 
+/* Read the open feed c to its end, in strictly rising GSN order after
+ * since, calling fn for each change; close it. The number of changes;
+ * *end = the GSN it ran to. */
+static inline uint64_t feed_drain(armdb_changes *c, uint64_t since, void (*fn)(void *, const armdb_change *),
+                                  void *ctx, uint64_t *end)
+{
+    armdb_change ch;
+    uint64_t n = 0, last = since;
+    int rc;
+    while ((rc = armdb_changes_next(c, &ch)) == 0) {
+        CHECK(ch.gsn > last);
+        last = ch.gsn;
+        fn(ctx, &ch);
+        n++;
+    }
+    CHECK_RC(rc, ARMDB_NOTFOUND);
+    *end = armdb_changes_end(c);
+    armdb_changes_close(c);
+    return n;
+}
+
+static inline void model_apply_cb(void *m, const armdb_change *ch) { model_apply(m, ch); }
+
 /* The model as of GSN upto: the log's writes up to it, in GSN order
  * (the log sorted first). */
 static inline void model_at(struct model *m, uint64_t upto)

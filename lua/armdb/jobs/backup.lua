@@ -63,13 +63,7 @@ local function cjson()
     return require("cjson").new()
 end
 
-local function dirname(path)
-    local d = path:match("^(.*)/[^/]*$")
-    if d == nil then
-        return "."
-    end
-    return d == "" and "/" or d
-end
+local dirname = fs.dirname
 
 -- The raw store under a collection's policies, if any.
 local function raw_of(s)
