@@ -517,10 +517,13 @@ describe("scheduler", function()
         package.loaded["armdb.policy"] = nil
         local path, cpath, preload = package.path, package.cpath, package.preload["armdb.policy"]
         package.path, package.cpath, package.preload["armdb.policy"] = "", "", nil
-        local ok, more = pcall(scheduler.new({ clock = clk.fn }).add_db, scheduler.new({ clock = clk.fn }), db)
+        local ok, more = pcall(scheduler.new({ clock = clk.fn }).add_db, scheduler.new({ clock = clk.fn }), db,
+            { compact_every = 30 })
         package.path, package.cpath, package.preload["armdb.policy"] = path, cpath, preload
         assert.is_true(ok, more)
         assert.equal(1, #more)
+        -- without compact options: no compaction step (the stores compact by themselves)
+        assert.equal(0, #scheduler.new({ clock = clk.fn }):add_db(db))
         -- the compaction step compacts a collection with garbage, when due
         for round = 1, 5 do
             for i = 1, 100 do
@@ -612,5 +615,34 @@ describe("armdb.jobs.progress", function()
         assert.equal(progress.silent, progress.of(true, "export", 10))
         assert.equal(progress.silent, progress.of(nil, "export", 10))
         assert.equal(bar, progress.of(bar, "export", 10))
+    end)
+end)
+
+describe("jobs.sweep() and armdb sweep", function()
+    it("purge the expired values of every collection with expiries", function()
+        local tmp = tmpdir()
+        local db = assert(armdb.open(tmp .. "/db", { sync = "none" }))
+        local sess = assert(db:collection("sess", { key = "u64", value = "json", ttl = 3600 }))
+        local plain = assert(db:collection("plain", { key = "u64", value = "raw" }))
+        for i = 1, 10 do
+            assert(sess:put(i, { i = i }, { ttl = i <= 4 and 0.001 or nil }))
+            assert(plain:put(i, "v"))
+        end
+        sh("sleep 0.05")
+        local r = assert(jobs.sweep(db))
+        assert.same({ purged = 4, collections = { sess = 4 } }, r)
+        assert.equal(6, sess:count())
+        assert.equal(10, plain:count())
+        assert(sess:put(11, { i = 11 }, { ttl = 0.001 }))
+        db:close()
+        sh("sleep 0.05")
+        local out, err, code = run(tmp, { "sweep", tmp .. "/db" })
+        assert.equal(0, code, err)
+        assert.equal("purged 1\ncollection sess 1\n", out)
+        out, err, code = run(tmp, { "sweep", tmp .. "/db/sess" })
+        assert.equal(2, code)
+        assert.equal("", out)
+        assert.equal("armdb: " .. tmp .. "/db/sess is a collection: sweep works on a database (its collections"
+            .. " keep the expiries)\n", err)
     end)
 end)

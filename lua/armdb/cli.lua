@@ -236,6 +236,15 @@ compacted collection by collection. Prints, one NAME VALUE line each (under
 bytes_written, bytes_reclaimed, disk_before and disk_after (bytes of data
 files). Opens for writing: fails if another process writes the store. From
 Lua: require("armdb.jobs").compact(target).]] },
+    { name = "sweep", args = "DIR", summary = "purge the expired values (ttl) of a database now",
+      text = [[
+Runs the TTL sweep of every collection of the database DIR that keeps
+expiries (created with a ttl), each to its end: every value whose expiry
+has passed is deleted. Reads never return expired values anyway; the sweep
+gives their space back (to compaction) and takes them out of counts. Prints
+"purged N" and, per collection with expiries, "collection NAME N". Opens for
+writing. From Lua: require("armdb.jobs").sweep(db); a long-running process
+runs the same sweep in slices through the scheduler (armdb.jobs.scheduler).]] },
     { name = "backup", args = "DIR DEST", summary = "an online, consistent copy of a store or database",
       text = [[
 Copies the store or database DIR into the new directory DEST while writes go
@@ -1275,6 +1284,32 @@ function cmds.compact(opts, pos)
         for _, k in ipairs(COMPACT_LINES) do
             out:write(k, " ", string.format("%d", r[k]), "\n")
         end
+    end
+    return 0
+end
+
+-- ---- sweep ----
+
+function cmds.sweep(opts, pos)
+    two_arg(pos, 1, "sweep")
+    local t = resolve(pos[1], opts)
+    if t.kind ~= "database" then
+        usage_error("%s is a %s: sweep works on a database (its collections keep the expiries)", t.dir, t.kind)
+    end
+    local db = open_db(t.dir, false, opts)
+    local r, msg = jobs().sweep(db, { progress = true })
+    db:close()
+    if not r then
+        failure("%s", msg)
+    end
+    out:write(string.format("purged %d\n", r.purged))
+    local names = {}
+    for name in pairs(r.collections) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        out:write(string.format("collection %s %d\n", name, r.collections[name]))
     end
     return 0
 end

@@ -8,6 +8,7 @@
 --   jobs.verify(target, opts)          -> { entries, damage, damages, ok, ... }
 --   jobs.stats(target)                 -> a table of counters
 --   jobs.compact(target)               -> { files_compacted, bytes_reclaimed, ... }
+--   jobs.sweep(db, opts)               -> { purged, collections = { NAME = purged } }
 --   jobs.backup(source, dest, opts)    -> { gsn, bytes, changes, collections, ... }
 --   jobs.restore(backup, dir, opts)    -> { gsn, bytes, collections }
 --   jobs.check(copy, source, opts)     -> { ok, compared, changed_since, mismatched, samples }
@@ -29,6 +30,7 @@ M.stats, M.stats_text, M.stats_json = stats.stats, stats.stats_text, stats.stats
 local compact = require("armdb.jobs.compact")
 M.compact, M.compact_step = compact.compact, compact.compact_step
 M.progress = require("armdb.jobs.progress")
+M.sweep = require("armdb.jobs.sweep").sweep
 local backup = require("armdb.jobs.backup")
 M.backup, M.restore, M.check = backup.backup, backup.restore, backup.check
 

@@ -119,10 +119,14 @@ function Sched:remove(task)
 end
 
 -- The policy tasks of db (armdb.policy.tasks(db), if that module is
--- there) and a compaction step over its collections (unless the database
--- is read-only; opts.compact_every seconds apart, default 60, with
--- opts.compact (ratio, min_bytes) as jobs.compact_step takes them).
--- Returns the tasks added.
+-- there: TTL sweeps, compaction windows) and, if opts.compact or
+-- opts.compact_every is given, a compaction step over its collections
+-- (not for a read-only database; opts.compact_every seconds apart, default
+-- 60, with opts.compact (ratio, min_bytes) as jobs.compact_step takes
+-- them). Each store's background thread compacts by itself, outside the
+-- caller's thread; the step runs a whole compaction in the caller (an
+-- event loop waits for it), so it is for databases opened with
+-- no_auto_compact. Returns the tasks added.
 function Sched:add_db(db, opts)
     opts = opts or {}
     local added = {}
@@ -135,7 +139,7 @@ function Sched:add_db(db, opts)
             added[#added + 1] = self:add(task)
         end
     end
-    if not db.read_only then
+    if not db.read_only and (opts.compact or opts.compact_every) then
         local copts = {}
         for k, v in pairs(opts.compact or {}) do
             copts[k] = v
