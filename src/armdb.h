@@ -613,8 +613,9 @@ void armdb_iter_close(armdb_iter *it);
  * all at or below `since` are never read (their hints say so); the others
  * are read one at a time, when the merge reaches them, from their hint
  * where they have one. Memory: the entries in range of the files being
- * merged (16 + key_len bytes each), plus, at the open, a copy of each
- * shard's write buffer not yet in its file.
+ * merged (16 + key_len bytes each) and a read-ahead window of 1 MiB for
+ * each, plus, at the open, a copy of each shard's write buffer not yet in
+ * its file.
  *
  * What the feed holds: every entry that compaction has not dropped.
  * Compaction drops overwritten values (their key's newer entry is in the

@@ -635,12 +635,6 @@ int shard_read_unlock(struct shard *sh, const unsigned char *r, const void *key,
  * reference to), in a store without inline values. */
 int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
                          const void *key, void *dst);
-/* With mu held (released on return): the whole entry of GSN gsn (flags
- * included) whose value is at voff in f, verified, copied to dst
- * (entry_size bytes), wherever it is: write buffer, block cache or device.
- * The key is not known in advance: the entry's own is taken. */
-int shard_entry_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
-                          unsigned char *dst);
 void shard_account_write(struct shard *sh, uint64_t written);
 
 enum put_mode { PUT_ALWAYS, PUT_IF_ABSENT, PUT_IF_EQUAL };

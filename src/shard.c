@@ -385,7 +385,7 @@ static int entry_check(struct shard *sh, const unsigned char *p, const struct lo
 {
     uint32_t klen = sh->db->key_len;
     if (!entry_valid(p, klen, l->vlen, l->esize) || get_le32(p + 4) != l->vlen || get_le64(p + 8) != l->gsn ||
-        (key && memcmp(p + ENTRY_HDR, key, klen) != 0))
+        memcmp(p + ENTRY_HDR, key, klen) != 0)
         return err_set(ARMDB_CORRUPT, "entry at %s/%08u.data offset %llu", sh->path, l->f->id,
                        (unsigned long long)l->eoff);
     return 0;
@@ -547,35 +547,6 @@ int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32
     uint32_t klen = sh->db->key_len;
     struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
     return read_loc_unlock(sh, NULL, l, 0, key, dst, false);
-}
-
-int shard_entry_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t voff, uint32_t vlen,
-                          unsigned char *dst)
-{
-    uint32_t klen = sh->db->key_len;
-    struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
-    const unsigned char *val;
-    int rc;
-    if (f == sh->active && l.eoff >= wbuf_mem_base(&sh->wb)) {
-        wbuf_read(&sh->wb, l.eoff, dst, (size_t)l.esize);
-        rc = entry_check(sh, dst, &l, NULL);
-        pthread_mutex_unlock(&sh->mu);
-        return rc;
-    }
-    if (f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb)) {
-        rc = read_entry(sh, &l, NULL, &val, true, false);
-        if (rc == 0)
-            memcpy(dst, val - klen - ENTRY_HDR, (size_t)l.esize);
-        pthread_mutex_unlock(&sh->mu);
-        return rc;
-    }
-    dfile_ref(f);
-    pthread_mutex_unlock(&sh->mu);
-    rc = read_entry(sh, &l, NULL, &val, false, false);
-    if (rc == 0)
-        memcpy(dst, val - klen - ENTRY_HDR, (size_t)l.esize);
-    dfile_unref(f);
-    return rc;
 }
 
 /* The rest of shard_read_unlock, from the location (rc: rec_loc's). rec
