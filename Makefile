@@ -12,7 +12,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev libsodium-dev l
 # headers for the rock, nginx with the Lua module for the OpenResty spec.
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
-.PHONY: all deps check-deps build demo check check-lua lint rock check-no-uring check-asan check-tsan \
+.PHONY: all deps check-deps build demo check check-lua examples lint rock check-no-uring check-asan check-tsan \
 	check-all fuzz crash bench bench-core bench-lua bench-compact bench-ordered-index bench-encrypt clean
 
 all: build
@@ -43,11 +43,18 @@ demo: build
 # Everything: the C programs, the Lua specs, luacheck, and the rock.
 check: build check-deps
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
-	@$(MAKE) --no-print-directory check-lua lint rock
+	@$(MAKE) --no-print-directory check-lua examples lint rock
 
 # The busted specs (spec/NN-*_spec.lua) under LuaJIT, against the build tree.
 check-lua: build
 	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so busted
+
+# examples/import_events.lua and examples/backup_nightly.lua on a scratch
+# database under the build dir, their output checked (examples/check.sh).
+# The OpenResty example runs in spec/07-openresty_spec.lua.
+examples: build
+	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
+	  examples/check.sh $(BUILD)/examples
 
 lint:
 	luacheck -q lua spec examples examples/openresty/serve bench

@@ -210,7 +210,7 @@ local function start(server)
     local status, out, err
     for _ = 1, 3 do
         server.port = server.port or free_port()
-        status, out, err = run_serve("127.0.0.1:" .. server.port, server.data, "1")
+        status, out, err = run_serve("127.0.0.1:" .. server.port, server.data, "1", server.env)
         if status == 0 or not err:find("Address already in use", 1, true) then
             break
         end
@@ -225,10 +225,10 @@ end
 local on_exit, tmpdir = helpers.defer, helpers.tmpdir
 
 -- A server on a fresh DATA_DIR, stopped (QUIT) when the test ends, before
--- its directory is removed.
-local function new_server()
+-- its directory is removed. env: assignments for serve's command line.
+local function new_server(env)
     local dir = tmpdir()
-    local server = { dir = dir, data = dir .. "/data" }
+    local server = { dir = dir, data = dir .. "/data", env = env }
     on_exit(function()
         stop(server)
     end)
@@ -314,7 +314,7 @@ describe("examples/openresty", function()
         status, body, headers = http(s, "POST", "/kv/alpha", "x")
         assert.are.same({ 405, "method not allowed: use GET, PUT or DELETE\n" }, { status, body })
         assert.are.equal("GET, PUT, DELETE", headers["allow"])
-        assert.are.same({ 404, "no such resource: use /kv/{key} or /stats\n" }, req(s, "GET", "/elsewhere"))
+        assert.are.same({ 404, "no such resource: use /kv/{key}, /session or /stats\n" }, req(s, "GET", "/elsewhere"))
     end)
 
     it("answers 400 for an empty or too long key and 413 for a too large value, with a line of text", function()
@@ -432,6 +432,83 @@ describe("examples/openresty", function()
         assert.are.same({ 200, "before reload" }, { status, body })
         assert.are.equal(204, (http(s, "PUT", "/kv/k", "after reload")))
         assert.are.same({ 200, "after reload" }, req(s, "GET", "/kv/k"))
+    end)
+
+    it("keeps a session for its ttl, then answers 404, and the scheduler's sweep purges it", function()
+        local s = new_server("SESSION_SWEEP_EVERY=0.2")
+        local UUID4 = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+        local status, body, headers = http(s, "POST", "/session?ttl=1", '{"user":42,"role":"admin"}')
+        assert.are.equal(201, status)
+        assert.are.equal("application/json", headers["content-type"])
+        local short = cjson.decode(body)
+        assert.matches(UUID4, short.id)
+        assert.are.equal(1, short.ttl)
+        assert.are.equal("/session/" .. short.id, headers["location"])
+
+        status, body = http(s, "POST", "/session", '{"user":7}')
+        assert.are.equal(201, status)
+        local long = cjson.decode(body)
+        assert.are.equal(1800, long.ttl)
+        assert.are_not.equal(short.id, long.id)
+
+        -- Before it expires: there, with its data.
+        status, body = http(s, "GET", "/session/" .. short.id)
+        assert.are.equal(200, status)
+        local got = cjson.decode(body)
+        assert.are.same({ user = 42, role = "admin" }, got.data)
+        assert.are.equal(short.id, got.id)
+        assert.are.equal(short.expires, got.expires)
+        assert.are.equal(1, got.expires - got.created)
+        status, body = http(s, "GET", "/session")
+        assert.are.equal(200, status)
+        assert.are.equal(2, cjson.decode(body).stored)
+
+        -- After: absent to reads at once, whether or not the sweep has run.
+        sleep_ms(1250)
+        assert.are.same({ 404, "no such session (expired, deleted or never made)\n" },
+            req(s, "GET", "/session/" .. short.id))
+        status, body = http(s, "GET", "/session/" .. long.id)
+        assert.are.equal(200, status)
+        assert.are.same({ user = 7 }, cjson.decode(body).data)
+
+        -- The sweep (every 0.2 s, ticked from the worker's timer) purges
+        -- it from the store: only the long one stays stored.
+        local summary
+        for _ = 1, 120 do
+            summary = cjson.decode((select(2, http(s, "GET", "/session"))))
+            if summary.stored == 1 then
+                break
+            end
+            sleep_ms(25)
+        end
+        assert.are.equal(1, summary.stored)
+        assert.are.equal(0.2, summary.sweep.every)
+        assert.is_true(summary.sweep.rounds >= 2)
+        assert.is_nil(summary.sweep.last_error)
+        assert.are.same({ 404, "no such session (expired, deleted or never made)\n" },
+            req(s, "DELETE", "/session/" .. short.id))
+
+        assert.are.same({ 204, "" }, req(s, "DELETE", "/session/" .. long.id))
+        assert.are.same({ 404, "no such session (expired, deleted or never made)\n" },
+            req(s, "GET", "/session/" .. long.id))
+        assert.are.equal(0, cjson.decode((select(2, http(s, "GET", "/session")))).stored)
+
+        -- Bad requests, with a line saying what was wrong.
+        assert.are.same({ 400, "ttl must be a whole number of seconds from 1 to 2592000\n" },
+            req(s, "POST", "/session?ttl=0", "{}"))
+        status, body = http(s, "POST", "/session", "[1")
+        assert.are.equal(400, status)
+        assert.matches("^the body must be a JSON object", body)
+        assert.are.same({ 404, "no such resource: use /session or /session/{id} (a uuid)\n" },
+            req(s, "GET", "/session/not-a-uuid"))
+        status, body, headers = http(s, "PUT", "/session", "{}")
+        assert.are.same({ 405, "method not allowed: use POST or GET\n" }, { status, body })
+        assert.are.equal("POST, GET", headers["allow"])
+        -- /kv is the same as before, in the same database.
+        assert.are.equal(204, (http(s, "PUT", "/kv/k", "v")))
+        assert.are.same({ 200, "v" }, req(s, "GET", "/kv/k"))
+        assert.are.equal(1, cjson.decode((select(2, http(s, "GET", "/stats")))).keys)
     end)
 
     it("refuses WORKERS other than 1 and says why, in the usage text too", function()

@@ -14,8 +14,14 @@
 -- worker (serve refuses more). A failure of armdb answers 500 with its
 -- message, which is also logged at the error level; the other errors
 -- answer 4xx with a line of text saying what was wrong.
+--
+-- The same database holds the "sessions" collection (sessions.lua); once
+-- it is open, a scheduler (armdb.jobs.scheduler) runs the collections'
+-- policy tasks, among them the sweep that purges expired sessions, in
+-- slices of at most SLICE seconds from ngx.timer.every.
 local ffi = require("ffi")
 local cjson = require("cjson.safe")
+local sessions = require("sessions")
 
 -- A library that cannot be loaded (not built, another ABI) is reported by
 -- init_worker and in every answer (503), not as nginx's bare 500 page.
@@ -37,35 +43,60 @@ M.SPEC = { key = "string(" .. M.KEY_MAX .. ")", value = "raw" }
 -- this often; the requests meanwhile get 503.
 local RETRY_SECONDS = 0.05
 
-local state = { db = nil, coll = nil, err = "not opened yet", dir = nil }
+-- The scheduler's budget: a tick runs steps for at most SLICE seconds (and
+-- one step more), every TICK seconds, so a request waits at most that long.
+local SLICE, TICK = 0.005, 0.05
+
+local state = { db = nil, coll = nil, sched = nil, err = "not opened yet", dir = nil, sweep_every = nil }
 
 local function open_db(dir)
     local db, msg, code = armdb.open(dir)
     if not db then
         return nil, msg, code
     end
-    local coll
+    local coll, scoll
     coll, msg, code = db:collection(M.COLLECTION, M.SPEC)
-    if not coll then
+    if coll then
+        scoll, msg, code = db:collection(sessions.COLLECTION, sessions.spec(state.sweep_every))
+    end
+    if not scoll then
         db:close()
         return nil, msg, code
     end
-    return db, coll
+    return db, coll, scoll
+end
+
+-- The policy tasks of the open collections (the sessions' ttl sweep) and
+-- a compaction step, ticked from a timer of this worker.
+local function start_scheduler(db)
+    local sched = require("armdb.jobs.scheduler").new({ slice = SLICE, on_error = function(task, err)
+        ngx_log(ERR, "armdb: task ", task.name, ": ", tostring(err))
+    end })
+    sched:add_db(db)
+    local ok, err = sched:start_ngx({ interval = TICK })
+    if not ok then
+        ngx_log(ERR, "armdb: cannot start the scheduler: ", err)
+        return nil
+    end
+    return sched
 end
 
 local function try_open(premature, dir, attempt)
     if premature then
         return -- the worker is exiting
     end
-    local db, coll, code = open_db(dir)
+    local db, coll, code = open_db(dir) -- on success: db, kv, sessions
     if db then
         state.db, state.coll, state.err = db, coll, nil
+        state.sched = start_scheduler(db)
+        sessions.attach(code, state.sched)
         if attempt > 0 then
             ngx_log(WARN, "armdb: opened ", dir, " after ", attempt, " retries")
         end
         return
     end
     state.err = coll
+    sessions.detach(coll)
     if code == armdb.codes.LOCKED then
         -- Say it once, then every 200 tries (10 s), not 20 times a second.
         if attempt % 200 == 0 then
@@ -80,17 +111,21 @@ local function try_open(premature, dir, attempt)
     ngx_log(ERR, "armdb: cannot open ", dir, ": ", coll)
 end
 
--- init_worker_by_lua: open the database dir (created if absent) and its
--- collection. Called in every worker. umask (an octal string, optional)
--- is set first: nginx's daemon mode resets it to 0, which would leave the
--- files armdb creates writable by everyone.
-function M.init_worker(dir, umask)
+-- init_worker_by_lua: open the database dir (created if absent), its
+-- collections and their scheduler. Called in every worker. umask (an
+-- octal string, optional) is set first: nginx's daemon mode resets it to
+-- 0, which would leave the files armdb creates writable by everyone.
+-- opts.sweep_every: seconds between two sweeps of expired sessions
+-- (default: armdb's, 60).
+function M.init_worker(dir, umask, opts)
+    state.sweep_every = opts and opts.sweep_every
     if umask then
         ffi.C.umask((assert(tonumber(umask, 8), "umask must be an octal string")))
     end
     state.dir = dir
     if not armdb_loaded then
         state.err = tostring(armdb)
+        sessions.detach(state.err)
         ngx_log(ERR, state.err)
         return
     end
@@ -101,7 +136,11 @@ end
 -- the lock as soon as this one is done.
 function M.exit_worker()
     local db = state.db
-    state.db, state.coll, state.err = nil, nil, "closed"
+    if state.sched then
+        state.sched:stop()
+    end
+    sessions.detach("closed")
+    state.db, state.coll, state.sched, state.err = nil, nil, nil, "closed"
     if db then
         local ok, msg = db:close()
         if not ok then
