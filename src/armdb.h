@@ -668,6 +668,20 @@ uint64_t armdb_changes_end(const armdb_changes *c);
 /* Free the feed. NULL is a no-op. */
 void armdb_changes_close(armdb_changes *c);
 
+/* The same feed for one shard (0 .. shards - 1): its entries above since,
+ * in GSN order, as of a cut of that shard alone (the others are not
+ * locked). For streams kept per shard, such as replication's. The horizon
+ * is the store's (ARMDB_COMPACTED as above). Returns as armdb_changes_open,
+ * and ARMDB_INVAL for a shard out of range. */
+int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out);
+
+/* Wait until the store's largest GSN passes since (give armdb_last_gsn()
+ * as of the last look; a shard's own position would wake at once for
+ * writes to other shards), or timeout_ms pass. Writers pay for this only
+ * while someone waits. Returns 0 (something was written), -ETIMEDOUT,
+ * ARMDB_INVAL. */
+int armdb_changes_wait(armdb *db, uint64_t since, uint32_t timeout_ms);
+
 /* The largest GSN the store has handed out or seen (0 for an empty store). */
 uint64_t armdb_last_gsn(armdb *db);
 

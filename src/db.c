@@ -32,6 +32,13 @@ void gsn_observe(armdb *db, uint64_t gsn)
     cur = atomic_load(&db->max_gsn);
     while (cur < gsn && !atomic_compare_exchange_weak(&db->max_gsn, &cur, gsn))
         ;
+    /* After max_gsn moved (both sequentially consistent): a waiter that
+     * saw the old value is counted by now, and is woken. */
+    if (atomic_load(&db->feed_waiters)) {
+        pthread_mutex_lock(&db->feed_mu);
+        pthread_cond_broadcast(&db->feed_cv);
+        pthread_mutex_unlock(&db->feed_mu);
+    }
 }
 
 API void armdb_options_init(armdb_options *opts)
@@ -435,6 +442,8 @@ static void db_free(armdb *db)
     pthread_mutex_destroy(&db->meta_mu);
     pthread_mutex_destroy(&db->gate_mu);
     pthread_cond_destroy(&db->gate_cv);
+    pthread_mutex_destroy(&db->feed_mu);
+    pthread_cond_destroy(&db->feed_cv);
     free(db->aborted);
     free(db->dir);
     free(db);
@@ -465,11 +474,13 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     pthread_mutex_init(&db->meta_mu, NULL);
     pthread_mutex_init(&db->gate_mu, NULL);
     pthread_cond_init(&db->gate_cv, NULL);
+    pthread_mutex_init(&db->feed_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->bg_cv, &ca);
     pthread_cond_init(&db->sync_cv, &ca);
+    pthread_cond_init(&db->feed_cv, &ca);
     pthread_condattr_destroy(&ca);
     db->rdonly = opts->flags & ARMDB_RDONLY;
     if ((rc = open_dir(db, opts)) < 0)

@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define FENT_HDR 16u /* gsn u64 (flags kept), value offset u32, value length u32; then the key */
 #define WIN (1u << 20) /* bytes a run reads ahead */
@@ -217,15 +218,16 @@ static int add_run(armdb_changes *c, struct shard *sh, struct dfile *f)
     return 0;
 }
 
-static int take_cut(armdb_changes *c)
+/* The cut of shards [s0, s1): all of them locked at once. */
+static int take_cut(armdb_changes *c, uint32_t s0, uint32_t s1)
 {
     armdb *db = c->db;
     int rc = 0;
-    for (uint32_t s = 0; s < db->nshards; s++)
+    for (uint32_t s = s0; s < s1; s++)
         pthread_mutex_lock(&db->shards[s].mu);
     uint64_t horizon = atomic_load(&db->dropped_gsn);
     uint32_t files = 0;
-    for (uint32_t s = 0; s < db->nshards; s++)
+    for (uint32_t s = s0; s < s1; s++)
         files += db->shards[s].nfiles;
     if (c->since && c->since < horizon) {
         rc = err_set(ARMDB_COMPACTED, "%s: the changes since GSN %llu are not all kept: compaction removed a "
@@ -237,7 +239,7 @@ static int take_cut(armdb_changes *c)
         rc = err_set(-ENOMEM, "read the changes of %s", db->dir);
         goto out;
     }
-    for (uint32_t s = 0; s < db->nshards && rc == 0; s++) {
+    for (uint32_t s = s0; s < s1 && rc == 0; s++) {
         struct shard *sh = &db->shards[s];
         for (uint32_t i = 0; i < sh->nfiles && rc == 0; i++) {
             struct dfile *f = sh->files[i];
@@ -248,15 +250,13 @@ static int take_cut(armdb_changes *c)
     if (rc < 0)
         rc = err_set(rc, "read the changes of %s", db->dir);
 out:
-    for (uint32_t s = db->nshards; s-- > 0;)
+    for (uint32_t s = s1; s-- > s0;)
         pthread_mutex_unlock(&db->shards[s].mu);
     return rc;
 }
 
-API int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes **out)
+static int changes_open(armdb *db, uint32_t s0, uint32_t s1, uint64_t since, unsigned flags, armdb_changes **out)
 {
-    if (!db || !out)
-        return err_set(ARMDB_INVAL, "armdb_changes_open: %s is NULL", db ? "out" : "db");
     *out = NULL;
     if (flags & ~(unsigned)ARMDB_CHANGES_LIVE)
         return err_set(ARMDB_INVAL, "armdb_changes_open: unknown flags 0x%x", flags & ~(unsigned)ARMDB_CHANGES_LIVE);
@@ -270,7 +270,7 @@ API int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_chan
     c->since = since;
     c->flags = flags;
     c->stride = (uint32_t)round_up(FENT_HDR + db->key_len, 8);
-    int rc = take_cut(c);
+    int rc = take_cut(c, s0, s1);
     if (rc < 0) {
         armdb_changes_close(c);
         return rc;
@@ -279,6 +279,22 @@ API int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_chan
         heap_down(c, i);
     *out = c;
     return 0;
+}
+
+API int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes **out)
+{
+    if (!db || !out)
+        return err_set(ARMDB_INVAL, "armdb_changes_open: %s is NULL", db ? "out" : "db");
+    return changes_open(db, 0, db->nshards, since, flags, out);
+}
+
+API int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out)
+{
+    if (!db || !out)
+        return err_set(ARMDB_INVAL, "armdb_changes_open_shard: %s is NULL", db ? "out" : "db");
+    if (shard >= db->nshards)
+        return err_set(ARMDB_INVAL, "armdb_changes_open_shard: shard %u of a store of %u", shard, db->nshards);
+    return changes_open(db, shard, shard + 1, since, flags, out);
 }
 
 API uint64_t armdb_changes_end(const armdb_changes *c)
@@ -441,6 +457,29 @@ API void armdb_changes_close(armdb_changes *c)
     free(c->heap);
     free(c->entry);
     free(c);
+}
+
+API int armdb_changes_wait(armdb *db, uint64_t since, uint32_t timeout_ms)
+{
+    if (!db)
+        return err_set(ARMDB_INVAL, "armdb_changes_wait: db is NULL");
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&db->feed_mu);
+    atomic_fetch_add(&db->feed_waiters, 1);
+    while (atomic_load(&db->max_gsn) <= since && rc == 0)
+        if (pthread_cond_timedwait(&db->feed_cv, &db->feed_mu, &ts) == ETIMEDOUT)
+            rc = atomic_load(&db->max_gsn) > since ? 0 : -ETIMEDOUT;
+    atomic_fetch_sub(&db->feed_waiters, 1);
+    pthread_mutex_unlock(&db->feed_mu);
+    return rc;
 }
 
 API uint64_t armdb_last_gsn(armdb *db)

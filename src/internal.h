@@ -692,6 +692,10 @@ struct armdb {
     atomic_bool gate;
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
+    /* armdb_changes_wait: waiters sleep on feed_cv until max_gsn moves */
+    pthread_mutex_t feed_mu;
+    pthread_cond_t feed_cv;
+    atomic_int feed_waiters;
     uint32_t key_len, value_len, nshards;
     uint32_t wbuf_size, flags;
     /* armdb_tune() changes these on an open store: sync_mode is read by

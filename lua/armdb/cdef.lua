@@ -206,6 +206,8 @@ int armdb_changes_open(armdb *db, uint64_t since, unsigned flags, armdb_changes 
 int armdb_changes_next(armdb_changes *c, armdb_change *out);
 uint64_t armdb_changes_end(const armdb_changes *c);
 void armdb_changes_close(armdb_changes *c);
+int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out);
+int armdb_changes_wait(armdb *db, uint64_t since, uint32_t timeout_ms);
 uint64_t armdb_last_gsn(armdb *db);
 int armdb_apply(armdb *db, const armdb_change *c);
 

@@ -313,6 +313,99 @@ static void test_follow(void)
     free(dir);
 }
 
+struct collected {
+    struct rec *v;
+    size_t n, cap;
+};
+
+static void collect_cb(void *arg, const armdb_change *ch)
+{
+    struct collected *c = arg;
+    CHECK(c->n < c->cap);
+    struct rec *out = &c->v[c->n++];
+    out->gsn = ch->gsn;
+    memcpy(&out->key, ch->key, 8);
+    out->deleted = (int)ch->deleted;
+}
+
+struct later_put {
+    armdb *db;
+    useconds_t after;
+};
+
+static void *put_later(void *arg)
+{
+    struct later_put *lp = arg;
+    usleep(lp->after);
+    uint64_t k = 7;
+    CHECK_OK(armdb_put(lp->db, &k, 8, "late", 4));
+    return NULL;
+}
+
+/* Per-shard feeds split the store's feed exactly; armdb_changes_wait wakes
+ * on a write and times out without one. */
+static void test_shards_and_wait(void)
+{
+    char *dir = t_tmpdir("changes-shard");
+    char *store = t_path(dir, "s");
+    uint64_t seed = 11, version = 0, end;
+    nlog = 0;
+    armdb *db = open_logged(store, 65536, 131072, ARMDB_CREATE);
+    for (int i = 0; i < 3000; i++)
+        random_write(db, &seed, &version);
+    struct collected all = {.cap = 8192}, part = {.cap = 8192};
+    all.v = calloc(all.cap, sizeof *all.v);
+    part.v = calloc(part.cap, sizeof *part.v);
+    CHECK(all.v && part.v);
+    armdb_changes *c;
+    CHECK_OK(armdb_changes_open(db, 0, 0, &c));
+    feed_drain(c, 0, collect_cb, &all, &end);
+    size_t seen = 0;
+    CHECK(all.n > 0);
+    char *owner = calloc(all.n, 1);
+    for (uint32_t sh = 0; sh < 4; sh++) {
+        part.n = 0;
+        CHECK_OK(armdb_changes_open_shard(db, sh, 0, 0, &c));
+        uint64_t e;
+        feed_drain(c, 0, collect_cb, &part, &e);
+        CHECK(e == end);
+        for (size_t i = 0; i < part.n; i++) {
+            /* in the store's feed: same GSN, key and kind, and in no other shard's */
+            size_t lo = 0, hi = all.n;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (all.v[mid].gsn < part.v[i].gsn)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            CHECK(lo < all.n && all.v[lo].gsn == part.v[i].gsn && all.v[lo].key == part.v[i].key &&
+                  all.v[lo].deleted == part.v[i].deleted && !owner[lo]);
+            owner[lo] = 1;
+            seen++;
+        }
+    }
+    CHECK(seen == all.n);
+    CHECK_RC(armdb_changes_open_shard(db, 4, 0, 0, &c), ARMDB_INVAL);
+    /* wait */
+    uint64_t last = armdb_last_gsn(db);
+    CHECK_RC(armdb_changes_wait(db, last, 30), -ETIMEDOUT);
+    struct later_put lp = {.db = db, .after = 50000};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, put_later, &lp) == 0);
+    CHECK_OK(armdb_changes_wait(db, last, 10000));
+    CHECK(armdb_last_gsn(db) > last);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK_OK(armdb_changes_wait(db, last, 0)); /* already past: at once */
+    free(owner);
+    free(all.v);
+    free(part.v);
+    CHECK_OK(armdb_close(db));
+    t_rmtree(dir);
+    free(store);
+    free(dir);
+}
+
 /* A DURABLE file of the first format (no horizon) still opens: horizon 0,
  * and its D and aborted runs kept; the next write of it is the new format. */
 static void test_durable_v1(void)
@@ -357,6 +450,7 @@ static void test_durable_v1(void)
 int main(void)
 {
     test_durable_v1();
+    test_shards_and_wait();
     test_exact(1 << 20, 1 << 20);  /* mostly in the write buffer */
     test_exact(65536, 131072);      /* many rotations */
     test_horizon();
