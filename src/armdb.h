@@ -264,6 +264,7 @@ enum armdb_flags {
     ARMDB_NO_DIRECT = 1u << 4, /* never use O_DIRECT */
     ARMDB_NO_AUTO_COMPACT = 1u << 5, /* compact only when armdb_compact() is called */
     ARMDB_CIPHER_AES = 1u << 6,  /* create an encrypted store with AES-256-GCM (see ENCRYPTION) */
+    ARMDB_REPLICA = 1u << 7,     /* a replica: writes only through armdb_apply (others: ARMDB_READONLY) */
 };
 
 /* armdb_stat.io_backend */
@@ -674,6 +675,11 @@ void armdb_changes_close(armdb_changes *c);
  * is the store's (ARMDB_COMPACTED as above). Returns as armdb_changes_open,
  * and ARMDB_INVAL for a shard out of range. */
 int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out);
+
+/* The largest GSN of the entries of one shard (0: none): where a replica
+ * that applies a leader's shard in GSN order stands, durably once synced,
+ * after a crash too (what survives is a prefix). Returns 0 or ARMDB_INVAL. */
+int armdb_shard_last_gsn(armdb *db, uint32_t shard, uint64_t *gsn);
 
 /* Wait until the store's largest GSN passes since (give armdb_last_gsn()
  * as of the last look; a shard's own position would wake at once for

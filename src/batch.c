@@ -278,9 +278,11 @@ API int armdb_batch(armdb *db, const armdb_op *ops, size_t n)
         return err_set(ARMDB_INVAL, "a batch of %zu operations is over the maximum of %u", n, ARMDB_BATCH_MAX);
     if (db->rdonly)
         return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    int rc = db_check_replica(db);
+    if (rc < 0)
+        return rc;
     if (n == 0)
         return 0;
-    int rc;
     for (size_t i = 0; i < n; i++)
         if ((rc = check_op(db, &ops[i], i)) < 0)
             return rc;

@@ -51,7 +51,7 @@ static int check_options(const armdb_options *o)
 {
     const uint32_t known =
         ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT |
-        ARMDB_CIPHER_AES;
+        ARMDB_CIPHER_AES | ARMDB_REPLICA;
     if (o->flags & ~known)
         return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
     if ((o->flags & ARMDB_CIPHER_AES) && !o->encryption_key)
@@ -483,6 +483,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     pthread_cond_init(&db->feed_cv, &ca);
     pthread_condattr_destroy(&ca);
     db->rdonly = opts->flags & ARMDB_RDONLY;
+    db->replica = opts->flags & ARMDB_REPLICA;
     if ((rc = open_dir(db, opts)) < 0)
         goto fail;
     if (!db->rdonly && (rc = take_lock(db)) < 0)
@@ -598,6 +599,14 @@ static int check_write(armdb *db, const void *val, size_t vlen)
     return 0;
 }
 
+int db_check_replica(armdb *db)
+{
+    if (db->replica)
+        return err_set(ARMDB_READONLY, "store %s is a replica: it is written only by its leader's changes "
+                       "(armdb_apply)", db->dir);
+    return 0;
+}
+
 static inline struct shard *shard_of(armdb *db, uint64_t h)
 {
     return &db->shards[shard_index(db, h)];
@@ -608,6 +617,8 @@ API int armdb_put(armdb *db, const void *key, size_t klen, const void *val, size
     int rc = check_key(db, key, klen);
     if (rc == 0)
         rc = check_write(db, val, vlen);
+    if (rc == 0)
+        rc = db_check_replica(db);
     if (rc < 0)
         return rc;
     uint64_t h = key_hash(key, klen);
@@ -627,6 +638,8 @@ API int armdb_cas(armdb *db, const void *key, size_t klen, const void *expected,
     int rc = check_key(db, key, klen);
     if (rc == 0)
         rc = check_write(db, val, vlen);
+    if (rc == 0)
+        rc = db_check_replica(db);
     if (rc < 0)
         return rc;
     uint64_t h = key_hash(key, klen);
@@ -666,6 +679,8 @@ API int armdb_delete(armdb *db, const void *key, size_t klen)
         return rc;
     if (db->rdonly)
         return err_set(ARMDB_READONLY, "store %s was opened read-only", db->dir);
+    if ((rc = db_check_replica(db)) < 0)
+        return rc;
     uint64_t h = key_hash(key, klen);
     if (!db->hook)
         return shard_delete(shard_of(db, h), key, h, NULL);

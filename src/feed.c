@@ -482,6 +482,21 @@ API int armdb_changes_wait(armdb *db, uint64_t since, uint32_t timeout_ms)
     return rc;
 }
 
+API int armdb_shard_last_gsn(armdb *db, uint32_t shard, uint64_t *gsn)
+{
+    if (!db || !gsn || shard >= db->nshards)
+        return err_set(ARMDB_INVAL, "armdb_shard_last_gsn: %s", !db || !gsn ? "NULL argument" : "no such shard");
+    struct shard *sh = &db->shards[shard];
+    uint64_t g = 0;
+    pthread_mutex_lock(&sh->mu);
+    for (uint32_t i = 0; i < sh->nfiles; i++)
+        if (sh->files[i]->max_gsn > g)
+            g = sh->files[i]->max_gsn;
+    pthread_mutex_unlock(&sh->mu);
+    *gsn = g;
+    return 0;
+}
+
 API uint64_t armdb_last_gsn(armdb *db)
 {
     return db ? atomic_load(&db->max_gsn) : 0;

@@ -706,6 +706,7 @@ struct armdb {
     uint64_t max_file;
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
+    bool replica; /* ARMDB_REPLICA: writes only through armdb_apply */
     bool direct;       /* data files opened with O_DIRECT */
     bool use_uring;    /* io_uring wanted (not ARMDB_NO_URING) */
     atomic_bool uring_writes; /* every shard writes through its ring */
@@ -762,6 +763,8 @@ static inline uint32_t shard_index(const armdb *db, uint64_t h)
     return (uint32_t)(((h >> 32) * db->nshards) >> 32);
 }
 
+/* ARMDB_READONLY (with a message) if db takes no writes but armdb_apply's. */
+int db_check_replica(armdb *db);
 /* Call the write hook, if any, for one committed write; frees hn->old. */
 void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool del, struct hook_note *hn);
 

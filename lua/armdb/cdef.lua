@@ -41,6 +41,7 @@ enum armdb_flags {
     ARMDB_NO_DIRECT = 16,
     ARMDB_NO_AUTO_COMPACT = 32,
     ARMDB_CIPHER_AES = 64,
+    ARMDB_REPLICA = 128,
 };
 
 enum armdb_io_backend {
@@ -208,6 +209,7 @@ uint64_t armdb_changes_end(const armdb_changes *c);
 void armdb_changes_close(armdb_changes *c);
 int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out);
 int armdb_changes_wait(armdb *db, uint64_t since, uint32_t timeout_ms);
+int armdb_shard_last_gsn(armdb *db, uint32_t shard, uint64_t *gsn);
 uint64_t armdb_last_gsn(armdb *db);
 int armdb_apply(armdb *db, const armdb_change *c);
 

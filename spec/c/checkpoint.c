@@ -204,11 +204,38 @@ static void test_apply(void)
     bad = (armdb_change){.key = &k, .klen = 7, .gsn = 5};
     CHECK_RC(armdb_apply(dst, &bad), ARMDB_KEYLEN);
     CHECK_RC(armdb_apply(dst, NULL), ARMDB_INVAL);
+    /* Each shard's last GSN: where a replica of it stands. */
+    uint64_t top = 0;
+    for (uint32_t sh = 0; sh < 4; sh++) {
+        uint64_t at;
+        CHECK_OK(armdb_shard_last_gsn(dst, sh, &at));
+        top = at > top ? at : top;
+    }
+    CHECK(top > 0 && top <= armdb_last_gsn(dst));
+    uint64_t g0;
+    CHECK_RC(armdb_shard_last_gsn(dst, 4, &g0), ARMDB_INVAL);
     /* A reopen keeps the applied GSNs, and new writes come after them. */
     CHECK_OK(armdb_close(dst));
     dst = open_store(copy, 0);
     model_equals_store(dst, &m);
     CHECK(armdb_last_gsn(dst) >= armdb_last_gsn(src));
+    CHECK_OK(armdb_close(dst));
+    /* A replica takes writes only through armdb_apply. */
+    dst = open_store(copy, ARMDB_REPLICA);
+    uint64_t k2 = 2;
+    CHECK_RC(armdb_put(dst, &k2, 8, "x", 1), ARMDB_READONLY);
+    CHECK(strstr(armdb_errmsg(), "is a replica") != NULL);
+    CHECK_RC(armdb_delete(dst, &k2, 8), ARMDB_READONLY);
+    CHECK_RC(armdb_cas(dst, &k2, 8, NULL, 0, "x", 1), ARMDB_READONLY);
+    armdb_op op = {.type = ARMDB_OP_PUT, .key = &k2, .klen = 8, .val = "x", .vlen = 1};
+    CHECK_RC(armdb_batch(dst, &op, 1), ARMDB_READONLY);
+    uint64_t before = armdb_last_gsn(dst);
+    armdb_change next = {.key = &k2, .klen = 8, .val = "from the leader", .vlen = 15, .gsn = before + 1};
+    CHECK_OK(armdb_apply(dst, &next));
+    unsigned char got[32];
+    size_t glen;
+    CHECK_OK(armdb_get(dst, &k2, 8, got, sizeof got, &glen));
+    CHECK(glen == 15 && memcmp(got, "from the leader", 15) == 0);
     CHECK_OK(armdb_close(dst));
     CHECK_OK(armdb_close(src));
     t_rmtree(dir);

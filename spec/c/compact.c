@@ -398,8 +398,12 @@ static void part_damage(const char *base, uint64_t *rng)
             size_t wl = make_val(i, m.ver[i], 0, v);
             CHECK(vl == wl && memcmp(got, v, vl) == 0);
         }
-        /* One flipped byte damages one entry: one key at most. */
-        CHECK(bad <= 1);
+        /* One flipped byte damages one entry: one key at most; in an
+         * encrypted store it fails a whole sealed page: the entries that
+         * start in it (at least 16 + KEY_LEN bytes each), and the one
+         * running into it. */
+        unsigned most = t_env_u64("ARMDB_TEST_ENCRYPT", 0) ? 4096 / (16 + KEY_LEN) + 1 : 1;
+        CHECK(bad <= most);
         if (bad)
             CHECK(access(file, F_OK) == 0); /* kept: its entry could not move */
         CHECK_OK(armdb_close(db));
