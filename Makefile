@@ -93,11 +93,12 @@ check-tsan: deps
 	cmake --build build-tsan -j$(JOBS)
 	TSAN_OPTIONS=halt_on_error=1 $(LIGHT) ctest --test-dir build-tsan -L threads --output-on-failure -j$(JOBS)
 
-# libFuzzer targets (clang) for the data-file scanner, the hint parser and
-# the meta parser, each run FUZZ_SECONDS from the seeds in spec/fuzz/corpus
-# plus every input kept in spec/fuzz/regress (inputs that once crashed).
+# libFuzzer targets (clang) for the data-file scanner, the hint parser, the
+# meta parser and the replication frames, each run FUZZ_SECONDS from the
+# seeds in spec/fuzz/corpus plus every input kept in spec/fuzz/regress
+# (inputs that once crashed).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := scan hint meta
+FUZZ_TARGETS := scan hint meta repl
 fuzz:
 	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) clang libclang-rt-dev"
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DARMDB_FUZZ=ON -DARMDB_TESTS=OFF \
