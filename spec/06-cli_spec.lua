@@ -24,14 +24,7 @@ end
 
 -- A raw store at dir with the pairs of t (closed again).
 local function make_store(dir, t, opts)
-    opts = opts or {}
-    opts.key_len = opts.key_len or 4
-    opts.shards = opts.shards or 2
-    local s = assert(armdb.store(dir, opts))
-    for k, v in pairs(t or {}) do
-        assert(s:put(k, v))
-    end
-    assert(s:close())
+    assert(helpers.store_with(dir, t, opts):close())
 end
 
 local function store_contents(dir, key)

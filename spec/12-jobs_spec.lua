@@ -29,13 +29,7 @@ end
 
 -- A raw store of 4-byte keys with the pairs of t, open (closed at the end).
 local function store_with(dir, t, opts)
-    opts = opts or {}
-    opts.key_len = opts.key_len or 4
-    opts.shards = opts.shards or 2
-    local s = assert(armdb.store(dir, opts))
-    for k, v in pairs(t or {}) do
-        assert(s:put(k, v))
-    end
+    local s = helpers.store_with(dir, t, opts)
     defer(function() s:close() end)
     return s
 end

@@ -104,6 +104,19 @@ M.ROOT = (function()
     return abs
 end)()
 
+-- A raw store at dir (4-byte keys and 2 shards unless opts say) holding
+-- the pairs of t, open.
+function M.store_with(dir, t, opts)
+    opts = opts or {}
+    opts.key_len = opts.key_len or 4
+    opts.shards = opts.shards or 2
+    local s = assert(require("armdb").store(dir, opts))
+    for k, v in pairs(t or {}) do
+        assert(s:put(k, v))
+    end
+    return s
+end
+
 M.ARMDB = M.ROOT .. "/bin/armdb"
 -- package.path for a child luajit that loads the checkout's modules.
 M.LUA_PATH = M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;;"
