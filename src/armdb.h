@@ -226,7 +226,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 6
+#define ARMDB_ABI_VERSION 7
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -769,6 +769,187 @@ void armdb_checkpoint_close(armdb_checkpoint *cp);
 /* All of it in one call: open, every step, close; *gsn (may be NULL) the
  * copy's GSN. On failure dest may be left incomplete. */
 int armdb_checkpoint_run(armdb *db, const char *dest, unsigned flags, uint64_t *gsn);
+
+/*
+ * REPLICATION
+ *
+ * A leader serves its stores on a TCP address; a follower (a read replica)
+ * connects, names the store it follows, and asks for every shard from the
+ * last GSN it holds. The leader sends what its files hold after that (the
+ * change feed, one stream per shard), then each write as it lands, in
+ * batches of at most batch_entries entries and batch_bytes bytes, with a
+ * heartbeat every heartbeat_ms while idle. The follower applies each entry
+ * with armdb_apply (the leader's GSN and bytes), makes it durable
+ * (armdb_sync at most every ack_interval_ms) and acknowledges it; the
+ * leader knows each follower's position and lag from those.
+ *
+ * The follower's store is opened with ARMDB_REPLICA: readers use it the
+ * whole time; writes other than the leader's fail with ARMDB_READONLY.
+ * Its position is the store itself (armdb_shard_last_gsn of each shard,
+ * durable after its barrier; a crash leaves a prefix, which the next
+ * connection continues). It is also written, for `armdb status`, to the
+ * file REPLICA in the store's directory at most once a second (text,
+ * "name value" lines); the leader writes REPLICATION there the same way,
+ * one line per follower.
+ *
+ * When the leader can no longer serve a follower's position (compaction
+ * dropped a delete after it: ARMDB_COMPACTED) it tells the follower to
+ * start over. The follower then builds a full copy from GSN 0 in the
+ * directory DIR.resync beside its own (DIR keeps serving reads, stale,
+ * meanwhile), and when that copy has caught up its state becomes
+ * ARMDB_REPL_SWAP: the owner of the store handle calls
+ * armdb_repl_follower_swap() at a moment no other thread uses the handle,
+ * which exchanges the two directories (renameat2 RENAME_EXCHANGE, one
+ * atomic step), opens the copy in place of the old store, closes the old
+ * one and removes it. A crash at any point leaves DIR whole, either the
+ * old store or the copy; armdb_repl_follow() finishes or discards what a
+ * swap or a resync left behind.
+ *
+ * Security. With a secret (at least 16 bytes, the same on both sides) a
+ * follower proves it holds it before it gets any data, and every frame is
+ * encrypted and authenticated with keys derived from it and both sides'
+ * random nonces (libsodium secretstream). Without a secret the leader
+ * listens on loopback addresses only and refuses peers from elsewhere.
+ * A frame that is malformed, too large, out of order or fails to decrypt
+ * ends that connection (the leader counts it in its stats, with the
+ * message); nothing of it is applied.
+ *
+ * Addresses are "HOST:PORT": an IPv4 address, "[IPv6]", or a name
+ * (resolved once at the call). Port 0 on the leader binds a free port
+ * (armdb_repl_server_port).
+ *
+ * Threads: the leader has one thread accepting and one per follower; a
+ * follower has one. Every call here is thread-safe; stats may be read at
+ * any time from any thread.
+ */
+typedef struct armdb_repl_server armdb_repl_server;
+typedef struct armdb_repl_follower armdb_repl_follower;
+
+typedef struct armdb_repl_options {
+    const void *secret;        /* shared secret, or NULL (leader: loopback only) */
+    uint32_t secret_len;       /* 16..1024 bytes when secret is set */
+    uint32_t batch_entries;    /* leader: entries per batch; 0 = 256 */
+    uint32_t batch_bytes;      /* leader: entry bytes per batch; 0 = 64 KiB, at most 1 MiB */
+    uint32_t heartbeat_ms;     /* leader: idle heartbeat; 0 = 1000 */
+    uint32_t timeout_ms;       /* both: a peer silent this long is gone; 0 = 5000 (> 2 heartbeats) */
+    uint32_t max_followers;    /* leader: connections at once; 0 = 64 */
+    uint32_t retry_min_ms;     /* follower: first reconnect delay, doubling; 0 = 1000 */
+    uint32_t retry_max_ms;     /* follower: largest reconnect delay; 0 = 30000 */
+    uint32_t ack_interval_ms;  /* follower: sync and acknowledge at most this often; 0 = 50 */
+    uint32_t reserved;         /* must be 0 */
+} armdb_repl_options;
+
+/* Zero every field (every default). */
+void armdb_repl_options_init(armdb_repl_options *o);
+
+/* ---- leader ---- */
+
+/* Listen on addr (NULL: "127.0.0.1:0"). Stores are added with
+ * armdb_repl_server_add; a follower naming no added store is refused.
+ * ARMDB_INVAL for a bad address or option, or a non-loopback address
+ * without a secret; -errno from socket/bind/listen (-EADDRINUSE). */
+int armdb_repl_serve(const char *addr, const armdb_repl_options *opts, armdb_repl_server **out);
+/* Serve db under name (1..63 bytes of [A-Za-z0-9_.-]). db must stay open
+ * until the server is closed. ARMDB_EXISTS for a name already served. */
+int armdb_repl_server_add(armdb_repl_server *srv, const char *name, armdb *db);
+/* Bytes a follower may fetch with armdb_repl_fetch_meta (a Lua database's
+ * CATALOG: which stores there are). Copied; replaces the previous ones.
+ * At most 1 MiB. */
+int armdb_repl_server_set_meta(armdb_repl_server *srv, const void *meta, size_t len);
+/* The port listened on (host order). */
+int armdb_repl_server_port(const armdb_repl_server *srv);
+
+/* armdb_repl_peer.state, armdb_repl_follower_stat.state */
+enum armdb_repl_state {
+    ARMDB_REPL_CONNECTING = 1, /* follower: connecting, or waiting to retry */
+    ARMDB_REPL_CATCHING_UP = 2, /* sending/receiving what the files held at subscribe */
+    ARMDB_REPL_LIVE = 3,       /* every shard caught up; live entries follow */
+    ARMDB_REPL_RESYNC = 4,     /* follower: building the full copy in DIR.resync */
+    ARMDB_REPL_SWAP = 5,       /* follower: the copy caught up; armdb_repl_follower_swap() is due */
+    ARMDB_REPL_STOPPED = 6,    /* follower: stopped on an error that retrying cannot mend */
+};
+
+/* One connected follower, as the leader sees it. */
+typedef struct armdb_repl_peer {
+    char addr[64];           /* the follower's address and port */
+    char store[64];          /* the store it follows */
+    uint32_t state;          /* CATCHING_UP or LIVE */
+    uint32_t reserved;
+    uint64_t sent_gsn;       /* every entry up to it sent, on every shard */
+    uint64_t acked_gsn;      /* every entry up to it applied and durable on the follower */
+    uint64_t lag_gsn;        /* leader's last GSN - acked_gsn */
+    uint64_t lag_ms;         /* 0 when acked_gsn is the leader's last GSN, else how long since it was */
+    uint64_t entries, bytes; /* sent on this connection */
+    uint64_t connected_ms;   /* how long ago it connected */
+} armdb_repl_peer;
+
+typedef struct armdb_repl_server_stat {
+    uint64_t accepted;   /* connections accepted, ever */
+    uint64_t refused;    /* of those, refused at the handshake (secret, shape, store, address) */
+    uint64_t failed;     /* of those, ended by an error after it (malformed frame, I/O, timeout) */
+    uint64_t resyncs;    /* followers told to start over */
+    uint32_t followers;  /* connected now */
+    int32_t last_error;  /* the last refusal or failure, 0 if none */
+    char last_error_msg[256];
+} armdb_repl_server_stat;
+
+/* The server's counters, and up to cap followers in peers (*n: how many
+ * were filled; peers may be NULL with cap 0). */
+int armdb_repl_server_stats(armdb_repl_server *srv, armdb_repl_server_stat *st, armdb_repl_peer *peers,
+                            uint32_t cap, uint32_t *n);
+/* Stop listening, end every connection, join the threads. NULL is a no-op. */
+void armdb_repl_server_close(armdb_repl_server *srv);
+
+/* ---- follower ---- */
+
+/* Follow the store name at addr into db, a store opened with
+ * ARMDB_REPLICA and the options store_opts (kept, with the encryption key
+ * copied: a resync opens its copy with them). Returns once the thread is
+ * started; connecting, retrying and errors show in the stats.
+ * ARMDB_INVAL (db not a replica, bad address or option), ARMDB_EXISTS (db
+ * already followed), -errno. Before starting, a resync or swap that a
+ * crash cut short is finished or discarded (see above); db must be the
+ * store at store_dir, which is what armdb_repl_follower_swap renames. */
+int armdb_repl_follow(armdb *db, const char *store_dir, const armdb_options *store_opts, const char *addr,
+                      const char *name, const armdb_repl_options *opts, armdb_repl_follower **out);
+
+typedef struct armdb_repl_follower_stat {
+    uint32_t state;          /* enum armdb_repl_state */
+    int32_t last_error;      /* the last connection's error, 0 if none */
+    uint64_t applied_gsn;    /* every entry of the leader up to it is applied here */
+    uint64_t durable_gsn;    /* ... and durable (acknowledged) */
+    uint64_t leader_gsn;     /* the leader's last GSN, as last heard */
+    uint64_t lag_gsn;        /* leader_gsn - applied_gsn */
+    uint64_t entries, bytes; /* applied, since the follower started */
+    uint64_t connects;       /* connections made */
+    uint64_t resyncs;        /* full copies started */
+    uint64_t last_contact_ms; /* since the last frame from the leader (UINT64_MAX: never) */
+    char last_error_msg[256];
+} armdb_repl_follower_stat;
+
+int armdb_repl_follower_stats(armdb_repl_follower *f, armdb_repl_follower_stat *st);
+
+/* In state ARMDB_REPL_SWAP: put the caught-up copy in place of old (the
+ * db given to armdb_repl_follow, which no other thread may use during the
+ * call and which is closed by it) and return the new handle in *out; the
+ * follower goes on into it. ARMDB_INVAL if no swap is due or old is not
+ * the followed handle. On an error old stays open and followed, and the
+ * copy is kept for the next try. */
+int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out);
+
+/* Wait until the follower's applied_gsn reaches gsn (0 or -ETIMEDOUT). */
+int armdb_repl_follower_wait(armdb_repl_follower *f, uint64_t gsn, uint32_t timeout_ms);
+
+/* Stop the thread and close the connection (the store stays open, and
+ * durable up to what was acknowledged). NULL is a no-op. */
+void armdb_repl_follower_close(armdb_repl_follower *f);
+
+/* Fetch the leader's meta bytes (armdb_repl_server_set_meta), with the
+ * same handshake and secret as a follower: into buf (cap bytes), *len set
+ * to their size (ARMDB_TOOBIG, with *len set, if cap is smaller;
+ * ARMDB_NOTFOUND if the leader has none). */
+int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, void *buf, size_t cap,
+                          size_t *len);
 
 /*
  * KEY ROTATION

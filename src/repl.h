@@ -42,8 +42,9 @@
 #define REPL_SECRET_BYTES 32u
 #define REPL_NONCE_BYTES 32u
 #define REPL_PROOF_BYTES 32u
-#define REPL_HELLO_BYTES 60u   /* HELLO, and the first part of WELCOME */
-#define REPL_WELCOME_BYTES 92u /* + proof_l */
+#define REPL_NAME_BYTES 64u    /* a store's name, NUL-padded (at most 63 bytes) */
+#define REPL_HELLO_BYTES 124u  /* HELLO, and the first part of WELCOME */
+#define REPL_WELCOME_BYTES 156u /* + proof_l */
 #define REPL_HEADER_BYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define REPL_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
 
@@ -71,6 +72,7 @@ enum repl_type {
     REPL_HEARTBEAT = 5, /* leader -> follower: leader's last gsn, time in ms */
     REPL_RESYNC = 6,    /* leader -> follower: shard, gsn to start over from */
     REPL_ERROR = 7,     /* either way: code, text; the sender closes after it */
+    REPL_META = 8,      /* leader -> follower, on a meta connection: the leader's meta bytes */
 };
 
 enum repl_role { REPL_FOLLOWER = 1, REPL_LEADER = 2 };
@@ -89,9 +91,17 @@ struct repl_shape {
     uint32_t key_len, value_len, shards;
 };
 
+/* The leader's lookup of the store a follower names: 0 and its shape, or
+ * ARMDB_NOTFOUND. The name "" asks for a meta connection (shape all 0). */
+typedef int (*repl_lookup_fn)(void *ctx, const char *name, struct repl_shape *shape);
+
 struct repl_opts {
     enum repl_role role;
-    struct repl_shape shape;     /* this side's store */
+    struct repl_shape shape;     /* this side's store (leader with lookup: set by it) */
+    const char *name;            /* follower: the store it follows (NULL or "": a meta connection,
+                                  * whose shape is all 0) */
+    repl_lookup_fn lookup;       /* leader: the store named in HELLO (NULL: shape as given) */
+    void *lookup_ctx;
     const unsigned char *secret; /* REPL_SECRET_BYTES, or NULL: frames in the clear */
     uint32_t batch_entries;      /* 0 = REPL_BATCH_ENTRIES */
     uint32_t batch_bytes;        /* 0 = REPL_BATCH_BYTES; at most REPL_BODY_MAX - 9 */
@@ -120,6 +130,9 @@ bool repl_conn_encrypted(const struct repl_conn *c);
 /* What the peer announced in its greeting (valid once it was received,
  * even if the handshake then failed): its flags and its store's shape. */
 uint32_t repl_conn_peer_flags(const struct repl_conn *c);
+/* The store name in the follower's HELLO (the leader's side; "" for a
+ * meta connection). */
+const char *repl_conn_name(const struct repl_conn *c);
 struct repl_shape repl_conn_peer_shape(const struct repl_conn *c);
 
 /* Send one frame: type and payload (len <= REPL_BODY_MAX - 1). */

@@ -33,23 +33,28 @@
  *       48     4  key_len of the follower's store
  *       52     4  value_len (0 = variable)
  *       56     4  shards
+ *       60    64  the store followed: its name, NUL-padded (at most 63
+ *                 bytes of [A-Za-z0-9_.-]); empty for a meta connection,
+ *                 whose shape is all 0 (it fetches the leader's META and
+ *                 ends)
  *
- * WELCOME, leader -> follower (REPL_WELCOME_BYTES): bytes 0..59 laid out
- * as HELLO, with the leader's flags, nonce_l and shape; then
- *       60    32  proof_l = BLAKE2b-256 keyed with the secret over
- *                 "armdb leader" || HELLO || WELCOME[0..60); zero without
+ * WELCOME, leader -> follower (REPL_WELCOME_BYTES): bytes 0..123 laid out
+ * as HELLO, with the leader's flags, nonce_l, the named store's shape (all
+ * 0 if it serves no store of that name) and the name echoed; then
+ *      124    32  proof_l = BLAKE2b-256 keyed with the secret over
+ *                 "armdb leader" || HELLO || WELCOME[0..124); zero without
  *                 a secret
  * The leader sends WELCOME even when the HELLO does not match (but for its
  * magic), so the follower can name the difference too.
  *
  * With a secret on both sides, then:
  *   follower -> leader: proof_f (32) = BLAKE2b-256 keyed with the secret
- *                 over "armdb follower" || HELLO || WELCOME[0..60), then
+ *                 over "armdb follower" || HELLO || WELCOME[0..124), then
  *                 the header (24) of the follower's send stream
  *   leader -> follower: the header (24) of the leader's send stream, once
  *                 proof_f checked
  *   keys = BLAKE2b-512 keyed with the secret over "armdb keys" || HELLO ||
- *          WELCOME[0..60); bytes 0..31 key the follower's stream, 32..63
+ *          WELCOME[0..124); bytes 0..31 key the follower's stream, 32..63
  *          the leader's.
  *
  * Frame (after the handshake):
@@ -77,6 +82,7 @@
  *   HEARTBEAT  (5, L->F)  leader's last gsn u64, leader's clock in ms u64
  *   RESYNC     (6, L->F)  shard u32, gsn u64 to start over from (0: a full
  *                         copy)
+ *   META       (8, L->F)  the leader's meta bytes (only on a meta connection)
  *   ERROR      (7, both)  code i32 (< 0, an ARMDB_* or -errno), then up to
  *                         REPL_ERRMSG_MAX bytes of text (no NUL)
  * GSNs on the wire are at most 2^60 - 1.
@@ -110,6 +116,9 @@ struct repl_conn {
     bool encrypted;
     bool peer_known;
     struct repl_shape shape, peer_shape;
+    char name[REPL_NAME_BYTES];
+    repl_lookup_fn lookup;
+    void *lookup_ctx;
     uint32_t peer_flags;
     uint32_t batch_entries, batch_bytes;
     struct repl_keys *keys; /* with a secret, else NULL */
@@ -150,6 +159,7 @@ static const char *type_name(unsigned t)
     case REPL_HEARTBEAT: return "HEARTBEAT";
     case REPL_RESYNC: return "RESYNC";
     case REPL_ERROR: return "ERROR";
+    case REPL_META: return "META";
     default: return "unknown";
     }
 }
@@ -177,8 +187,15 @@ int repl_conn_new(const struct repl_io *io, const struct repl_opts *o, struct re
     if (!io || !io->read_fn || !io->write_fn || !o || (o->role != REPL_LEADER && o->role != REPL_FOLLOWER))
         return err_set(ARMDB_INVAL, "replication: no I/O callbacks or no role");
     const struct repl_shape *s = &o->shape;
-    if (s->key_len < 1 || s->key_len > ARMDB_KEY_MAX || s->value_len > ARMDB_INLINE_MAX || s->shards < 1 ||
-        s->shards > ARMDB_SHARDS_MAX)
+    const char *name = o->name ? o->name : "";
+    size_t nlen = strlen(name);
+    if (nlen >= REPL_NAME_BYTES)
+        return err_set(ARMDB_INVAL, "replication: store name of %zu bytes (at most %u)", nlen,
+                       REPL_NAME_BYTES - 1);
+    bool shapeless = (o->role == REPL_LEADER && o->lookup) || (o->role == REPL_FOLLOWER && nlen == 0);
+    bool zero = s->key_len == 0 && s->value_len == 0 && s->shards == 0;
+    if (!(shapeless && zero) && (s->key_len < 1 || s->key_len > ARMDB_KEY_MAX || s->value_len > ARMDB_INLINE_MAX || s->shards < 1 ||
+        s->shards > ARMDB_SHARDS_MAX))
         return err_set(ARMDB_INVAL, "replication: bad store shape (key_len %u, value_len %u, shards %u)",
                        s->key_len, s->value_len, s->shards);
     uint32_t be = o->batch_entries ? o->batch_entries : REPL_BATCH_ENTRIES;
@@ -195,6 +212,9 @@ int repl_conn_new(const struct repl_io *io, const struct repl_opts *o, struct re
     c->io = *io;
     c->role = o->role;
     c->shape = *s;
+    memcpy(c->name, name, nlen + 1);
+    c->lookup = o->lookup;
+    c->lookup_ctx = o->lookup_ctx;
     c->batch_entries = be;
     c->batch_bytes = bb;
     /* Mapped, not allocated: a page is touched only once a frame fills
@@ -238,6 +258,7 @@ void repl_conn_free(struct repl_conn *c)
 
 bool repl_conn_encrypted(const struct repl_conn *c) { return c->state == ST_READY && c->encrypted; }
 uint32_t repl_conn_peer_flags(const struct repl_conn *c) { return c->peer_known ? c->peer_flags : 0; }
+const char *repl_conn_name(const struct repl_conn *c) { return c->name; }
 struct repl_shape repl_conn_peer_shape(const struct repl_conn *c)
 {
     struct repl_shape z = {0, 0, 0};
@@ -293,6 +314,8 @@ static void greeting_encode(const struct repl_conn *c, unsigned char *p)
     put_le32(p + 48, c->shape.key_len);
     put_le32(p + 52, c->shape.value_len);
     put_le32(p + 56, c->shape.shards);
+    memset(p + 60, 0, REPL_NAME_BYTES);
+    memcpy(p + 60, c->name, strlen(c->name));
 }
 
 static int greeting_magic(const struct repl_conn *c, const unsigned char *p)
@@ -300,6 +323,28 @@ static int greeting_magic(const struct repl_conn *c, const unsigned char *p)
     if (memcmp(p, REPL_MAGIC, 8) != 0)
         return err_set(ARMDB_CORRUPT, "replication: the %s is not an armdb replication peer (bad magic)",
                        peer_name(c));
+    return 0;
+}
+
+/* false for the all-0 shape of a meta connection (or of no store). */
+static bool shape_set(const struct repl_shape *s) { return s->key_len || s->value_len || s->shards; }
+
+/* The name in a HELLO: NUL-padded, at most 63 bytes of [A-Za-z0-9_.-]. */
+static int hello_name(const unsigned char *p, char *name)
+{
+    const unsigned char *n = p + 60;
+    size_t len = 0;
+    while (len < REPL_NAME_BYTES && n[len])
+        len++;
+    bool ok = len < REPL_NAME_BYTES;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') || (n[i] >= '0' && n[i] <= '9') ||
+             n[i] == '_' || n[i] == '.' || n[i] == '-';
+    for (size_t i = len; ok && i < REPL_NAME_BYTES; i++)
+        ok = n[i] == 0;
+    if (!ok)
+        return err_set(ARMDB_CORRUPT, "replication: the follower's HELLO names no valid store");
+    memcpy(name, n, len + 1);
     return 0;
 }
 
@@ -319,6 +364,14 @@ static int greeting_check(struct repl_conn *c, const unsigned char *p)
     if (c->peer_flags & ~REPL_FLAG_SECRET)
         return err_set(ARMDB_MISMATCH, "replication: the %s asks for unknown features (flags 0x%x)", peer,
                        c->peer_flags);
+    if (c->role == REPL_FOLLOWER && memcmp(p + 60, c->hello + 60, REPL_NAME_BYTES) != 0)
+        return err_set(ARMDB_CORRUPT, "replication: the leader's WELCOME names another store");
+    bool peer_none = !shape_set(&c->peer_shape);
+    if (c->role == REPL_FOLLOWER && peer_none && c->name[0])
+        return err_set(ARMDB_NOTFOUND, "replication: the leader serves no store named \"%s\"", c->name);
+    if (c->role == REPL_LEADER && c->lookup && peer_none != !c->name[0])
+        return err_set(ARMDB_MISMATCH, "replication: a follower of store \"%s\" with %s shape", c->name,
+                       peer_none ? "no" : "a");
     /* Messages name the leader's value first, on either side. */
     const struct repl_shape *ps = &c->peer_shape, *ls = c->role == REPL_LEADER ? &c->shape : ps,
                             *fs = c->role == REPL_LEADER ? ps : &c->shape;
@@ -340,7 +393,7 @@ static int greeting_check(struct repl_conn *c, const unsigned char *p)
     return 0;
 }
 
-/* BLAKE2b keyed with the secret over label || HELLO || WELCOME[0..60). */
+/* BLAKE2b keyed with the secret over label || HELLO || WELCOME[0..124). */
 static void transcript_hash(const struct repl_conn *c, const char *label, unsigned char *out, size_t outlen)
 {
     crypto_generichash_state st;
@@ -419,8 +472,17 @@ int repl_accept(struct repl_conn *c)
     int rc = read_all(c, c->hello, REPL_HELLO_BYTES, "its HELLO");
     if (rc == 0)
         rc = greeting_magic(c, c->hello);
+    if (rc == 0)
+        rc = hello_name(c->hello, c->name);
     if (rc < 0)
         return fail(c, rc);
+    int found = 0;
+    if (c->lookup) {
+        memset(&c->shape, 0, sizeof c->shape);
+        found = c->lookup(c->lookup_ctx, c->name, &c->shape);
+        if (found < 0)
+            memset(&c->shape, 0, sizeof c->shape);
+    }
     greeting_encode(c, w);
     memcpy(c->welcome, w, REPL_HELLO_BYTES);
     memset(w + REPL_HELLO_BYTES, 0, REPL_PROOF_BYTES);
@@ -429,6 +491,8 @@ int repl_accept(struct repl_conn *c)
     /* WELCOME goes out whatever the HELLO said: the follower names the
      * difference as well. */
     rc = write_all(c, w, sizeof w);
+    if (rc == 0 && found < 0)
+        rc = err_set(found, "replication: a follower asked for store \"%s\", which is not served", c->name);
     if (rc == 0)
         rc = greeting_check(c, c->hello);
     if (rc < 0)
@@ -479,7 +543,7 @@ int repl_frame_send(struct repl_conn *c, enum repl_type type, const void *payloa
         return rc;
     if (c->in_batch)
         return err_set(ARMDB_INVAL, "replication: a batch is being built: send it first");
-    if (type < REPL_SUBSCRIBE || type > REPL_ERROR || len > REPL_BODY_MAX - 1 || (len && !payload))
+    if (type < REPL_SUBSCRIBE || type > REPL_META || len > REPL_BODY_MAX - 1 || (len && !payload))
         return err_set(ARMDB_INVAL, "replication: frame type %d of %zu bytes cannot be sent", (int)type, len);
     unsigned char *b = body_out(c);
     b[0] = (unsigned char)type;
@@ -501,6 +565,7 @@ static int frame_check(const struct repl_conn *c, unsigned type, size_t len)
     case REPL_CAUGHT_UP:
     case REPL_RESYNC: ok = !leader, min = max = 12; break;
     case REPL_HEARTBEAT: ok = !leader, min = max = 16; break;
+    case REPL_META: ok = !leader; break;
     case REPL_ERROR: ok = true, min = 4, max = 4 + REPL_ERRMSG_MAX; break;
     default:
         return err_set(ARMDB_CORRUPT, "replication: frame of unknown type %u from the %s", type,
