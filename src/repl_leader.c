@@ -30,6 +30,7 @@
 
 #define ROUND_BATCHES 8u  /* batches a shard sends before the next shard's turn */
 #define WAIT_SLICE_MS 200u /* a sender checks for close at least this often */
+#define TIMES 64u          /* (GSN, time) samples a follower's lag is read from */
 
 struct served {
     char name[REPL_NAME_BYTES];
@@ -47,8 +48,15 @@ struct peer {
     char addr[64], store[REPL_NAME_BYTES];
     _Atomic uint32_t state;
     _Atomic uint64_t *sent, *acked; /* per shard */
-    _Atomic uint64_t entries, bytes, caught_at;
+    _Atomic uint64_t entries, bytes;
     uint64_t connected_at;
+    /* When the store's GSN moved, sampled by the sender at most every
+     * 10 ms: the lag in time is how long ago the store first passed what
+     * the follower acknowledged. Under srv->mu. */
+    struct {
+        uint64_t gsn, ms;
+    } times[TIMES];
+    uint32_t ntimes, tnext;
     atomic_bool done, reader_dead;
 };
 
@@ -123,13 +131,6 @@ static void *reader_main(void *arg)
                 uint64_t cur = atomic_load(&p->acked[s]);
                 while (cur < g && !atomic_compare_exchange_weak(&p->acked[s], &cur, g))
                     ;
-                uint64_t lo = UINT64_MAX;
-                for (uint32_t i = 0; i < p->nshards; i++) {
-                    uint64_t a = atomic_load(&p->acked[i]);
-                    lo = a < lo ? a : lo;
-                }
-                if (lo >= armdb_last_gsn(p->db))
-                    atomic_store(&p->caught_at, repl_now_ms());
             }
             continue;
         }
@@ -237,9 +238,21 @@ static int stream(struct peer *p, const uint64_t *from)
             rc = resync(p, s, why);
         }
     }
+    uint64_t sampled = 0, sampled_at = 0;
     while (rc == 0 && peer_going(p)) {
         uint64_t L = armdb_last_gsn(db);
         bool busy = false;
+        uint64_t t = repl_now_ms();
+        if (L != sampled && t - sampled_at >= 10) {
+            pthread_mutex_lock(&p->srv->mu);
+            p->times[p->tnext].gsn = L;
+            p->times[p->tnext].ms = t;
+            p->tnext = (p->tnext + 1) % TIMES;
+            p->ntimes += p->ntimes < TIMES;
+            pthread_mutex_unlock(&p->srv->mu);
+            sampled = L;
+            sampled_at = t;
+        }
         for (uint32_t s = 0; s < n && rc == 0; s++) {
             if (!feeds[s]) {
                 uint64_t sl = 0;
@@ -439,7 +452,6 @@ static void accept_one(armdb_repl_server *srv)
     p->fd = fd;
     memcpy(p->addr, name, sizeof p->addr);
     p->connected_at = repl_now_ms();
-    atomic_store(&p->caught_at, p->connected_at);
     if (pthread_create(&p->tid, NULL, peer_main, p) != 0) {
         server_error(srv, err_set(-EAGAIN, "replication: no thread for the follower"), name, true);
         peer_free(p);
@@ -497,7 +509,15 @@ static void peer_stat(struct peer *p, uint64_t now, armdb_repl_peer *out)
     out->acked_gsn = p->nshards ? acked : 0;
     uint64_t top = p->db ? armdb_last_gsn(p->db) : 0;
     out->lag_gsn = top > out->acked_gsn ? top - out->acked_gsn : 0;
-    uint64_t at = atomic_load(&p->caught_at);
+    /* the oldest sample past what was acknowledged, else the oldest kept */
+    uint64_t at = now;
+    for (uint32_t i = 0; out->lag_gsn && i < p->ntimes; i++) {
+        uint32_t k = (p->tnext + TIMES - p->ntimes + i) % TIMES;
+        if (p->times[k].gsn > out->acked_gsn || i + 1 == p->ntimes) {
+            at = p->times[k].ms;
+            break;
+        }
+    }
     out->lag_ms = out->lag_gsn && now > at ? now - at : 0;
     out->entries = atomic_load(&p->entries);
     out->bytes = atomic_load(&p->bytes);

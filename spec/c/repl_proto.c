@@ -1022,6 +1022,120 @@ static void test_duplex(void)
     pair_free(&p);
 }
 
+/* ---- stores named in HELLO, and the meta connection ---- */
+
+static int lookup_two(void *ctx, const char *name, struct repl_shape *shape)
+{
+    (void)ctx;
+    if (strcmp(name, "users") == 0) {
+        *shape = (struct repl_shape){16, 0, 4};
+        return 0;
+    }
+    if (strcmp(name, "tags") == 0) {
+        *shape = (struct repl_shape){8, 8, 2};
+        return 0;
+    }
+    return name[0] ? ARMDB_NOTFOUND : 0;
+}
+
+static void test_named_stores(void)
+{
+    for (int secret = 0; secret < 2; secret++) {
+        const unsigned char *sec = secret ? secret_a : NULL;
+        /* the leader serves the shape of the store named */
+        struct repl_opts lo = opts(REPL_LEADER, 0, 0, 0, sec);
+        lo.lookup = lookup_two;
+        struct repl_opts fo = opts(REPL_FOLLOWER, 8, 8, 2, sec);
+        fo.name = "tags";
+        struct pair p;
+        pair_new(&p, &fo, &lo);
+        pair_shake(&p);
+        CHECK_OK(p.frc);
+        CHECK_OK(p.lrc);
+        CHECK(strcmp(repl_conn_name(p.l), "tags") == 0);
+        CHECK_OK(repl_send_mark(p.l, REPL_CAUGHT_UP, 1, 9));
+        enum repl_type type;
+        const unsigned char *pl;
+        size_t len;
+        uint32_t shard;
+        uint64_t gsn;
+        CHECK_OK(repl_frame_recv(p.f, &type, &pl, &len));
+        CHECK(type == REPL_CAUGHT_UP);
+        CHECK_OK(repl_mark_decode(p.f, pl, len, &shard, &gsn));
+        CHECK(shard == 1 && gsn == 9);
+        pair_free(&p);
+
+        /* a store of another shape under that name */
+        fo = opts(REPL_FOLLOWER, 16, 0, 2, sec);
+        fo.name = "users";
+        pair_new(&p, &fo, &lo);
+        pair_shake(&p);
+        CHECK_RC(p.frc, ARMDB_MISMATCH);
+        CHECK(has(armdb_errmsg(), "shards differ: leader 4, follower 2"));
+        CHECK_RC(p.lrc, ARMDB_MISMATCH);
+        pair_free(&p);
+
+        /* a name the leader does not serve: both sides say so */
+        fo.name = "nope";
+        pair_new(&p, &fo, &lo);
+        pair_shake(&p);
+        CHECK_RC(p.frc, ARMDB_NOTFOUND);
+        CHECK(has(armdb_errmsg(), "serves no store named \"nope\""));
+        CHECK_RC(p.lrc, ARMDB_NOTFOUND);
+        CHECK(has(p.lmsg, "\"nope\", which is not served"));
+        pair_free(&p);
+
+        /* the meta connection: no name, no shape, then META */
+        fo = opts(REPL_FOLLOWER, 0, 0, 0, sec);
+        pair_new(&p, &fo, &lo);
+        pair_shake(&p);
+        CHECK_OK(p.frc);
+        CHECK_OK(p.lrc);
+        CHECK(repl_conn_name(p.l)[0] == 0);
+        CHECK_OK(repl_frame_send(p.l, REPL_META, "{\"c\":1}", 7));
+        CHECK_OK(repl_frame_recv(p.f, &type, &pl, &len));
+        CHECK(type == REPL_META && len == 7 && memcmp(pl, "{\"c\":1}", 7) == 0);
+        /* META goes one way only */
+        CHECK_OK(repl_frame_send(p.f, REPL_META, "x", 1));
+        CHECK_RC(repl_frame_recv(p.l, &type, &pl, &len), ARMDB_CORRUPT);
+        pair_free(&p);
+
+        /* a shaped follower without a name meets a leader with lookup */
+        fo = opts(REPL_FOLLOWER, 8, 8, 2, sec);
+        pair_new(&p, &fo, &lo);
+        pair_shake(&p);
+        CHECK_RC(p.lrc, ARMDB_MISMATCH);
+        CHECK(p.frc < 0);
+        pair_free(&p);
+    }
+    /* names are checked at both ends */
+    struct repl_opts fo = opts(REPL_FOLLOWER, 8, 8, 2, NULL);
+    fo.name = "0123456789012345678901234567890123456789012345678901234567890123";
+    struct repl_conn *c;
+    struct repl_io io = {end_read, end_write, NULL};
+    CHECK_RC(repl_conn_new(&io, &fo, &c), ARMDB_INVAL);
+    fo.name = NULL;
+    fo.shape.shards = 0;
+    CHECK_RC(repl_conn_new(&io, &fo, &c), ARMDB_INVAL); /* only a meta connection has no shape */
+    struct pipe in, out;
+    pipe_init(&in);
+    pipe_init(&out);
+    struct end e = {&in, &out};
+    io.ctx = &e;
+    struct repl_opts lo = opts(REPL_LEADER, 0, 0, 0, NULL);
+    lo.lookup = lookup_two;
+    unsigned char h[REPL_HELLO_BYTES];
+    fake_hello(h, REPL_VERSION, 0);
+    memcpy(h + 60, "ta/gs", 5);
+    pipe_put(&in, h, sizeof h);
+    CHECK_OK(repl_conn_new(&io, &lo, &c));
+    CHECK_RC(repl_accept(c), ARMDB_CORRUPT);
+    CHECK(has(armdb_errmsg(), "names no valid store"));
+    repl_conn_free(c);
+    pipe_free(&in);
+    pipe_free(&out);
+}
+
 int main(void)
 {
     test_handshake_plain();
@@ -1039,5 +1153,6 @@ int main(void)
     test_tamper();
     test_replay_reorder();
     test_duplex();
+    test_named_stores();
     return 0;
 }

@@ -160,6 +160,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             (void)repl_heartbeat_decode(p, len, &a, &b);
             break;
+        case REPL_META:
+            if (leader)
+                abort();
+            break;
         case REPL_ERROR:
             if (repl_error_decode(p, len, &code, &msg, &mlen) == 0 &&
                 (code >= 0 || mlen > REPL_ERRMSG_MAX || memchr(msg, 0, mlen)))
