@@ -560,6 +560,9 @@ struct shard {
     uint32_t next_id;
     uint64_t pos;      /* bytes appended to this shard since open, all files */
     uint64_t durable;  /* pos up to which a barrier completed */
+    /* the largest GSN appended (or found at open), and the largest a
+     * completed barrier covers: what a replication leader may send */
+    uint64_t last_gsn, durable_gsn;
     bool syncing;      /* a barrier's fdatasync is in flight */
     uint64_t live_keys;
     /* counters, under mu */
@@ -626,6 +629,11 @@ int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vl
 int shard_wait_durable(struct shard *sh, uint64_t upto);
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen);
 int shard_sync(struct shard *sh);
+/* A GSN up to which every entry of the shard is durable: the largest a
+ * barrier covered, or, when all it holds is durable, the largest GSN
+ * handed out before the call (later writes get larger ones). With sync,
+ * a barrier first if anything is not durable. */
+int shard_durable_gsn(struct shard *sh, bool sync, uint64_t *gsn) MUST_CHECK;
 int shard_close(struct shard *sh);
 /* Read the entry of record r into dst (r's value, vlen bytes) with the
  * shard locked on entry; unlocks it. fill: pages read from the device go

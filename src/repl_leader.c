@@ -158,11 +158,12 @@ static bool peer_going(struct peer *p)
     return !atomic_load(&p->srv->stop) && !atomic_load(&p->reader_dead);
 }
 
-/* Send what the feed of shard s has, at most ROUND_BATCHES batches;
- * *drained when it has nothing more. */
-static int send_some(struct peer *p, armdb_changes *f, uint32_t s, bool *drained)
+/* Send what the feed of shard s has up to GSN cap, at most ROUND_BATCHES
+ * batches; *drained when it has nothing more, *capped if it stopped at an
+ * entry past cap. */
+static int send_some(struct peer *p, armdb_changes *f, uint32_t s, uint64_t cap, bool *drained, bool *capped)
 {
-    *drained = false;
+    *drained = *capped = false;
     for (uint32_t b = 0; b < ROUND_BATCHES; b++) {
         int rc = repl_batch_begin(p->conn, s);
         if (rc < 0)
@@ -171,7 +172,8 @@ static int send_some(struct peer *p, armdb_changes *f, uint32_t s, bool *drained
         armdb_change ch;
         for (;;) {
             rc = armdb_changes_next(f, &ch);
-            if (rc == ARMDB_NOTFOUND) {
+            if (rc == ARMDB_NOTFOUND || (rc == 0 && ch.gsn > cap)) {
+                *capped = rc == 0;
                 *drained = true;
                 break;
             }
@@ -204,6 +206,23 @@ static int send_some(struct peer *p, armdb_changes *f, uint32_t s, bool *drained
     return 0;
 }
 
+/* A GSN up to which every entry of the store is durable, every shard's
+ * entries and so every batch whole; with sync, after a barrier on every
+ * shard that needs one. */
+static int durable_bound(armdb *db, bool sync, uint64_t *out)
+{
+    uint64_t lo = UINT64_MAX;
+    for (uint32_t s = 0; s < db->nshards; s++) {
+        uint64_t g;
+        int rc = shard_durable_gsn(&db->shards[s], sync, &g);
+        if (rc < 0)
+            return err_set(rc, "replication: make %s durable before sending: %s", db->dir, armdb_errmsg());
+        lo = g < lo ? g : lo;
+    }
+    *out = lo;
+    return 0;
+}
+
 static int resync(struct peer *p, uint32_t s, const char *why)
 {
     pthread_mutex_lock(&p->srv->mu);
@@ -221,9 +240,9 @@ static int stream(struct peer *p, const uint64_t *from)
     armdb *db = p->db;
     uint32_t n = p->nshards;
     armdb_changes **feeds = calloc(n, sizeof *feeds);
-    uint64_t *pos = malloc(n * sizeof *pos);
+    uint64_t *pos = malloc(n * sizeof *pos), *cap = calloc(n, sizeof *cap);
     bool *caught = calloc(n, sizeof *caught);
-    int rc = feeds && pos && caught ? 0 : -ENOMEM;
+    int rc = feeds && pos && cap && caught ? 0 : -ENOMEM;
     uint64_t last_mark = 0, last_beat = 0;
     bool live = false;
     uint64_t top = armdb_last_gsn(db);
@@ -240,8 +259,8 @@ static int stream(struct peer *p, const uint64_t *from)
     }
     uint64_t sampled = 0, sampled_at = 0;
     while (rc == 0 && peer_going(p)) {
-        uint64_t L = armdb_last_gsn(db);
-        bool busy = false;
+        uint64_t L = armdb_last_gsn(db), safe = 0;
+        bool busy = false, safe_known = false, safe_synced = false;
         uint64_t t = repl_now_ms();
         if (L != sampled && t - sampled_at >= 10) {
             pthread_mutex_lock(&p->srv->mu);
@@ -267,6 +286,16 @@ static int stream(struct peer *p, const uint64_t *from)
                     }
                     continue;
                 }
+                /* Only what is durable goes out (see the top). */
+                if (!safe_known || (safe <= pos[s] && !safe_synced)) {
+                    safe_synced = safe_known;
+                    if ((rc = durable_bound(db, safe_synced, &safe)) < 0)
+                        break;
+                    safe_known = true;
+                }
+                if (safe <= pos[s])
+                    continue; /* a barrier failed to move it: next round */
+                cap[s] = safe;
                 rc = armdb_changes_open_shard(db, s, pos[s], 0, &feeds[s]);
                 if (rc == ARMDB_COMPACTED) {
                     rc = resync(p, s, armdb_errmsg());
@@ -275,12 +304,12 @@ static int stream(struct peer *p, const uint64_t *from)
                 if (rc < 0)
                     break;
             }
-            bool drained;
+            bool drained, capped;
             busy = true;
-            if ((rc = send_some(p, feeds[s], s, &drained)) < 0)
+            if ((rc = send_some(p, feeds[s], s, cap[s], &drained, &capped)) < 0)
                 break;
             if (drained) {
-                uint64_t end = armdb_changes_end(feeds[s]);
+                uint64_t end = capped ? cap[s] : armdb_changes_end(feeds[s]);
                 armdb_changes_close(feeds[s]);
                 feeds[s] = NULL;
                 pos[s] = end > pos[s] ? end : pos[s];
@@ -315,6 +344,7 @@ static int stream(struct peer *p, const uint64_t *from)
         armdb_changes_close(feeds[s]);
     free(feeds);
     free(pos);
+    free(cap);
     free(caught);
     return rc;
 }

@@ -237,7 +237,7 @@ int shard_wait_durable(struct shard *sh, uint64_t upto)
         }
         struct dfile *f = sh->active;
         assert(f); /* with no active file everything was sealed durable */
-        uint64_t target = sh->pos;
+        uint64_t target = sh->pos, tgsn = sh->last_gsn;
         bool queued;
         if ((rc = barrier_start(sh, f, &queued)) < 0)
             return rc;
@@ -255,6 +255,8 @@ int shard_wait_durable(struct shard *sh, uint64_t upto)
             return sync_failed(sh, f, rc);
         if (target > sh->durable)
             sh->durable = target;
+        if (tgsn > sh->durable_gsn)
+            sh->durable_gsn = tgsn;
     }
     return 0;
 }
@@ -276,6 +278,7 @@ static int shard_barrier_locked(struct shard *sh)
     if (rc < 0)
         return sync_failed(sh, f, rc);
     sh->durable = sh->pos;
+    sh->durable_gsn = sh->last_gsn;
     return 0;
 }
 
@@ -283,6 +286,21 @@ int shard_sync(struct shard *sh)
 {
     pthread_mutex_lock(&sh->mu);
     int rc = sh->db->rdonly ? 0 : shard_wait_durable(sh, sh->pos);
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int shard_durable_gsn(struct shard *sh, bool sync, uint64_t *gsn)
+{
+    int rc = 0;
+    /* Read before the lock: a write that takes a GSN after this read
+     * takes a larger one; one that took it before holds the lock until
+     * its entry is appended (a batch: in all its shards). */
+    uint64_t top = gsn_last();
+    pthread_mutex_lock(&sh->mu);
+    if (sync && !sh->db->rdonly)
+        rc = shard_wait_durable(sh, sh->pos);
+    *gsn = sh->durable >= sh->pos ? top : sh->durable_gsn;
     pthread_mutex_unlock(&sh->mu);
     return rc;
 }
@@ -351,6 +369,8 @@ int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vl
     dfile_note(sh->active, gsn, esize);
     wb->len += (uint32_t)esize;
     sh->pos += gap + esize;
+    if ((gsn & GSN_MASK) > sh->last_gsn)
+        sh->last_gsn = gsn & GSN_MASK;
     sh->active->size = wbuf_tail(wb);
     *gsn_out = gsn;
     *voff = (uint32_t)(off + ENTRY_HDR + klen);
