@@ -392,7 +392,9 @@ static void *peer_main(void *arg)
         server_error(srv, rc, p->addr, true);
         goto out;
     }
+    pthread_mutex_lock(&srv->mu); /* stats read it */
     snprintf(p->store, sizeof p->store, "%s", repl_conn_name(p->conn));
+    pthread_mutex_unlock(&srv->mu);
     if (!p->store[0]) {
         send_meta(p);
         goto out;
