@@ -15,9 +15,11 @@
  * receiver takes the follower's ACKs (per shard: applied and durable up
  * to a GSN), which make its position and lag.
  *
- * When a feed cannot serve a follower's position (ARMDB_COMPACTED), or the
- * follower claims GSNs the store never had (it followed another history),
- * the follower is sent RESYNC and starts over from a full copy.
+ * When a feed cannot serve a follower's position (ARMDB_COMPACTED) the
+ * follower is sent RESYNC and starts over from a full copy. A follower
+ * must follow the store it started from: one that applied another store's
+ * history (a leader replaced, or restored from an older copy) has GSNs
+ * that mean nothing here, and is to be re-created.
  */
 #include "repl_net.h"
 
@@ -245,17 +247,17 @@ static int stream(struct peer *p, const uint64_t *from)
     int rc = feeds && pos && cap && caught ? 0 : -ENOMEM;
     uint64_t last_mark = 0, last_beat = 0;
     bool live = false;
-    uint64_t top = armdb_last_gsn(db);
     for (uint32_t s = 0; s < n && rc == 0; s++) {
         pos[s] = from[s];
         atomic_store(&p->sent[s], from[s]);
         atomic_store(&p->acked[s], from[s]);
-        if (from[s] > top) {
-            char why[160];
-            snprintf(why, sizeof why, "the follower has shard %u up to GSN %llu, past the leader's last %llu", s,
-                     (unsigned long long)from[s], (unsigned long long)top);
-            rc = resync(p, s, why);
-        }
+        /* A position past the store's last GSN was a mark, not an entry
+         * (only durable entries were sent): a restart read the store's
+         * last GSN from its files, and compaction may have dropped the
+         * entry that held it. Later writes must take GSNs above it, or
+         * the follower would take them as sent. */
+        if (from[s] > armdb_last_gsn(db))
+            gsn_observe(db, from[s]);
     }
     uint64_t sampled = 0, sampled_at = 0;
     while (rc == 0 && peer_going(p)) {
@@ -278,7 +280,13 @@ static int stream(struct peer *p, const uint64_t *from)
                 if ((rc = armdb_shard_last_gsn(db, s, &sl)) < 0)
                     break;
                 if (sl <= pos[s]) {
-                    pos[s] = pos[s] > L ? pos[s] : L;
+                    /* nothing of this shard in (pos, L]; the mark goes no
+                     * further than what is durable */
+                    if (!safe_known && (rc = durable_bound(db, false, &safe)) < 0)
+                        break;
+                    safe_known = true;
+                    uint64_t to = L < safe ? L : safe;
+                    pos[s] = pos[s] > to ? pos[s] : to;
                     atomic_store(&p->sent[s], pos[s]);
                     if (!caught[s]) {
                         caught[s] = true;
