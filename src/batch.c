@@ -92,6 +92,10 @@ int durable_load(armdb *db)
     gsn_observe(db, db->durable_gsn);
     for (uint32_t i = 0; i < n; i++)
         gsn_observe(db, db->aborted[i].last);
+    /* and after a tombstone compaction dropped: the store's last GSN
+     * never goes back, even when the entry that held it is gone (a
+     * replica's position may stand on it) */
+    gsn_observe(db, atomic_load(&db->dropped_gsn));
     return 0;
 }
 

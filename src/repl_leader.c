@@ -15,11 +15,12 @@
  * receiver takes the follower's ACKs (per shard: applied and durable up
  * to a GSN), which make its position and lag.
  *
- * When a feed cannot serve a follower's position (ARMDB_COMPACTED) the
- * follower is sent RESYNC and starts over from a full copy. A follower
- * must follow the store it started from: one that applied another store's
- * history (a leader replaced, or restored from an older copy) has GSNs
- * that mean nothing here, and is to be re-created.
+ * When a feed cannot serve a follower's position (ARMDB_COMPACTED), or the
+ * follower holds GSNs past the store's last (it followed another history,
+ * e.g. a leader restored from an older copy), the follower is sent RESYNC
+ * and starts over from a full copy. A follower that followed another
+ * store whose GSNs happen to be lower than this one's is not told apart:
+ * point a follower only at the store it was made from.
  */
 #include "repl_net.h"
 
@@ -227,6 +228,9 @@ static int durable_bound(armdb *db, bool sync, uint64_t *out)
 
 static int resync(struct peer *p, uint32_t s, const char *why)
 {
+    char copy[REPL_ERRMSG_MAX];
+    snprintf(copy, sizeof copy, "%s", why); /* why may be armdb_errmsg() */
+    why = copy;
     pthread_mutex_lock(&p->srv->mu);
     p->srv->st.resyncs++;
     pthread_mutex_unlock(&p->srv->mu);
@@ -251,13 +255,18 @@ static int stream(struct peer *p, const uint64_t *from)
         pos[s] = from[s];
         atomic_store(&p->sent[s], from[s]);
         atomic_store(&p->acked[s], from[s]);
-        /* A position past the store's last GSN was a mark, not an entry
-         * (only durable entries were sent): a restart read the store's
-         * last GSN from its files, and compaction may have dropped the
-         * entry that held it. Later writes must take GSNs above it, or
-         * the follower would take them as sent. */
-        if (from[s] > armdb_last_gsn(db))
-            gsn_observe(db, from[s]);
+        /* Marks stop at the store's last GSN when it was durable, and
+         * that never goes back (not at a restart, not when compaction
+         * drops the entry that held it): a position past it is another
+         * history's. Later writes here would take GSNs the follower
+         * holds already. */
+        if (from[s] > armdb_last_gsn(db)) {
+            char why[200];
+            snprintf(why, sizeof why, "the follower has shard %u up to GSN %llu, past this store's last %llu: "
+                     "it followed another history", s, (unsigned long long)from[s],
+                     (unsigned long long)armdb_last_gsn(db));
+            rc = resync(p, s, why);
+        }
     }
     uint64_t sampled = 0, sampled_at = 0;
     while (rc == 0 && peer_going(p)) {
