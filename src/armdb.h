@@ -783,6 +783,13 @@ int armdb_checkpoint_run(armdb *db, const char *dest, unsigned flags, uint64_t *
  * (armdb_sync at most every ack_interval_ms) and acknowledges it; the
  * leader knows each follower's position and lag from those.
  *
+ * The leader sends only what is durable on it (running a barrier itself
+ * when that holds entries back), so a crash of the leader never takes
+ * back what a follower holds. A batch reaches a follower whole, but is
+ * applied there entry by entry: a reader of the follower may see part of
+ * it for a moment, and a follower that crashed in the middle completes
+ * it when it reconnects.
+ *
  * The follower's store is opened with ARMDB_REPLICA: readers use it the
  * whole time; writes other than the leader's fail with ARMDB_READONLY.
  * Its position is the store itself (armdb_shard_last_gsn of each shard,
@@ -793,8 +800,9 @@ int armdb_checkpoint_run(armdb *db, const char *dest, unsigned flags, uint64_t *
  * one line per follower.
  *
  * When the leader can no longer serve a follower's position (compaction
- * dropped a delete after it: ARMDB_COMPACTED) it tells the follower to
- * start over. The follower then builds a full copy from GSN 0 in the
+ * dropped a delete after it: ARMDB_COMPACTED), or the follower holds GSNs
+ * past the leader's last (it followed another history, e.g. a leader
+ * restored from an older copy), it tells the follower to start over. The follower then builds a full copy from GSN 0 in the
  * directory DIR.resync beside its own (DIR keeps serving reads, stale,
  * meanwhile), and when that copy has caught up its state becomes
  * ARMDB_REPL_SWAP: the owner of the store handle calls
