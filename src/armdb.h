@@ -542,6 +542,9 @@ const char *armdb_strerror(int rc);
 /* A message about the last failure in this thread, naming what failed
  * (file, field, pid); "" if none. Valid until the thread's next call. */
 const char *armdb_errmsg(void);
+/* The code that message was written for (0 if none): a call that fails
+ * with rc wrote armdb_errmsg() if this equals rc. */
+int armdb_errcode(void);
 
 /* ARMDB_ABI_VERSION of the loaded library. */
 int armdb_abi_version(void);
@@ -894,7 +897,8 @@ typedef struct armdb_repl_peer {
 typedef struct armdb_repl_server_stat {
     uint64_t accepted;   /* connections accepted, ever */
     uint64_t refused;    /* of those, refused at the handshake (secret, shape, store, address) */
-    uint64_t failed;     /* of those, ended by an error after it (malformed frame, I/O, timeout) */
+    uint64_t failed;     /* of those, ended by an error after it (malformed frame, I/O, timeout;
+                          * not a follower hanging up) */
     uint64_t resyncs;    /* followers told to start over */
     uint32_t followers;  /* connected now */
     int32_t last_error;  /* the last refusal or failure, 0 if none */
@@ -929,7 +933,7 @@ typedef struct armdb_repl_follower_stat {
     uint64_t leader_gsn;     /* the leader's last GSN, as last heard */
     uint64_t lag_gsn;        /* leader_gsn - applied_gsn */
     uint64_t entries, bytes; /* applied, since the follower started */
-    uint64_t connects;       /* connections made */
+    uint64_t connects;       /* connections that passed the handshake */
     uint64_t resyncs;        /* full copies started */
     uint64_t last_contact_ms; /* since the last frame from the leader (UINT64_MAX: never) */
     char last_error_msg[256];

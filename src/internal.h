@@ -88,6 +88,9 @@ static inline uint64_t get_le64(const unsigned char *p)
 /* Record a message for armdb_errmsg() and return rc, so failures read
  * `return err_set(rc, "...", ...)`. */
 int err_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* As err_set, without the code's words appended (where they would
+ * mislead: ARMDB_BADKEY for a replication secret, say). */
+int err_plain(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Set the message verbatim (to carry one from a worker thread). */
 int err_restore(int rc, const char *msg);
 void *aligned_alloc_zero(size_t size);

@@ -173,13 +173,13 @@ static int dial(armdb_repl_follower *f, int *out)
 {
     int fd = socket(f->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return err_set(-errno, "replication: socket: %s", strerror(errno));
+        return err_set(-errno, "replication: socket");
     int rc = repl_sock_setup(fd, f->cfg.timeout_ms);
     if (rc == 0 && connect(fd, (struct sockaddr *)&f->ss, f->sl) < 0)
         rc = -errno;
     if (rc < 0) {
         close(fd);
-        return err_set(rc, "replication: cannot connect to %s: %s", f->addr, strerror(-rc));
+        return err_set(rc, "replication: cannot connect to %s", f->addr);
     }
     pthread_mutex_lock(&f->mu);
     bool ok = !f->stop && !f->swap_req;
@@ -249,7 +249,7 @@ static int copy_done(armdb_repl_follower *f, armdb *copy)
     snprintf(path, sizeof path, "%s/" MARKER, f->resync_dir);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return err_set(-errno, "replication: create %s: %s", path, strerror(errno));
+        return err_set(-errno, "replication: create %s", path);
     rc = fsync(fd) < 0 ? -errno : 0;
     close(fd);
     int dfd = open(f->resync_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -378,7 +378,7 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
             const char *msg;
             size_t mlen;
             if ((rc = repl_error_decode(pl, len, &code, &msg, &mlen)) == 0)
-                rc = err_set(code, "replication: the leader %s reports: %.*s", f->addr, (int)mlen, msg);
+                rc = err_plain(code, "replication: the leader %s reports: %.*s", f->addr, (int)mlen, msg);
             break;
         }
         default:
@@ -406,7 +406,7 @@ static int copy_open(armdb_repl_follower *f)
     }
     int rc = repl_rm_tree(f->resync_dir);
     if (rc < 0)
-        return err_set(rc, "replication: remove %s: %s", f->resync_dir, strerror(-rc));
+        return err_set(rc, "replication: remove %s", f->resync_dir);
     armdb_options o = f->sopts;
     o.flags |= ARMDB_CREATE | ARMDB_REPLICA;
     o.flags &= ~(uint32_t)ARMDB_RDONLY;
@@ -512,13 +512,13 @@ static int settle(armdb_repl_follower *f)
     char mark[4096];
     snprintf(mark, sizeof mark, "%s/" MARKER, f->dir);
     if (unlink(mark) < 0 && errno != ENOENT)
-        return err_set(-errno, "replication: remove %s: %s", mark, strerror(errno));
+        return err_set(-errno, "replication: remove %s", mark);
     if (!exists(f->resync_dir))
         return 0;
     snprintf(mark, sizeof mark, "%s/" MARKER, f->resync_dir);
     if (!exists(mark)) {
         int rc = repl_rm_tree(f->resync_dir);
-        return rc < 0 ? err_set(rc, "replication: remove %s: %s", f->resync_dir, strerror(-rc)) : 0;
+        return rc < 0 ? err_set(rc, "replication: remove %s", f->resync_dir) : 0;
     }
     armdb_options o = f->sopts;
     o.flags = (o.flags | ARMDB_REPLICA) & ~(uint32_t)(ARMDB_CREATE | ARMDB_RDONLY);
@@ -663,8 +663,7 @@ API int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out
         armdb_close(copy);
         f->copy = NULL;
         if (renameat2(AT_FDCWD, f->dir, AT_FDCWD, f->resync_dir, RENAME_EXCHANGE) < 0) {
-            rc = err_set(-errno, "armdb_repl_follower_swap: exchange %s and %s: %s", f->dir, f->resync_dir,
-                         strerror(errno));
+            rc = err_set(-errno, "armdb_repl_follower_swap: exchange %s and %s", f->dir, f->resync_dir);
         } else if ((rc = armdb_open(f->dir, &o, &fresh)) < 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", armdb_errmsg());
@@ -729,9 +728,9 @@ API int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, 
         return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        rc = err_set(-errno, "armdb_repl_fetch_meta: socket: %s", strerror(errno));
+        rc = err_set(-errno, "armdb_repl_fetch_meta: socket");
     if (rc == 0 && (rc = repl_sock_setup(fd, cfg.timeout_ms)) == 0 && connect(fd, (struct sockaddr *)&ss, sl) < 0)
-        rc = err_set(-errno, "armdb_repl_fetch_meta: cannot connect to %s: %s", addr, strerror(errno));
+        rc = err_set(-errno, "armdb_repl_fetch_meta: cannot connect to %s", addr);
     struct repl_io io = {repl_fd_read, repl_fd_write, &fd};
     struct repl_opts o = {.role = REPL_FOLLOWER, .name = "", .secret = cfg.has_secret ? cfg.secret : NULL};
     struct repl_conn *conn = NULL;
@@ -749,7 +748,7 @@ API int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, 
         const char *msg;
         size_t mlen;
         if ((rc = repl_error_decode(pl, plen, &code, &msg, &mlen)) == 0)
-            rc = err_set(code, "armdb_repl_fetch_meta: %.*s", (int)mlen, msg);
+            rc = err_plain(code, "armdb_repl_fetch_meta: the leader reports: %.*s", (int)mlen, msg);
     } else if (rc == 0 && type != REPL_META) {
         rc = err_set(ARMDB_CORRUPT, "armdb_repl_fetch_meta: the leader sent a %u frame", (unsigned)type);
     } else if (rc == 0) {

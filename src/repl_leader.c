@@ -143,11 +143,12 @@ static void *reader_main(void *arg)
             size_t mlen;
             rc = repl_error_decode(pl, len, &code, &msg, &mlen);
             if (rc == 0)
-                rc = err_set(code, "replication: the follower %s reports: %.*s", p->addr, (int)mlen, msg);
+                rc = err_plain(code, "replication: the follower %s reports: %.*s", p->addr, (int)mlen, msg);
         } else if (rc == 0) {
             rc = err_set(ARMDB_CORRUPT, "replication: the follower sent frame type %u", (unsigned)type);
         }
-        if (!atomic_load(&p->srv->stop) && !atomic_load(&p->done))
+        /* A follower that hangs up (closed, or gone) is not an error. */
+        if (!atomic_load(&p->srv->stop) && !atomic_load(&p->done) && rc != -ECONNRESET)
             server_error(p->srv, rc, p->addr, false);
         break;
     }
@@ -303,15 +304,18 @@ static int stream(struct peer *p, const uint64_t *from)
                     }
                     continue;
                 }
-                /* Only what is durable goes out (see the top). */
-                if (!safe_known || (safe <= pos[s] && !safe_synced)) {
-                    safe_synced = safe_known;
-                    if ((rc = durable_bound(db, safe_synced, &safe)) < 0)
+                /* Only what is durable goes out (see the top): the bound
+                 * as it stands, else after a barrier where one is due. */
+                if (!safe_known && (rc = durable_bound(db, false, &safe)) < 0)
+                    break;
+                safe_known = true;
+                if (safe <= pos[s] && !safe_synced) {
+                    if ((rc = durable_bound(db, true, &safe)) < 0)
                         break;
-                    safe_known = true;
+                    safe_synced = true;
                 }
                 if (safe <= pos[s])
-                    continue; /* a barrier failed to move it: next round */
+                    continue; /* written after the barrier: next round */
                 cap[s] = safe;
                 rc = armdb_changes_open_shard(db, s, pos[s], 0, &feeds[s]);
                 if (rc == ARMDB_COMPACTED) {
@@ -438,7 +442,8 @@ static void *peer_main(void *arg)
         goto out;
     }
     rc = stream(p, from);
-    if (rc < 0 && rc != ARMDB_COMPACTED && !atomic_load(&srv->stop) && !atomic_load(&p->reader_dead))
+    if (rc < 0 && rc != ARMDB_COMPACTED && rc != -ECONNRESET && rc != -EPIPE && !atomic_load(&srv->stop) &&
+        !atomic_load(&p->reader_dead))
         server_error(srv, rc, p->addr, false);
     atomic_store(&p->done, true);
     shutdown(p->fd, SHUT_RDWR);
@@ -476,9 +481,9 @@ static void accept_one(armdb_repl_server *srv)
     pthread_mutex_unlock(&srv->mu);
     int rc = 0;
     if (!srv->cfg.has_secret && !repl_addr_loopback((struct sockaddr *)&ss))
-        rc = err_set(ARMDB_BADKEY, "replication: refused: without a secret only loopback peers are served");
+        rc = err_plain(ARMDB_BADKEY, "replication: refused: without a secret only loopback peers are served");
     else if (live >= srv->cfg.max_followers)
-        rc = err_set(ARMDB_FULL, "replication: refused: %u followers already (max_followers)", live);
+        rc = err_plain(ARMDB_FULL, "replication: refused: %u followers already (max_followers)", live);
     struct peer *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
     if (rc == 0 && p) {
         p->sent = calloc(ARMDB_SHARDS_MAX, sizeof *p->sent);
@@ -655,8 +660,7 @@ API int armdb_repl_serve(const char *addr, const armdb_repl_options *opts, armdb
         srv->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (srv->lfd < 0 || setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
             bind(srv->lfd, (struct sockaddr *)&ss, sl) < 0 || listen(srv->lfd, 64) < 0)
-            rc = err_set(-errno, "armdb_repl_serve: cannot listen on %s: %s", addr ? addr : "127.0.0.1:0",
-                         strerror(errno));
+            rc = err_set(-errno, "armdb_repl_serve: cannot listen on %s", addr ? addr : "127.0.0.1:0");
     }
     if (rc == 0) {
         struct sockaddr_storage b;

@@ -368,7 +368,7 @@ static int greeting_check(struct repl_conn *c, const unsigned char *p)
         return err_set(ARMDB_CORRUPT, "replication: the leader's WELCOME names another store");
     bool peer_none = !shape_set(&c->peer_shape);
     if (c->role == REPL_FOLLOWER && peer_none && c->name[0])
-        return err_set(ARMDB_NOTFOUND, "replication: the leader serves no store named \"%s\"", c->name);
+        return err_plain(ARMDB_NOTFOUND, "replication: the leader serves no store named \"%s\"", c->name);
     if (c->role == REPL_LEADER && c->lookup && peer_none != !c->name[0])
         return err_set(ARMDB_MISMATCH, "replication: a follower of store \"%s\" with %s shape", c->name,
                        peer_none ? "no" : "a");
@@ -386,10 +386,10 @@ static int greeting_check(struct repl_conn *c, const unsigned char *p)
                        fs->shards);
     bool peer_secret = c->peer_flags & REPL_FLAG_SECRET;
     if (peer_secret && !c->secret)
-        return err_set(ARMDB_BADKEY, "replication: the %s requires a shared secret and the %s has none", peer,
+        return err_plain(ARMDB_BADKEY, "replication: the %s requires a shared secret and the %s has none", peer,
                        me);
     if (!peer_secret && c->secret)
-        return err_set(ARMDB_BADKEY, "replication: the %s has a shared secret and the %s has none", me, peer);
+        return err_plain(ARMDB_BADKEY, "replication: the %s has a shared secret and the %s has none", me, peer);
     return 0;
 }
 
@@ -450,7 +450,7 @@ int repl_connect(struct repl_conn *c)
     rc = write_all(c, out, sizeof out);
     transcript_hash(c, "armdb leader", proof, REPL_PROOF_BYTES);
     if (rc == 0 && sodium_memcmp(proof, w + REPL_HELLO_BYTES, REPL_PROOF_BYTES) != 0)
-        rc = err_set(ARMDB_BADKEY, "replication: the leader's proof failed: the shared secrets differ");
+        rc = err_plain(ARMDB_BADKEY, "replication: the leader's proof failed: the shared secrets differ");
     if (rc == 0)
         rc = read_all(c, hdr, sizeof hdr, "its stream header");
     if (rc == 0)
@@ -492,7 +492,7 @@ int repl_accept(struct repl_conn *c)
      * difference as well. */
     rc = write_all(c, w, sizeof w);
     if (rc == 0 && found < 0)
-        rc = err_set(found, "replication: a follower asked for store \"%s\", which is not served", c->name);
+        rc = err_plain(found, "replication: a follower asked for store \"%s\", which is not served", c->name);
     if (rc == 0)
         rc = greeting_check(c, c->hello);
     if (rc < 0)
@@ -507,7 +507,7 @@ int repl_accept(struct repl_conn *c)
     transcript_hash(c, "armdb follower", proof, REPL_PROOF_BYTES);
     if (sodium_memcmp(proof, in, REPL_PROOF_BYTES) != 0)
         return fail(
-            c, err_set(ARMDB_BADKEY, "replication: the follower's proof failed: the shared secrets differ"));
+            c, err_plain(ARMDB_BADKEY, "replication: the follower's proof failed: the shared secrets differ"));
     keys_start(c, hdr, keys);
     rc = keys_pull(c, in + REPL_PROOF_BYTES, keys);
     sodium_memzero(keys, sizeof keys);

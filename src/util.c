@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 static _Thread_local char err_msg[512];
+static _Thread_local int err_rc;
 
 int err_set(int rc, const char *fmt, ...)
 {
@@ -22,18 +23,31 @@ int err_set(int rc, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(err_msg, sizeof err_msg, fmt, ap);
     va_end(ap);
+    err_rc = rc;
     if (n >= 0 && (size_t)n < sizeof err_msg - 2)
         snprintf(err_msg + n, sizeof err_msg - (size_t)n, ": %s", armdb_strerror(rc));
+    return rc;
+}
+
+int err_plain(int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    va_end(ap);
+    err_rc = rc;
     return rc;
 }
 
 int err_restore(int rc, const char *msg)
 {
     snprintf(err_msg, sizeof err_msg, "%s", msg);
+    err_rc = rc;
     return rc;
 }
 
 API const char *armdb_errmsg(void) { return err_msg; }
+API int armdb_errcode(void) { return err_rc; }
 
 API const char *armdb_strerror(int rc)
 {
