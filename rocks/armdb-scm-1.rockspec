@@ -11,7 +11,8 @@ description = {
     detailed = [[
 armdb is an embedded key-value store: a C engine tuned for NVMe (io_uring,
 O_DIRECT, a block cache, group commit) reached from LuaJIT through the FFI,
-with typed collections, an `armdb` command and an OpenResty example.
+with typed collections, read replicas over TCP (armdb.replication), an
+`armdb` command and an OpenResty example.
 The json value codec needs lua-cjson (the Debian package lua-cjson).]],
     license = "MIT",
     labels = { "database", "key-value", "luajit", "openresty", "ffi" },

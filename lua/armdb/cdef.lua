@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 6 }
+local M = { ABI_VERSION = 7 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -183,6 +183,7 @@ uint64_t armdb_count(armdb *db);
 int armdb_stats(armdb *db, armdb_stat *out);
 const char *armdb_strerror(int rc);
 const char *armdb_errmsg(void);
+int armdb_errcode(void);
 int armdb_abi_version(void);
 int armdb_iter_open(armdb *db, const void *lo, size_t lolen, const void *hi, size_t hilen,
                     unsigned flags, armdb_iter **out);
@@ -265,6 +266,89 @@ typedef struct armdb_verify_report {
 typedef int (*armdb_verify_fn)(void *ctx, const armdb_verify_damage *d);
 
 int armdb_verify(armdb *db, armdb_verify_fn fn, void *ctx, armdb_verify_report *out);
+
+typedef struct armdb_repl_server armdb_repl_server;
+typedef struct armdb_repl_follower armdb_repl_follower;
+
+typedef struct armdb_repl_options {
+    const void *secret;
+    uint32_t secret_len;
+    uint32_t batch_entries;
+    uint32_t batch_bytes;
+    uint32_t heartbeat_ms;
+    uint32_t timeout_ms;
+    uint32_t max_followers;
+    uint32_t retry_min_ms;
+    uint32_t retry_max_ms;
+    uint32_t ack_interval_ms;
+    uint32_t reserved;
+} armdb_repl_options;
+
+void armdb_repl_options_init(armdb_repl_options *o);
+int armdb_repl_serve(const char *addr, const armdb_repl_options *opts, armdb_repl_server **out);
+int armdb_repl_server_add(armdb_repl_server *srv, const char *name, armdb *db);
+int armdb_repl_server_set_meta(armdb_repl_server *srv, const void *meta, size_t len);
+int armdb_repl_server_port(const armdb_repl_server *srv);
+
+enum armdb_repl_state {
+    ARMDB_REPL_CONNECTING = 1,
+    ARMDB_REPL_CATCHING_UP = 2,
+    ARMDB_REPL_LIVE = 3,
+    ARMDB_REPL_RESYNC = 4,
+    ARMDB_REPL_SWAP = 5,
+    ARMDB_REPL_STOPPED = 6,
+};
+
+typedef struct armdb_repl_peer {
+    char addr[64];
+    char store[64];
+    uint32_t state;
+    uint32_t reserved;
+    uint64_t sent_gsn;
+    uint64_t acked_gsn;
+    uint64_t lag_gsn;
+    uint64_t lag_ms;
+    uint64_t entries, bytes;
+    uint64_t connected_ms;
+} armdb_repl_peer;
+
+typedef struct armdb_repl_server_stat {
+    uint64_t accepted;
+    uint64_t refused;
+    uint64_t failed;
+    uint64_t resyncs;
+    uint32_t followers;
+    int32_t last_error;
+    char last_error_msg[256];
+} armdb_repl_server_stat;
+
+int armdb_repl_server_stats(armdb_repl_server *srv, armdb_repl_server_stat *st, armdb_repl_peer *peers,
+                            uint32_t cap, uint32_t *n);
+void armdb_repl_server_close(armdb_repl_server *srv);
+
+int armdb_repl_follow(armdb *db, const char *store_dir, const armdb_options *store_opts, const char *addr,
+                      const char *name, const armdb_repl_options *opts, armdb_repl_follower **out);
+
+typedef struct armdb_repl_follower_stat {
+    uint32_t state;
+    int32_t last_error;
+    uint64_t applied_gsn;
+    uint64_t durable_gsn;
+    uint64_t leader_gsn;
+    uint64_t lag_gsn;
+    uint64_t entries, bytes;
+    uint64_t connects;
+    uint64_t resyncs;
+    uint64_t last_contact_ms;
+    char last_error_msg[256];
+} armdb_repl_follower_stat;
+
+int armdb_repl_follower_stats(armdb_repl_follower *f, armdb_repl_follower_stat *st);
+int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out);
+int armdb_repl_follower_wait(armdb_repl_follower *f, uint64_t gsn, uint32_t timeout_ms);
+void armdb_repl_follower_close(armdb_repl_follower *f);
+int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, void *buf, size_t cap,
+                          size_t *len);
 ]])
 
 return M

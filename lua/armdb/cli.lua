@@ -287,6 +287,56 @@ mismatched, with the first mismatches, and exits 1 if any. From Lua:
 require("armdb.jobs").restore(backup, dir, opts) and .check(dir, source).
 
   --check SOURCE   compare the restored copy with its source]] },
+    { name = "replicate", args = "serve DIR|follow ADDR DIR", summary = "serve DIR to read replicas, or be one",
+      text = [[
+  armdb replicate serve DIR [--addr HOST:PORT] [--secret-file FILE]
+  armdb replicate follow ADDR DIR [--secret-file FILE]
+
+serve: serves the database (or raw store) DIR to read replicas on --addr
+(default 127.0.0.1:0, a free port of loopback), every collection under its
+name, until SIGINT or SIGTERM. Prints "serving DIR on HOST:PORT" on stdout,
+then a status line on stderr: every second when stderr is a terminal, else
+when it changes (followers, their states and positions). Opens DIR for
+writing: fails if another process writes it (serve it from that process
+then: db:serve_replication(addr, opts)). A raw store is served under the
+last part of its path, or --name NAME.
+
+follow: makes DIR a read replica of the database served at ADDR: fetches its
+catalog, creates or opens every collection's store as a replica (readers
+may open it read-only meanwhile; writes are refused) and applies the
+leader's writes as they come, reconnecting when the connection is lost.
+Prints "following ADDR into DIR" on stdout, then status lines on stderr as
+serve does (each collection's state, applied GSN and lag). --name NAME
+follows the raw store NAME of the leader into DIR instead, a store of the
+leader's shape: it exists already, or give --key-len, --value-len and
+--shards.
+
+Both stop on SIGINT or SIGTERM: followers and servers first, then the
+stores, closed cleanly (exit status 0). Without a secret the leader serves
+loopback addresses only. With --secret-file FILE (its whole content, less a
+final newline: 16 to 1024 bytes, the same on both sides; the file must not
+be readable by group or others) a follower proves it holds the secret, and
+every frame is encrypted. From Lua: db:serve_replication(addr, opts) and
+armdb.open(dir, { follow = addr, secret = ... }).
+
+  --addr HOST:PORT     serve: the address to listen on
+  --secret-file FILE   the shared secret is the content of FILE
+  --name NAME          a raw store's name (serve: the name it is served under)
+  --key-len N, --value-len N, --shards N
+                       follow --name: the shape of a store to create]] },
+    { name = "status", args = "DIR", summary = "the replication role and position of each store",
+      text = [[
+For the database, collection or raw store DIR, prints for each store: role
+(leader, follower or none), running (yes when the process serving or
+following it updated its status within the last 5 seconds), last_gsn (the
+largest GSN of the store, opened read-only, which works beside a running
+writer; an encrypted store needs --key-env), then each line of the status
+files the library writes in the store's directory about once a second:
+"replica NAME VALUE" from REPLICA (a follower's state, leader, positions)
+and "replication NAME VALUE" from REPLICATION (a leader's followers, one
+"replication follower ..." line each). Database lines start with "[NAME] ".
+
+  --json           one JSON object (for a database: one per collection)]] },
     { name = "rekey", args = "DIR", summary = "rotate the encryption key (--key-env OLD --new-key-env NEW)",
       text = [[
   armdb rekey DIR --key-env OLD --new-key-env NEW
@@ -381,7 +431,7 @@ table.insert(COMMANDS, BY_NAME.help)
 local function general_help()
     local lines = {}
     for _, c in ipairs(COMMANDS) do
-        lines[#lines + 1] = string.format("  %-7s %-26s %s", c.name, c.args, c.summary)
+        lines[#lines + 1] = string.format("  %-9s %-26s %s", c.name, c.args, c.summary)
     end
     return string.format(GENERAL, table.concat(lines, "\n") .. "\n")
 end
@@ -408,6 +458,9 @@ OPTIONS.run = { ["read-only"] = false }
 OPTIONS.rekey = { ["new-key-env"] = true }
 OPTIONS.backup = { incremental = false, link = false }
 OPTIONS.restore = { check = true }
+OPTIONS.replicate = { addr = true, ["secret-file"] = true, name = true, ["key-len"] = true, ["value-len"] = true,
+    shards = true }
+OPTIONS.status = { json = false }
 SHORT.c, SHORT.h, SHORT.n, SHORT.o = "collection", "help", "no-newline", "output"
 local COMMON_OPTS = { collection = true, hex = false, help = false, ["key-env"] = true }
 
@@ -1389,6 +1442,391 @@ function cmds.restore(opts, pos)
             failure("%s differs from %s%s", pos[2], opts.check, c.unknown and " (the changes since the backup are"
                 .. " no longer all known, so some may be newer writes)" or "")
         end
+    end
+    return 0
+end
+
+-- ---- replication ----
+
+local SIG_BLOCK, SIGINT, SIGTERM, SIGPIPE = 0, 2, 15, 13
+local SIG_NAMES = { [SIGINT] = "SIGINT", [SIGTERM] = "SIGTERM" }
+local sigs -- what block_signals made: the set waited for, a timeout
+
+-- Block SIGINT and SIGTERM (and SIGPIPE) in this thread, and so in the
+-- threads the library starts after it: they stay pending until
+-- next_signal takes them, so that nothing stops midway. (LuaJIT has no
+-- signal API: sigprocmask and sigtimedwait through the FFI.)
+local function block_signals()
+    pcall(ffi.cdef, [[
+        typedef struct { unsigned long val[16]; } armdb_cli_sigset;
+        typedef struct { long sec, nsec; } armdb_cli_sigtime;
+        int sigemptyset(armdb_cli_sigset *set);
+        int sigaddset(armdb_cli_sigset *set, int signo);
+        int sigprocmask(int how, const armdb_cli_sigset *set, armdb_cli_sigset *old);
+        int sigtimedwait(const armdb_cli_sigset *set, void *info, const armdb_cli_sigtime *timeout);
+    ]])
+    local set, block = ffi.new("armdb_cli_sigset"), ffi.new("armdb_cli_sigset")
+    ffi.C.sigemptyset(set)
+    ffi.C.sigaddset(set, SIGINT)
+    ffi.C.sigaddset(set, SIGTERM)
+    ffi.copy(block, set, ffi.sizeof(set))
+    ffi.C.sigaddset(block, SIGPIPE)
+    if ffi.C.sigprocmask(SIG_BLOCK, block, nil) ~= 0 then
+        failure("cannot block SIGINT and SIGTERM: errno %d", ffi.errno())
+    end
+    sigs = { set = set, ts = ffi.new("armdb_cli_sigtime") }
+end
+
+-- Wait up to ms for SIGINT or SIGTERM: its number, or nil.
+local function next_signal(ms)
+    sigs.ts.sec, sigs.ts.nsec = math.floor(ms / 1000), (ms % 1000) * 1000000
+    local r = ffi.C.sigtimedwait(sigs.set, nil, sigs.ts)
+    return r > 0 and r or nil
+end
+
+-- The mode bits of path (statx: its layout is the same on every
+-- architecture), or nil if it cannot be read.
+local function file_mode(path)
+    local ok = pcall(ffi.cdef, "int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf);")
+    local buf = ffi.new("uint8_t[256]")
+    ok = pcall(function()
+        ok = ffi.C.statx(-100, path, 0, 2, buf) == 0 -- AT_FDCWD, STATX_MODE
+    end) and ok
+    if not ok then
+        return nil
+    end
+    return ffi.cast("uint16_t *", buf + 28)[0] -- stx_mode
+end
+
+-- The secret of --secret-file: the file's content less a final newline.
+local function read_secret(path)
+    local f, err = io.open(path, "rb")
+    if f == nil then
+        failure("--secret-file: %s", err)
+    end
+    local text = f:read("*a") or ""
+    f:close()
+    local mode = file_mode(path)
+    if mode == nil then
+        failure("--secret-file %s: cannot read its permissions", path)
+    end
+    if bit.band(mode, 36) ~= 0 then -- 0044
+        failure("--secret-file %s is readable by group or others (mode %03o): chmod 600 %s", path,
+            bit.band(mode, 511), path)
+    end
+    text = text:gsub("\r?\n$", "")
+    if #text < 16 or #text > 1024 then
+        failure("--secret-file %s holds %d bytes: a secret is 16 to 1024 bytes", path, #text)
+    end
+    return text
+end
+
+local function is_terminal(fd)
+    local ok, r = pcall(function() return ffi.C.isatty(fd) end)
+    return ok and r == 1
+end
+
+-- Status lines on stderr: each second on a terminal (over the last one),
+-- else a line when what it says (less its times) changes.
+local function status_printer()
+    local tty, last = is_terminal(2), nil
+    return function(line, key)
+        if tty then
+            io.stderr:write("\r", line, "\27[K")
+        elseif key ~= last then
+            io.stderr:write(line, "\n")
+        end
+        last = key
+        io.stderr:flush()
+    end, function()
+        if tty then
+            io.stderr:write("\n")
+        end
+    end
+end
+
+local function server_line(st)
+    local parts = { string.format("followers %d (accepted %d, refused %d, failed %d)", st.followers, st.accepted,
+        st.refused, st.failed) }
+    local keys = { parts[1] }
+    for _, p in ipairs(st.peers) do
+        local fixed = string.format("%s <- %s %s acked %d lag %d", p.store, p.addr, p.state, p.acked_gsn, p.lag_gsn)
+        keys[#keys + 1] = fixed
+        parts[#parts + 1] = fixed .. string.format(" (%d ms)", p.lag_ms)
+    end
+    if st.last_error then
+        parts[#parts + 1] = "last error: " .. st.last_error
+        keys[#keys + 1] = parts[#parts]
+    end
+    return table.concat(parts, "; "), table.concat(keys, "; ")
+end
+
+local function follower_line(per)
+    local names = {}
+    for name in pairs(per) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    local parts = {}
+    for _, name in ipairs(names) do
+        local t = per[name]
+        parts[#parts + 1] = string.format("[%s] %s applied %d leader %d lag %d%s", name, t.state, t.applied_gsn,
+            t.leader_gsn, t.lag_gsn, t.last_error and " (" .. t.last_error .. ")" or "")
+    end
+    local line = #parts > 0 and table.concat(parts, "; ") or "no collections yet"
+    return line, line
+end
+
+local function whole_number(opts, name)
+    local v = opts[name]
+    if v == nil then
+        return nil
+    end
+    local n = tonumber(v)
+    if n == nil or n < 0 or n ~= math.floor(n) then
+        usage_error("--%s must be a whole number, got %s", name, v)
+    end
+    return n
+end
+
+local function replicate_serve(opts, pos)
+    if #pos ~= 2 then
+        usage_error("replicate serve needs DIR (see armdb help replicate)")
+    end
+    if opts["key-len"] or opts["value-len"] or opts.shards then
+        usage_error("--key-len, --value-len and --shards are for replicate follow --name (a store to create)")
+    end
+    local t = resolve(pos[2], opts)
+    if t.kind == "collection" then
+        usage_error("%s is collection %s of database %s: serve the database (armdb replicate serve %s)", t.dir,
+            t.name, t.dbdir, t.dbdir)
+    end
+    if opts.name and t.kind ~= "store" then
+        usage_error("--name is for a raw store; %s is a database (its collections are served under their names)",
+            t.dir)
+    end
+    local secret = opts["secret-file"] and read_secret(opts["secret-file"])
+    block_signals()
+    local h = t.kind == "database" and open_db(t.dir, false, opts) or open_store(t.dir, false, opts)
+    local so = { secret = secret }
+    if t.kind == "store" then
+        so.name = opts.name
+    end
+    local ok, srv, msg = pcall(h.serve_replication, h, opts.addr, so)
+    if not ok or not srv then
+        h:close()
+        failure("%s", ok and msg or clean_err(srv))
+    end
+    out:write("serving ", t.dir, " on ", srv.addr, "\n")
+    out:flush()
+    local print_status, done = status_printer()
+    local sig, first = nil, true
+    repeat
+        if not first then
+            sig = next_signal(1000) -- (the status once more after the signal: how it ends)
+        end
+        first = false
+        local st = srv:stats()
+        if st then
+            print_status(server_line(st))
+        end
+    until sig
+    done()
+    srv:close()
+    local _, cerr = h:close()
+    io.stderr:write("armdb: ", SIG_NAMES[sig] or tostring(sig), ": stopped serving ", t.dir, "\n")
+    if cerr then
+        failure("%s", cerr)
+    end
+    return 0
+end
+
+local function replicate_follow(opts, pos)
+    if #pos ~= 3 then
+        usage_error("replicate follow needs ADDR DIR (see armdb help replicate)")
+    end
+    local addr, dir = pos[2], pos[3]
+    if opts.addr then
+        usage_error("--addr is for replicate serve; a follower is given the leader's address as ADDR")
+    end
+    local secret = opts["secret-file"] and read_secret(opts["secret-file"])
+    local key_len, value_len, shards = whole_number(opts, "key-len"), whole_number(opts, "value-len"),
+        whole_number(opts, "shards")
+    if (key_len or value_len or shards) and not opts.name then
+        usage_error("--key-len, --value-len and --shards are for a raw store (--name NAME)")
+    end
+    block_signals()
+    local ok, h, msg, code
+    if opts.name then
+        ok, h, msg, code = pcall(armdb.store, dir, { follow = addr, name = opts.name, secret = secret,
+            key_len = key_len, value_len = value_len, shards = shards, encryption_key = opts[KEY] })
+    else
+        ok, h, msg, code = pcall(armdb.open, dir, { follow = addr, secret = secret, encryption_key = opts[KEY] })
+    end
+    if not ok then
+        failure("%s", clean_err(h))
+    end
+    if not h then
+        if code == BADKEY and msg:find("secret", 1, true) then -- the replication secret, not a store key
+            failure("%s", msg)
+        end
+        open_failed(dir, opts, msg, code, nil, opts.name and "store" or "database")
+    end
+    out:write("following ", addr, " into ", dir, "\n")
+    out:flush()
+    local print_status, done = status_printer()
+    local sig
+    local ticks = 0
+    repeat
+        if ticks > 0 then
+            sig = next_signal(1000) -- (the status once more after the signal: how it ends)
+        end
+        if not opts.name and ticks % 10 == 9 then
+            h:follow_catalog() -- collections the leader created since (a failure shows in the stats)
+        end
+        local per
+        if opts.name then
+            local st = h:replication()
+            per = st and { [opts.name] = st } or {}
+        else
+            per = h:replication() or {}
+        end
+        print_status(follower_line(per))
+        ticks = ticks + 1
+    until sig
+    done()
+    local _, cerr = h:close()
+    io.stderr:write("armdb: ", SIG_NAMES[sig] or tostring(sig), ": stopped following ", addr, "\n")
+    if cerr then
+        failure("%s", cerr)
+    end
+    return 0
+end
+
+function cmds.replicate(opts, pos)
+    local sub = pos[1]
+    if sub == "serve" then
+        return replicate_serve(opts, pos)
+    elseif sub == "follow" then
+        return replicate_follow(opts, pos)
+    end
+    usage_error("replicate needs serve or follow, got %s (see armdb help replicate)", tostring(sub))
+end
+
+-- ---- status ----
+
+local RUNNING_MS = 5000
+
+-- JSON of a status value: strings, numbers, booleans, arrays (tables with
+-- [1]) and objects (keys sorted).
+local function to_json(v)
+    local tv = type(v)
+    if tv == "string" then
+        return require("armdb.jobs.jsonl").json_string(v)
+    elseif tv == "number" then
+        return v == math.floor(v) and string.format("%d", v) or string.format("%.17g", v)
+    elseif tv ~= "table" then
+        return tostring(v)
+    end
+    local parts = {}
+    if v[1] ~= nil then
+        for i = 1, #v do
+            parts[i] = to_json(v[i])
+        end
+        return "[" .. table.concat(parts, ",") .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do
+        keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    for i, k in ipairs(keys) do
+        parts[i] = to_json(tostring(k)) .. ":" .. to_json(v[k])
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- A status file as a JSON-able table: "name value" lines, a name that
+-- comes more than once (shard, follower) as an array of its values.
+local function status_fields(st)
+    local t, count = {}, {}
+    for _, line in ipairs(st.lines) do
+        local name = line:match("^(%S+)")
+        count[name] = (count[name] or 0) + 1
+    end
+    for _, line in ipairs(st.lines) do
+        local name, value = line:match("^(%S+)%s*(.-)%s*$")
+        local v = tonumber(value) or value
+        if count[name] > 1 or name == "shard" or name == "follower" then
+            t[name] = t[name] or {}
+            table.insert(t[name], value)
+        else
+            t[name] = v
+        end
+    end
+    return t
+end
+
+-- One store's status: { role, running, last_gsn (nil if it did not
+-- open: error), replica, replication (the status files, or nil) }.
+local function store_status(dir, opts)
+    local repl = require("armdb.replication")
+    local r = { replica = repl.read_status(dir, "REPLICA"), replication = repl.read_status(dir, "REPLICATION") }
+    local t = { role = "none", running = false }
+    local newest = -1
+    for _, st in ipairs({ r.replica or false, r.replication or false }) do
+        if st then
+            local at = tonumber(st.fields.updated_ms) or 0
+            if at > newest then
+                newest = at
+                t.role = st.fields.role or (st == r.replica and "follower" or "leader")
+            end
+        end
+    end
+    if newest >= 0 then
+        t.running = os.time() * 1000 - newest <= RUNNING_MS
+    end
+    local ok, s, msg = pcall(armdb.store, dir, { read_only = true, create = false, encryption_key = opts[KEY] })
+    if ok and s then
+        t.last_gsn = s:last_gsn()
+        s:close()
+    else
+        t.error = ok and msg or clean_err(s)
+    end
+    t.replica = r.replica and status_fields(r.replica)
+    t.replication = r.replication and status_fields(r.replication)
+    return t, r
+end
+
+function cmds.status(opts, pos)
+    two_arg(pos, 1, "status")
+    local t = resolve(pos[1], opts)
+    local all, one = {}, nil
+    for _, c in ipairs(collection_dirs(t)) do
+        local st, raw = store_status(c.dir, opts)
+        one = st
+        if t.kind == "database" then
+            all[c.label] = st
+        end
+        if not opts.json then
+            local prefix = t.kind == "database" and ("[" .. c.label .. "] ") or ""
+            out:write(prefix, "role ", st.role, "\n")
+            out:write(prefix, "running ", st.running and "yes" or "no", "\n")
+            if st.last_gsn then
+                out:write(prefix, string.format("last_gsn %d\n", st.last_gsn))
+            else
+                out:write(prefix, "last_gsn unknown (", st.error, ")\n")
+            end
+            for _, line in ipairs(raw.replica and raw.replica.lines or {}) do
+                out:write(prefix, "replica ", line, "\n")
+            end
+            for _, line in ipairs(raw.replication and raw.replication.lines or {}) do
+                out:write(prefix, "replication ", line, "\n")
+            end
+        end
+    end
+    if opts.json then
+        out:write(to_json(t.kind == "database" and all or one), "\n")
     end
     return 0
 end

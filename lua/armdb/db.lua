@@ -17,10 +17,25 @@
 -- writer lock, so a second handle (or process) asking for a collection
 -- already open for writing gets the store's LOCKED failure. A read-only
 -- database (opts.read_only) takes no lock and works beside a writer.
+--
+-- Replication (armdb.replication): db:serve_replication(addr, opts) serves
+-- every collection's store under the collection's name, with the catalog
+-- as the leader's meta bytes (each collection with its "shards" added, so
+-- that a replica creates its stores in the same shape); collections this
+-- handle opens later (created here, or by another process and asked for
+-- here) are served from then on. armdb.open(dir, { follow = addr, ... })
+-- opens a replica: it fetches the leader's catalog, writes it as its own,
+-- and opens and follows every collection's store (ARMDB_REPLICA: reads
+-- work, writes fail with READONLY). If the leader cannot be reached, a
+-- replica opened before goes on with the catalog it has (its followers
+-- keep trying to connect). A collection the leader creates later is
+-- followed when this handle asks for it (db:collection(name)), or at
+-- db:follow_catalog().
 local lib = require("armdb.lib")
 local codecs = require("armdb.codecs")
 local fs = require("armdb.fs")
 local store = require("armdb.store")
+local repl = require("armdb.replication")
 local Collection = require("armdb.collection")
 local policy = require("armdb.policy")
 
@@ -36,6 +51,7 @@ local NOTFOUND = C.ARMDB_NOTFOUND
 local READONLY = C.ARMDB_READONLY
 local CONFLICT = C.ARMDB_CONFLICT
 local EXISTS = C.ARMDB_EXISTS
+local ETIMEDOUT = -110
 local FORMAT = 1
 local NAME_MAX = 64
 local INLINE_MAX = C.ARMDB_INLINE_MAX
@@ -55,6 +71,9 @@ local OPTS = {
     no_auto_compact = "boolean",
     sync = "string", sync_mode = "string", encryption_key = "string", previous_key = "string", cipher = "string",
     on_rekey = "function",
+    follow = "string", -- a replica of the database served at that address; and its options:
+    secret = "string", timeout_ms = "number", retry_min_ms = "number", retry_max_ms = "number",
+    ack_interval_ms = "number",
 }
 local SYNC = { interval = true, none = true, always = true }
 
@@ -85,6 +104,17 @@ local function check_opts(opts)
     end
     if out.previous_key and not out.encryption_key then
         error("armdb.open: option previous_key needs encryption_key (the key it is being replaced with)", 3)
+    end
+    for name in pairs(repl.FOLLOWER_OPTS) do
+        if out[name] ~= nil then
+            if not out.follow then
+                error("armdb.open: option " .. name .. " is for a replica (give follow = \"HOST:PORT\")", 3)
+            end
+            repl.check_opt("armdb.open", name, out[name], 3)
+        end
+    end
+    if out.follow and out.read_only then
+        error("armdb.open: option follow cannot go with read_only (a replica takes its leader's writes)", 3)
     end
     return out
 end
@@ -209,14 +239,16 @@ local function names_of(colls)
     return names
 end
 
--- The catalog as JSON, collections in name order, one per line.
-local function catalog_json(cat)
+-- The catalog as JSON, collections in name order, one per line; with
+-- shards (name -> count), each collection's "shards" too (what a leader
+-- serves as its meta bytes).
+local function catalog_json(cat, shards)
     local parts = {}
     for _, name in ipairs(names_of(cat.collections)) do
         local e = cat.collections[name]
-        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d%s%s}',
+        parts[#parts + 1] = string.format('  %s:{"key":%s,"value":%s,"key_len":%d,"value_len":%d%s%s%s}',
             quote(name), quote(e.key), quote(e.value), e.key_len, e.value_len, e.ordered and ',"ordered":true' or "",
-            e.expiry and ',"expiry":true' or "")
+            e.expiry and ',"expiry":true' or "", shards and shards[name] and ',"shards":' .. shards[name] or "")
     end
     if #parts == 0 then
         return '{"format":' .. FORMAT .. ',"collections":{}}\n'
@@ -321,6 +353,9 @@ function M.open(dir, opts)
     if #dir > 1 then
         dir = dir:gsub("/+$", "")
     end
+    if sopts.follow then
+        return M.open_replica(dir, sopts)
+    end
     local read_only = sopts.read_only == true
     local create = sopts.create ~= false and not read_only
     if create then
@@ -351,6 +386,8 @@ function M.open(dir, opts)
         _opts = sopts,
         _catalog = cat,
         _colls = {},
+        _stores = {},
+        _servers = {},
         _closed = false,
     }, Db)
     local ok
@@ -378,6 +415,38 @@ local function refresh(self)
 end
 
 local SPEC_FIELDS = { key = true, value = true, ordered = true }
+
+-- The options of the store of catalog entry e.
+local function store_opts_for(self, e)
+    local sopts = {}
+    for k, v in pairs(self._opts) do
+        sopts[k] = v
+    end
+    sopts.previous_key, sopts.on_rekey = nil, nil
+    sopts.key_len = e.key_len
+    sopts.value_len = e.value_len
+    sopts.ordered = e.ordered == true
+    if e.expiry and e.value_len > 0 then
+        sopts.value_len = e.value_len + policy.ttl.PREFIX -- fixed values keep their expiry inline too
+    end
+    return sopts
+end
+
+-- The raw store of a collection (unwrapped from its policies' guard).
+local function raw_store(coll)
+    local s = coll._store
+    if getmetatable(s) ~= store.Store then
+        s = s._raw
+    end
+    return s
+end
+
+-- forward: serve a collection just opened on the servers of the db
+local serve_new
+
+-- forward: a replica learns the collections its leader has now, and
+-- opens and follows the store of one
+local follow_catalog, follow_store
 
 -- db:collection(name, spec) -> coll | nil, msg, code
 function Db:collection(name, spec)
@@ -430,7 +499,12 @@ function Db:collection(name, spec)
 
     local entry = self._catalog.collections[name]
     if entry == nil then
-        local ok, msg, code = refresh(self)
+        local ok, msg, code
+        if self._follow then
+            ok, msg, code = follow_catalog(self)
+        else
+            ok, msg, code = refresh(self)
+        end
         if not ok then
             return nil, msg, code
         end
@@ -456,6 +530,9 @@ function Db:collection(name, spec)
     elseif spec == nil then
         return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
             .. "; give its spec to create it", NOTFOUND
+    elseif self._follow then
+        return nil, "collection " .. name .. " is not in the catalog of " .. self.dir .. ", a replica of "
+            .. self._follow.addr .. " (create it on the leader)", READONLY
     elseif self.read_only then
         return nil, "collection " .. name .. " is not in the catalog of " .. self.dir
             .. ", and the database is read-only", READONLY
@@ -485,18 +562,7 @@ function Db:collection(name, spec)
         entry = cat.collections[name]
     end
 
-    local sopts = {}
-    for k, v in pairs(self._opts) do
-        sopts[k] = v
-    end
-    sopts.previous_key, sopts.on_rekey = nil, nil
-    sopts.key_len = entry.key_len
-    sopts.value_len = entry.value_len
-    sopts.ordered = entry.ordered == true
-    if entry.expiry and entry.value_len > 0 then
-        sopts.value_len = entry.value_len + policy.ttl.PREFIX -- fixed values keep their expiry inline too
-    end
-    policy.store_opts(spec, sopts)
+    local sopts = policy.store_opts(spec, store_opts_for(self, entry))
     local settled, smsg, scode = settle_intent(self)
     if not settled then
         return nil, smsg, scode
@@ -504,8 +570,16 @@ function Db:collection(name, spec)
     if self._colls[name] then -- opened to complete that batch
         return self._colls[name]
     end
-    local s, msg, code = store.open(self.dir .. "/" .. name, sopts)
-    if s == nil and code == BADKEY and self._opts.previous_key then
+    local s, msg, code = self._stores[name], nil, nil
+    if s == nil and self._follow then
+        s, msg, code = follow_store(self, name, entry)
+    end
+    if s or self._follow then -- opened already, without its codecs (a replica's, or one served)
+        self._stores[name] = nil
+    else
+        s, msg, code = store.open(self.dir .. "/" .. name, sopts)
+    end
+    if s == nil and code == BADKEY and self._opts.previous_key and not self._follow then
         -- Still sealed with the key a cut-short rotation was replacing.
         sopts.encryption_key = self._opts.previous_key
         s, msg, code = store.open(self.dir .. "/" .. name, sopts)
@@ -533,9 +607,18 @@ function Db:collection(name, spec)
     ok, msg, code = policy.attach(coll, spec, entry.expiry, self, 2)
     if not ok then
         coll:_close()
+        if self._replicas then
+            self._replicas[name] = nil -- (its follower closed with it: followed again when asked for)
+        end
         return nil, msg, code
     end
     self._colls[name] = coll
+    if next(self._servers) then
+        ok, msg, code = serve_new(self, name, raw_store(coll))
+        if not ok then
+            return nil, msg, code
+        end
+    end
     return coll
 end
 
@@ -777,6 +860,10 @@ function Db:batch(fn)
     if type(fn) ~= "function" then
         error("armdb: batch needs a function, got " .. type(fn), 2)
     end
+    if self._follow then
+        return nil, "database " .. self.dir .. " is a replica of " .. self._follow.addr .. ": write on the leader",
+            READONLY
+    end
     if self.read_only then
         return nil, "database " .. self.dir .. " is read-only", READONLY
     end
@@ -998,6 +1085,9 @@ function Db:close()
         return true
     end
     self._closed = true
+    for srv in pairs(self._servers) do -- servers first: they use the stores
+        srv:close()
+    end
     local first
     for _, name in ipairs(names_of(self._colls)) do
         local ok, msg, code = self._colls[name]:_close()
@@ -1005,7 +1095,13 @@ function Db:close()
             first = { msg, code }
         end
     end
-    self._colls = {}
+    for _, name in ipairs(names_of(self._stores)) do
+        local ok, msg, code = self._stores[name]:close()
+        if not ok and first == nil then
+            first = { msg, code }
+        end
+    end
+    self._colls, self._stores, self._replicas = {}, {}, nil
     if first then
         return nil, first[1], first[2]
     end
@@ -1018,6 +1114,344 @@ end
 
 Db.__tostring = function(self)
     return "armdb.db(" .. self.dir .. (self._closed and ", closed)" or ")")
+end
+
+-- ---- replication ----
+
+-- The catalog as the leader's meta bytes: with the shards of each store.
+local function leader_meta(self)
+    local shards = {}
+    for name, s in pairs(self._served) do
+        shards[name] = s:stats().shards
+    end
+    return catalog_json(self._catalog, shards)
+end
+
+-- The raw store of collection name, opened if it is not: through
+-- db:collection when its codecs are known here, else alone (kept in
+-- _stores for db:collection to take later).
+local function store_for(self, name)
+    local coll = self._colls[name]
+    if coll then
+        return raw_store(coll)
+    end
+    if self._stores[name] then
+        return self._stores[name]
+    end
+    local c, msg, code = self:collection(name)
+    if c then
+        return raw_store(c)
+    end
+    local e = self._catalog.collections[name]
+    if code ~= INVAL or e == nil then
+        return nil, msg, code
+    end
+    local s
+    s, msg, code = store.open(self.dir .. "/" .. name, store_opts_for(self, e))
+    if s == nil then
+        return nil, "collection " .. name .. ": " .. msg, code
+    end
+    self._stores[name] = s
+    return s
+end
+
+-- Serve the store s of collection name on every server of the db, and
+-- tell them the catalog with it.
+function serve_new(self, name, s)
+    self._served = self._served or {}
+    if self._served[name] == s then
+        return true
+    end
+    self._served[name] = s
+    local meta = leader_meta(self)
+    for srv in pairs(self._servers) do
+        if not srv:serves(name) then
+            local ok, msg, code = srv:add(name, s)
+            if not ok then
+                return nil, "collection " .. name .. ": serving it: " .. msg, code
+            end
+        end
+        local ok, msg, code = srv:set_meta(meta)
+        if not ok then
+            return nil, msg, code
+        end
+    end
+    return true
+end
+
+-- db:serve_replication(addr, opts): serve every collection to replicas on
+-- addr ("HOST:PORT", default "127.0.0.1:0"), each under its name, with
+-- the leader options of armdb.replication (secret, batch_entries,
+-- batch_bytes, heartbeat_ms, timeout_ms, max_followers; without a secret,
+-- loopback only). Opens every collection of the catalog. Returns the
+-- server (srv:port(), srv:stats(), srv:close(); closed by db:close()), or
+-- nil, message, code.
+function Db:serve_replication(addr, opts)
+    check_open(self)
+    if self._follow then
+        return nil, "database " .. self.dir .. " is a replica of " .. self._follow.addr .. ": serve the leader",
+            INVAL
+    end
+    local srv, msg, code = repl.serve(addr, opts, "armdb: serve_replication", 2)
+    if srv == nil then
+        return nil, msg, code
+    end
+    local ok
+    ok, msg, code = refresh(self)
+    if ok then
+        self._served = self._served or {}
+        for _, name in ipairs(names_of(self._catalog.collections)) do
+            local s
+            s, msg, code = store_for(self, name)
+            if s == nil then
+                ok = false
+                break
+            end
+            self._served[name] = s
+            ok, msg, code = srv:add(name, s)
+            if not ok then
+                msg = "collection " .. name .. ": serving it: " .. msg
+                break
+            end
+        end
+    end
+    if ok then
+        ok, msg, code = srv:set_meta(leader_meta(self))
+    end
+    if not ok then
+        srv:close()
+        return nil, msg, code
+    end
+    srv._db = self
+    self._servers[srv] = true
+    return srv
+end
+
+-- Open a replica (armdb.open with opts.follow): see the top of this file.
+function M.open_replica(dir, sopts)
+    local follow = { addr = sopts.follow, options = {}, shards = {} }
+    for name in pairs(repl.FOLLOWER_OPTS) do
+        follow.options[name], sopts[name] = sopts[name], nil
+    end
+    sopts.follow = nil
+    local created = false
+    if sopts.create ~= false then
+        local msg, code
+        created, msg, code = fs.mkdir(dir)
+        if created == nil then
+            return nil, msg, code
+        end
+    end
+    local db = setmetatable({
+        dir = dir,
+        read_only = true, -- to the collections and policies: no writes of their own
+        replica = follow.addr,
+        _follow = follow,
+        _create = false,
+        _opts = sopts,
+        _catalog = { format = FORMAT, collections = {} },
+        _colls = {},
+        _stores = {},
+        _replicas = {},
+        _servers = {},
+        _closed = false,
+    }, Db)
+    local ok, msg, code = follow_catalog(db)
+    if not ok then
+        db:close()
+        if created then
+            os.remove(dir) -- (only if still empty: nothing was fetched)
+        end
+        return nil, msg, code
+    end
+    return db
+end
+
+-- Open the store of catalog entry e as a replica of the leader's store
+-- name and follow it.
+function follow_store(self, name, e)
+    local so = store_opts_for(self, e)
+    so.shards = self._follow.shards[name] or so.shards
+    so.follow, so.name = self._follow.addr, name
+    for k, v in pairs(self._follow.options) do
+        so[k] = v
+    end
+    local s, msg, code = store.open(self.dir .. "/" .. name, so)
+    if s == nil then
+        return nil, "collection " .. name .. ": " .. msg, code
+    end
+    self._replicas[name] = s
+    return s
+end
+
+-- A code of the OS (a connection that failed), not one of armdb's.
+local function os_error(code)
+    return type(code) == "number" and code < 0 and code > -4096
+end
+
+-- Fetch the leader's catalog, make it this replica's, and follow every
+-- store of it not followed yet. true, or nil, message, code.
+function follow_catalog(self)
+    local f = self._follow
+    local text, msg, code = repl.fetch_meta(f.addr, f.options, "armdb.open", 3)
+    local cat
+    if text then
+        cat, msg, code = parse_catalog("the leader " .. f.addr, text)
+        if cat == nil then
+            return nil, msg, code
+        end
+        local ok, all = pcall(cjson.decode, text)
+        for name in pairs(cat.collections) do
+            local n = ok and type(all) == "table" and type(all.collections) == "table"
+                and type(all.collections[name]) == "table" and all.collections[name].shards
+            if is_len(n, 1, C.ARMDB_SHARDS_MAX) then
+                f.shards[name] = n
+            end
+        end
+        local done
+        done, msg, code = fs.with_lock(self.dir, function()
+            return fs.replace(self.dir, "CATALOG", catalog_json(cat))
+        end)
+        if not done then
+            return nil, "CATALOG of " .. self.dir .. ": " .. msg, code
+        end
+    else
+        local here = os_error(code) and read_catalog(self.dir)
+        if not here then
+            return nil, "replica " .. self.dir .. ": fetching the catalog of the leader at " .. f.addr .. ": " .. msg,
+                code
+        end
+        cat = here -- unreachable: the replica goes on with what it has
+        f.unreachable = msg
+    end
+    self._catalog = cat
+    for _, name in ipairs(names_of(cat.collections)) do
+        if self._replicas[name] == nil then
+            local s
+            s, msg, code = follow_store(self, name, cat.collections[name])
+            if s == nil then
+                return nil, msg, code
+            end
+            self._stores[name] = s
+        end
+    end
+    return true
+end
+
+-- On a replica: fetch the leader's catalog again and follow the
+-- collections created there since. true, or nil, message, code.
+function Db:follow_catalog()
+    check_open(self)
+    if not self._follow then
+        error("armdb: follow_catalog: database " .. self.dir .. " is not a replica (open it with follow)", 2)
+    end
+    return follow_catalog(self)
+end
+
+-- On a replica: { collection name = its store's replication stats (see
+-- store:replication()) }; nil on a database that is not a replica.
+function Db:replication()
+    check_open(self)
+    if not self._follow then
+        return nil
+    end
+    local t = {}
+    for name, s in pairs(self._replicas) do
+        local st, msg, code = s:replication()
+        if st == nil then
+            return nil, "collection " .. name .. ": " .. tostring(msg), code
+        end
+        t[name] = st
+    end
+    return t
+end
+
+-- db:wait_replica(targets, timeout_ms): wait until every collection of a
+-- replica has applied its leader's writes up to a GSN, all within
+-- timeout_ms (default 5000). targets: a table { name = GSN } (what the
+-- leader's db:last_gsns() gives; collections not named are not waited
+-- for), or nil (each store up to its leader's last GSN as last heard).
+-- true, or nil, message, code (the first collection that did not get
+-- there, and why).
+function Db:wait_replica(targets, timeout_ms)
+    check_open(self)
+    if not self._follow then
+        error("armdb: wait_replica: database " .. self.dir .. " is not a replica (open it with follow)", 2)
+    end
+    if targets ~= nil and type(targets) ~= "table" then
+        error("armdb: wait_replica: targets must be a table { collection = GSN } or nil, got " .. type(targets), 2)
+    end
+    if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or timeout_ms < 0
+            or timeout_ms ~= math.floor(timeout_ms)) then
+        error("armdb: wait_replica: timeout_ms must be a whole number of milliseconds, got " .. tostring(timeout_ms),
+            2)
+    end
+    for name, gsn in pairs(targets or {}) do
+        if type(gsn) ~= "number" or gsn < 0 or gsn ~= math.floor(gsn) then
+            error("armdb: wait_replica: the GSN of " .. tostring(name) .. " must be a whole number >= 0, got "
+                .. tostring(gsn), 2)
+        end
+    end
+    local pending = {}
+    for _, name in ipairs(names_of(targets or self._replicas)) do
+        if self._replicas[name] == nil then
+            local ok, msg, code = follow_catalog(self)
+            if not ok then
+                return nil, msg, code
+            end
+            if self._replicas[name] == nil then
+                return nil, "collection " .. name .. " is not in the catalog of the leader at " .. self._follow.addr,
+                    NOTFOUND
+            end
+        end
+        pending[#pending + 1] = name
+    end
+    -- Waits of at most SLICE ms on one store at a time; the time of those
+    -- that end early is not counted, so the whole takes at most about
+    -- timeout_ms plus SLICE ms a collection.
+    local SLICE = 50
+    local left = timeout_ms or 5000
+    while true do
+        local still = {}
+        for _, name in ipairs(pending) do
+            local ok, msg, code = self._replicas[name]:wait_replica(targets and targets[name], 0)
+            if not ok then
+                if code ~= ETIMEDOUT then
+                    return nil, "collection " .. name .. ": " .. msg, code
+                end
+                still[#still + 1] = name
+                still[name] = msg
+            end
+        end
+        if #still == 0 then
+            return true
+        end
+        if left <= 0 then
+            local name = still[1]
+            return nil, "collection " .. name .. ": " .. still[name]:gsub("within 0 ms", "within "
+                .. (timeout_ms or 5000) .. " ms"), ETIMEDOUT
+        end
+        pending = still
+        local slice = math.min(left, SLICE)
+        local name = still[1]
+        if not self._replicas[name]:wait_replica(targets and targets[name], slice) then
+            left = left - slice
+        end
+    end
+end
+
+-- { collection name = its last GSN } of the collections open here (on a
+-- leader: the targets of a replica's db:wait_replica).
+function Db:last_gsns()
+    check_open(self)
+    local t = {}
+    for name, coll in pairs(self._colls) do
+        t[name] = coll:last_gsn()
+    end
+    for name, s in pairs(self._stores) do
+        t[name] = s:last_gsn()
+    end
+    return t
 end
 
 M.Db = Db

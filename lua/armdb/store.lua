@@ -9,8 +9,14 @@
 -- is a no-op. Misuse (a wrong argument type, a closed store) raises at the
 -- caller's level; every failure of the C library returns nil, its message
 -- and its code; a missing key is a plain nil.
+--
+-- A replica (opened with opts.follow) is followed by a thread of the C
+-- library (see armdb.replication). When a resync's full copy is due, the
+-- next call on the store exchanges its handle for the copy's: handle()
+-- tests one field (_f) for that, so other stores pay nothing more.
 local ffi = require("ffi")
 local lib = require("armdb.lib")
+local repl = require("armdb.replication")
 
 local C = lib.C
 
@@ -47,12 +53,10 @@ end
 -- The failure triple for rc: C's message about it where it has one (it
 -- names the file, field or pid involved), else the code's own text.
 local function fail(rc)
-    local text = ffi_string(C.armdb_strerror(rc))
-    local msg = ffi_string(C.armdb_errmsg())
-    if msg:sub(-#text) ~= text then
-        msg = text
+    if C.armdb_errcode() == rc then
+        return nil, ffi_string(C.armdb_errmsg()), rc
     end
-    return nil, msg, rc
+    return nil, ffi_string(C.armdb_strerror(rc)), rc
 end
 
 -- ---- options ----
@@ -68,6 +72,7 @@ local NUMBER_OPTS = {
 local FLAG_OPTS = {
     create = C.ARMDB_CREATE, read_only = C.ARMDB_RDONLY, ordered = C.ARMDB_ORDERED,
     no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT, no_auto_compact = C.ARMDB_NO_AUTO_COMPACT,
+    replica = C.ARMDB_REPLICA,
 }
 
 local CIPHERS = { ["xchacha20-poly1305"] = false, ["aes-256-gcm"] = true } -- true: ARMDB_CIPHER_AES
@@ -141,10 +146,92 @@ end
 local Store = {}
 Store.__index = Store
 
-local function handle(self)
+-- ---- replicas: the follower, and the handle it may exchange ----
+
+local SWAP = C.ARMDB_REPL_SWAP
+local ETIMEDOUT = -110
+local fstat = repl.follower_stat
+local swap_out = ffi.new("armdb *[1]")
+local follower_out = ffi.new("armdb_repl_follower *[1]")
+
+-- The replication state of a store that is followed or served, made on
+-- first use: the follower (f), the servers serving it (their state
+-- tables, { srv = pointer }), and the handle's finalizer, which stops
+-- those before it closes the store (a finalizer may run in any order
+-- with theirs, so theirs is this one).
+local function rstate(self)
+    local rs = self._rs
+    if rs == nil then
+        rs = { servers = {} }
+        rs.gc = function(h)
+            local f = rs.f
+            if f ~= nil then
+                rs.f = nil
+                C.armdb_repl_follower_close(f)
+            end
+            for sst in pairs(rs.servers) do
+                local p = sst.srv
+                if p ~= nil then
+                    sst.srv = nil
+                    C.armdb_repl_server_close(p)
+                end
+            end
+            C.armdb_close(h)
+        end
+        self._rs = rs
+        ffi_gc(self._h, rs.gc)
+    end
+    return rs
+end
+
+local function iters_open(self)
+    for state in pairs(self._iters) do
+        if state.it ~= nil then
+            return true
+        end
+    end
+    return false
+end
+
+-- A follower's handle h, or the handle of the copy a resync built once it
+-- is due (ARMDB_REPL_SWAP): the old one is closed by the exchange. Not
+-- while a scan, feed or checkpoint holds h (the exchange waits for them),
+-- and at most once a second after a failed one (the old handle stays,
+-- and the error shows in s:replication().swap_error).
+local function swap_due(self, h)
+    local f = self._f
+    if C.armdb_repl_follower_stats(f, fstat) ~= 0 or fstat.state ~= SWAP or iters_open(self) then
+        return h
+    end
+    local now = os.time()
+    if self._swap_retry and now < self._swap_retry then
+        return h
+    end
+    local gc = self._rs.gc
+    ffi_gc(h, nil) -- closed by the call if it succeeds
+    local rc = C.armdb_repl_follower_swap(f, h, swap_out)
+    if rc ~= 0 then
+        ffi_gc(h, gc)
+        local _, msg = fail(rc)
+        self._swap_error, self._swap_retry = msg, now + 1
+        return h
+    end
+    local nh = ffi_gc(swap_out[0], gc)
+    swap_out[0] = nil
+    self._h = nh
+    self._swap_error, self._swap_retry = nil, nil
+    self._swaps = (self._swaps or 0) + 1
+    return nh
+end
+
+-- The handle, or a raise at level (default 3: the caller of the method).
+local function handle(self, level)
     local h = self._h
     if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", 3)
+        error("armdb: store " .. self.dir .. " is closed", level or 3)
+    end
+    if self._f ~= nil then
+        return swap_due(self, h)
     end
     return h
 end
@@ -184,6 +271,47 @@ function M.unseal(key, blob)
     return ffi_string(out, #blob - C.ARMDB_SEAL_OVERHEAD)
 end
 
+-- The last part of a directory's path: the name a store is served and
+-- followed under unless one is given.
+local function basename(dir)
+    return (dir:gsub("/+$", ""):match("([^/]*)$"))
+end
+
+-- opts.follow = "HOST:PORT": open dir as a replica of the store that
+-- leader serves under opts.name (default: the last part of dir), with the
+-- follower options of armdb.replication (secret, timeout_ms, retry_min_ms,
+-- retry_max_ms, ack_interval_ms). Takes them out of opts: { addr, name,
+-- options } or nil. Raises at level on misuse.
+local function follow_opts(opts, level)
+    if opts == nil or opts.follow == nil then
+        for name in pairs(opts or {}) do
+            if name == "name" or repl.FOLLOWER_OPTS[name] then
+                error("armdb.store: option " .. name .. " is for a replica (give follow = \"HOST:PORT\")", level)
+            end
+        end
+        return nil
+    end
+    local rest, ropts = {}, {}
+    for name, v in pairs(opts) do
+        if repl.FOLLOWER_OPTS[name] then
+            ropts[name] = v
+        elseif name ~= "follow" and name ~= "name" then
+            rest[name] = v
+        end
+    end
+    if type(opts.follow) ~= "string" then
+        error("armdb.store: option follow must be an address HOST:PORT, got " .. type(opts.follow), level)
+    end
+    if opts.name ~= nil and type(opts.name) ~= "string" then
+        error("armdb.store: option name must be a string, got " .. type(opts.name), level)
+    end
+    if opts.read_only then
+        error("armdb.store: option follow cannot go with read_only (a replica takes its leader's writes)", level)
+    end
+    rest.replica = true
+    return { addr = opts.follow, name = opts.name, options = ropts }, rest
+end
+
 local function open(dir, opts)
     if type(dir) ~= "string" then
         error("armdb.store: dir must be a string, got " .. type(dir), 2)
@@ -191,28 +319,42 @@ local function open(dir, opts)
     if opts ~= nil and type(opts) ~= "table" then
         error("armdb.store: opts must be a table, got " .. type(opts), 2)
     end
+    local follow, rest = follow_opts(opts, 3)
+    local ro, secret
+    if follow then
+        opts = rest
+        ro, secret = repl.options(follow.options, repl.FOLLOWER_OPTS, "armdb.store", 2)
+    end
     local o, key = options(opts, 3)
+    local anchors = { key, secret } -- what o and ro point into, alive through the calls
     local rc = C.armdb_open(dir, o, db_out)
-    local _ = key -- keep the key string alive through the call
     if rc ~= 0 then
         return fail(rc)
     end
     local h = ffi_gc(db_out[0], C.armdb_close)
     db_out[0] = nil
-    return setmetatable({ _h = h, dir = dir, _iters = setmetatable({}, { __mode = "k" }) }, Store)
+    local s = setmetatable({ _h = h, dir = dir, _iters = setmetatable({}, { __mode = "k" }) }, Store)
+    if follow then
+        local name = follow.name or basename(dir)
+        rc = C.armdb_repl_follow(h, dir, o, follow.addr, name, ro, follower_out)
+        if rc ~= 0 then
+            local _, msg, code = fail(rc)
+            s:close()
+            return nil, "following " .. name .. " at " .. follow.addr .. ": " .. msg, code
+        end
+        local rs = rstate(s)
+        rs.f = follower_out[0]
+        follower_out[0] = nil
+        s._f, s.leader, s.name = rs.f, follow.addr, name
+    end
+    local _ = anchors
+    return s
 end
 
--- put and get on pointer + length (cdata, or a Lua string): what the
--- methods below share. get_p returns a pointer into the shared value
--- buffer and the length (valid until the next get on any store), nil if
--- absent, or nil, message, code.
-local function put_p(h, kp, kl, vp, vl)
-    local rc = C.armdb_put(h, kp, kl, vp, vl)
-    if rc ~= 0 then
-        return fail(rc)
-    end
-    return true
-end
+-- get on pointer + length (cdata, or a Lua string): what the methods
+-- below share. get_p returns a pointer into the shared value buffer and
+-- the length (valid until the next get on any store), nil if absent, or
+-- nil, message, code.
 
 local function get_p(h, kp, kl)
     local rc = C.armdb_get(h, kp, kl, buf, buf_cap, vlen_out)
@@ -229,11 +371,26 @@ local function get_p(h, kp, kl)
     return fail(rc)
 end
 
+-- A write refused by a replica (READONLY) says whose replica it is.
+local READONLY = C.ARMDB_READONLY
+
+local function write_fail(self, rc)
+    if rc == READONLY and self._f ~= nil then
+        return nil, "store " .. self.dir .. " is a replica of store " .. self.name .. " at " .. self.leader
+            .. ": it takes writes only from its leader", rc
+    end
+    return fail(rc)
+end
+
 function Store:put(k, v)
     local h = handle(self)
     check_key(k)
     check_value(v)
-    return put_p(h, k, #k, v, #v)
+    local rc = C.armdb_put(h, k, #k, v, #v)
+    if rc ~= 0 then
+        return write_fail(self, rc)
+    end
+    return true
 end
 
 function Store:get(k)
@@ -250,7 +407,11 @@ end
 -- buffers of their own make no Lua string. Arguments are the caller's to
 -- get right.
 function Store:_put_p(kp, kl, vp, vl)
-    return put_p(handle(self), kp, kl, vp, vl)
+    local rc = C.armdb_put(handle(self), kp, kl, vp, vl)
+    if rc ~= 0 then
+        return write_fail(self, rc)
+    end
+    return true
 end
 
 function Store:_get_p(kp, kl)
@@ -268,7 +429,7 @@ function Store:delete(k)
     if rc == NOTFOUND then
         return false
     end
-    return fail(rc)
+    return write_fail(self, rc)
 end
 
 -- Set k to new if its value is old (old == nil: if k is absent). true if
@@ -287,7 +448,7 @@ function Store:cas(k, old, new)
     if rc == CONFLICT or rc == EXISTS or rc == NOTFOUND then
         return false
     end
-    return fail(rc)
+    return write_fail(self, rc)
 end
 
 -- Values of the keys of the array `keys`, as an array with nil for the
@@ -392,7 +553,7 @@ function Store:batch(ops)
         ops_buf[i].key, ops_buf[i].val = nil, nil
     end
     if rc ~= 0 then
-        return fail(rc)
+        return write_fail(self, rc)
     end
     return true
 end
@@ -665,10 +826,7 @@ end
 -- level, counted from scan: pairs, range and prefix call it not as a
 -- tail call, so their caller is always at 3.)
 local function scan(self, opts, level)
-    local h = self._h
-    if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", level)
-    end
+    local h = handle(self, level + 1)
     local lo, hi, flags, limit, keep_going = scan_args(opts, level + 1)
     local rc = C.armdb_iter_open(h, lo, lo and #lo or 0, hi, hi and #hi or 0, flags, iter_out)
     if rc ~= 0 then
@@ -768,10 +926,7 @@ local change = ffi.new("armdb_change")
 -- closes at its end, with the store, when collected, or when the iterator
 -- is called as nxt(true).
 function Store:changes(since, opts)
-    local h = self._h
-    if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", 2)
-    end
+    local h = handle(self)
     if type(since) ~= "number" or since < 0 or since ~= math.floor(since) then
         error("armdb: changes: since must be a GSN (a whole number >= 0), got " .. tostring(since), 2)
     end
@@ -837,10 +992,7 @@ end
 -- store's feed with its GSN (armdb_apply: skipped if the key already has
 -- that GSN or a newer one). true, or nil, message, code.
 function Store:apply(k, v, gsn, deleted)
-    local h = self._h
-    if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", 2)
-    end
+    local h = handle(self)
     if type(k) ~= "string" then
         error("armdb: apply: key must be a string, got " .. type(k), 2)
     end
@@ -882,10 +1034,7 @@ Checkpoint.__index = Checkpoint
 -- must then be removed). opts.link: hard-link the immutable files.
 -- Returns the checkpoint, or nil, message, code.
 function Store:checkpoint(dest, opts)
-    local h = self._h
-    if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", 2)
-    end
+    local h = handle(self)
     if type(dest) ~= "string" then
         error("armdb: checkpoint: dest must be a string, got " .. type(dest), 2)
     end
@@ -938,10 +1087,7 @@ end
 
 -- The largest GSN the store has handed out or seen (0: none yet).
 function Store:last_gsn()
-    local h = self._h
-    if h == nil then
-        error("armdb: store " .. self.dir .. " is closed", 2)
-    end
+    local h = handle(self)
     return tonumber(C.armdb_last_gsn(h))
 end
 
@@ -951,6 +1097,22 @@ function Store:close()
     local h = self._h
     if h == nil then
         return true
+    end
+    local rs = self._rs
+    if rs then -- the follower, and the servers serving the store, stop first
+        local f = rs.f
+        rs.f, self._f = nil, nil
+        if f ~= nil then
+            C.armdb_repl_follower_close(f)
+        end
+        for sst in pairs(rs.servers) do
+            local p = sst.srv
+            if p ~= nil then
+                sst.srv = nil
+                C.armdb_repl_server_close(p)
+            end
+        end
+        rs.servers = {}
     end
     for state in pairs(self._iters) do
         if state.it ~= nil then
@@ -969,6 +1131,132 @@ end
 
 function Store:is_open()
     return self._h ~= nil
+end
+
+-- ---- replication ----
+
+-- s:serve_replication(addr, opts): serve the store to followers on addr
+-- ("HOST:PORT", default "127.0.0.1:0": a free port of loopback) under
+-- opts.name (default: the last part of its directory), with the leader
+-- options of armdb.replication (secret, batch_entries, batch_bytes,
+-- heartbeat_ms, timeout_ms, max_followers). Without a secret only
+-- loopback addresses are served. Returns the server (srv:port(),
+-- srv:stats(), srv:close()), or nil, message, code. The server runs until
+-- it is closed, or the store is.
+function Store:serve_replication(addr, opts)
+    handle(self)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("armdb: serve_replication: opts must be a table, got " .. type(opts), 2)
+    end
+    local name, lopts = basename(self.dir), nil
+    for k, v in pairs(opts or {}) do
+        if k == "name" then
+            if type(v) ~= "string" then
+                error("armdb: serve_replication: option name must be a string, got " .. type(v), 2)
+            end
+            name = v
+        else
+            lopts = lopts or {}
+            lopts[k] = v
+        end
+    end
+    if self._f ~= nil then
+        return nil, "store " .. self.dir .. " is a replica: serve its leader instead", C.ARMDB_INVAL
+    end
+    local srv, msg, code = repl.serve(addr, lopts, "armdb: serve_replication", 2)
+    if srv == nil then
+        return nil, msg, code
+    end
+    local ok
+    ok, msg, code = srv:add(name, self)
+    if not ok then
+        srv:close()
+        return nil, msg, code
+    end
+    return srv
+end
+
+-- For armdb.replication's server: the handle to serve (the store is now
+-- one that sst, a server's state, serves; see rstate).
+function Store:_serve_on(sst)
+    local h = handle(self, 4)
+    if self._f ~= nil then
+        error("armdb: store " .. self.dir .. " is a replica: serve its leader instead", 4)
+    end
+    rstate(self).servers[sst] = true
+    return h
+end
+
+function Store:_unserve(sst)
+    if self._rs then
+        self._rs.servers[sst] = nil
+    end
+end
+
+-- true if the store is a replica that follows a leader.
+function Store:is_replica()
+    return self._f ~= nil
+end
+
+-- The follower's stats (armdb.replication.follower_stats: state,
+-- applied_gsn, durable_gsn, leader_gsn, lag_gsn, entries, bytes,
+-- connects, resyncs, last_contact_ms, last_error) with leader (its
+-- address), name (the store followed), swaps (copies put in place by a
+-- resync) and swap_error (why the last one failed, if it did); nil if the
+-- store is not a replica; or nil, message, code.
+function Store:replication()
+    handle(self)
+    local f = self._f
+    if f == nil then
+        return nil
+    end
+    local t, msg, code = repl.follower_stats(f)
+    if t == nil then
+        return nil, msg, code
+    end
+    t.leader, t.name, t.swaps, t.swap_error = self.leader, self.name, self._swaps or 0, self._swap_error
+    return t
+end
+
+-- s:wait_replica(gsn, timeout_ms): wait until the replica has applied
+-- every write of its leader up to gsn (nil: the leader's last GSN as last
+-- heard, which is 0 before the first contact), at most timeout_ms
+-- (default 5000). true, or nil, message, code (-ETIMEDOUT: the GSN
+-- reached is in the message). Blocks the thread.
+function Store:wait_replica(gsn, timeout_ms)
+    handle(self)
+    local f = self._f
+    if f == nil then
+        error("armdb: wait_replica: store " .. self.dir .. " is not a replica (open it with follow)", 2)
+    end
+    if gsn ~= nil and (type(gsn) ~= "number" or gsn < 0 or gsn ~= math.floor(gsn)) then
+        error("armdb: wait_replica: gsn must be a whole number >= 0, got " .. tostring(gsn), 2)
+    end
+    if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or timeout_ms < 0 or timeout_ms > 4294967295
+            or timeout_ms ~= math.floor(timeout_ms)) then
+        error("armdb: wait_replica: timeout_ms must be a whole number of milliseconds, got " .. tostring(timeout_ms),
+            2)
+    end
+    timeout_ms = timeout_ms or 5000
+    if gsn == nil then
+        local rc = C.armdb_repl_follower_stats(f, fstat)
+        if rc ~= 0 then
+            return fail(rc)
+        end
+        gsn = tonumber(fstat.leader_gsn)
+    end
+    local rc = C.armdb_repl_follower_wait(f, gsn, timeout_ms)
+    handle(self) -- a copy due meanwhile goes in now
+    if rc == 0 then
+        return true
+    end
+    if rc == ETIMEDOUT then
+        local t = repl.follower_stats(self._f) or {}
+        return nil, string.format("replica %s: GSN %d not applied within %d ms (applied %s, state %s%s)", self.dir,
+            gsn, timeout_ms, tostring(t.applied_gsn), tostring(t.state),
+            t.last_error and ", last error: " .. t.last_error or ""), rc
+    end
+    return fail(rc)
 end
 
 Store.__tostring = function(self)
