@@ -675,7 +675,10 @@ void armdb_changes_close(armdb_changes *c);
 /* The same feed for one shard (0 .. shards - 1): its entries above since,
  * in GSN order, as of a cut of that shard alone (the others are not
  * locked). For streams kept per shard, such as replication's. The horizon
- * is the store's (ARMDB_COMPACTED as above). Returns as armdb_changes_open,
+ * is the shard's: the store's as it stood at open, then moved only by
+ * tombstones dropped in that shard (ARMDB_COMPACTED as above). While a
+ * follower is connected, compaction keeps the tombstones not yet sent to
+ * it (see REPLICATION). Returns as armdb_changes_open,
  * and ARMDB_INVAL for a shard out of range. */
 int armdb_changes_open_shard(armdb *db, uint32_t shard, uint64_t since, unsigned flags, armdb_changes **out);
 

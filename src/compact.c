@@ -233,7 +233,8 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
         /* (The output counts too: it may hold an older batch member of
          * the key, copied while dead because it is above D.) */
         keep = r < 0 && (older_elsewhere(sh, c->f, gsn & GSN_MASK) ||
-                         (c->acc.min_gsn && c->acc.min_gsn < (gsn & GSN_MASK)));
+                         (c->acc.min_gsn && c->acc.min_gsn < (gsn & GSN_MASK)) ||
+                         (gsn & GSN_MASK) > atomic_load(&sh->repl_floor)); /* not yet sent to a follower */
     } else {
         const unsigned char *rec = r >= 0 ? index_rec(ix, (uint32_t)r) : NULL;
         live = rec && rec_gsn(rec) == gsn && rec_u32(rec, REC_FILE) == c->f->id && rec_u32(rec, REC_VOFF) == voff;
@@ -241,7 +242,11 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     }
     pthread_mutex_unlock(&sh->mu);
     keep = (keep && !aborted) || pinned;
-    if (!keep && tomb && !aborted && (gsn & GSN_MASK) > c->dropped)
+    /* The horizon counts deletes of keys that are absent: a consumer of
+     * the feed may hold an older value of such a key, which only the
+     * tombstone would take away. A tombstone under a newer put is not
+     * needed by anyone: the put (or what comes after it) is in the feed. */
+    if (!keep && tomb && !aborted && r < 0 && (gsn & GSN_MASK) > c->dropped)
         c->dropped = gsn & GSN_MASK;
     if (!keep)
         return 0;
@@ -356,6 +361,11 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
      * the delete: the store's horizon must say so before the file goes. */
     if (drop && c->dropped && durable_note_dropped(sh->db, c->dropped) < 0)
         drop = false;
+    if (drop && c->dropped) {
+        uint64_t cur = atomic_load(&sh->dropped_gsn);
+        while (cur < c->dropped && !atomic_compare_exchange_weak(&sh->dropped_gsn, &cur, c->dropped))
+            ;
+    }
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     if (drop) {

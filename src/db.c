@@ -545,6 +545,7 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
             if (sh->files[j]->max_gsn > sh->last_gsn)
                 sh->last_gsn = sh->files[j]->max_gsn;
         sh->durable_gsn = sh->last_gsn;
+        atomic_store(&sh->dropped_gsn, atomic_load(&db->dropped_gsn));
     }
     if (!db->rdonly && (rc = start_threads(db)) < 0)
         goto fail;

@@ -225,10 +225,15 @@ static int take_cut(armdb_changes *c, uint32_t s0, uint32_t s1)
     int rc = 0;
     for (uint32_t s = s0; s < s1; s++)
         pthread_mutex_lock(&db->shards[s].mu);
-    uint64_t horizon = atomic_load(&db->dropped_gsn);
+    /* Each shard's horizon: a feed of one shard is not refused for a
+     * tombstone another shard dropped. */
+    uint64_t horizon = 0;
     uint32_t files = 0;
-    for (uint32_t s = s0; s < s1; s++)
+    for (uint32_t s = s0; s < s1; s++) {
+        uint64_t h = atomic_load(&db->shards[s].dropped_gsn);
+        horizon = h > horizon ? h : horizon;
         files += db->shards[s].nfiles;
+    }
     if (c->since && c->since < horizon) {
         rc = err_set(ARMDB_COMPACTED, "%s: the changes since GSN %llu are not all kept: compaction removed a "
                      "delete of GSN %llu", db->dir, (unsigned long long)c->since, (unsigned long long)horizon);

@@ -566,6 +566,13 @@ struct shard {
     /* the largest GSN appended (or found at open), and the largest a
      * completed barrier covers: what a replication leader may send */
     uint64_t last_gsn, durable_gsn;
+    /* The horizon of this shard's change feed: the store's at open (kept
+     * in the DURABLE file), then the largest tombstone GSN compaction
+     * dropped here. */
+    atomic_uint_fast64_t dropped_gsn;
+    /* Followers connected to this store have this shard up to it:
+     * compaction keeps tombstones above it (UINT64_MAX: none connected). */
+    atomic_uint_fast64_t repl_floor;
     bool syncing;      /* a barrier's fdatasync is in flight */
     uint64_t live_keys;
     /* counters, under mu */
@@ -718,6 +725,7 @@ struct armdb {
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
     bool replica; /* ARMDB_REPLICA: writes only through armdb_apply */
+    atomic_bool followed; /* an armdb_repl_follower applies to it */
     bool direct;       /* data files opened with O_DIRECT */
     bool use_uring;    /* io_uring wanted (not ARMDB_NO_URING) */
     atomic_bool uring_writes; /* every shard writes through its ring */

@@ -304,7 +304,8 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
         rc = repl_send_subscribe(conn, from, f->nshards);
     publish(f, c, 0, 0);
     uint64_t last_flush = repl_now_ms();
-    bool dirty = false, applied = false;
+    bool dirty = false, applied = false, caught[ARMDB_SHARDS_MAX] = {false};
+    uint32_t ncaught = 0;
     while (rc == 0 && going(f)) {
         if (dirty) {
             uint64_t now = repl_now_ms(), due = last_flush + f->cfg.ack_interval_ms;
@@ -343,31 +344,42 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
             break;
         }
         case REPL_CAUGHT_UP: {
+            /* The shard's entries the leader's files held are all here:
+             * with every shard so, the follower is live. */
             uint32_t s;
             uint64_t g;
-            if ((rc = repl_mark_decode(conn, pl, len, &s, &g)) == 0)
-                advance(f, c, s, g);
+            if ((rc = repl_mark_decode(conn, pl, len, &s, &g)) < 0)
+                break;
+            advance(f, c, s, g);
             dirty = true;
+            if (caught[s])
+                break;
+            caught[s] = true;
+            if (++ncaught < f->nshards)
+                break;
+            pthread_mutex_lock(&f->mu);
+            if (!is_copy)
+                f->st.state = ARMDB_REPL_LIVE;
+            bool finish = is_copy && f->st.state == ARMDB_REPL_RESYNC;
+            pthread_mutex_unlock(&f->mu);
+            if (finish)
+                rc = copy_done(f, db);
+            else
+                write_record(f, dir, c, true);
             break;
         }
         case REPL_HEARTBEAT: {
+            /* every entry up to g has been sent, on every shard */
             uint64_t g, t;
             if ((rc = repl_heartbeat_decode(pl, len, &g, &t)) < 0)
                 break;
             for (uint32_t s = 0; s < f->nshards; s++)
                 advance(f, c, s, g);
             pthread_mutex_lock(&f->mu);
-            f->st.leader_gsn = g;
-            bool first = f->st.state != ARMDB_REPL_LIVE && f->st.state != ARMDB_REPL_SWAP;
-            if (!is_copy)
-                f->st.state = ARMDB_REPL_LIVE;
-            bool finish = is_copy && f->st.state == ARMDB_REPL_RESYNC;
+            if (g > f->st.leader_gsn)
+                f->st.leader_gsn = g;
             pthread_mutex_unlock(&f->mu);
             dirty = true;
-            if (finish)
-                rc = copy_done(f, db);
-            else if (first)
-                write_record(f, dir, c, true);
             break;
         }
         case REPL_RESYNC:
@@ -382,7 +394,7 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
             break;
         }
         default:
-            rc = err_set(ARMDB_CORRUPT, "replication: the leader sent a %u frame mid-stream", (unsigned)type);
+            rc = err_plain(ARMDB_CORRUPT, "replication: the leader sent a %u frame mid-stream", (unsigned)type);
         }
         publish(f, c, entries, bytes);
     }
@@ -544,6 +556,8 @@ API int armdb_repl_follow(armdb *db, const char *store_dir, const armdb_options 
     if (!repl_name_ok(name))
         return err_set(ARMDB_INVAL, "armdb_repl_follow: \"%s\" is not a store name (1 to 63 of A-Z a-z 0-9 _ . -)",
                        name ? name : "(null)");
+    if (atomic_load(&db->followed))
+        return err_set(ARMDB_EXISTS, "armdb_repl_follow: %s is followed already", db->dir);
     if (db->crypt && !store_opts->encryption_key)
         return err_set(ARMDB_INVAL, "armdb_repl_follow: %s is encrypted: store_opts needs its key (a resync "
                        "creates a copy with it)", db->dir);
@@ -582,8 +596,13 @@ API int armdb_repl_follow(armdb *db, const char *store_dir, const armdb_options 
         read_record(f, f->dir, &f->cur);
         rc = settle(f);
     }
-    if (rc == 0 && pthread_create(&f->tid, NULL, follower_main, f) != 0)
+    bool was = false;
+    if (rc == 0 && !atomic_compare_exchange_strong(&db->followed, &was, true))
+        rc = err_set(ARMDB_EXISTS, "armdb_repl_follow: %s is followed already", db->dir);
+    else if (rc == 0 && pthread_create(&f->tid, NULL, follower_main, f) != 0) {
+        atomic_store(&db->followed, false);
         rc = err_set(-EAGAIN, "armdb_repl_follow: cannot start its thread");
+    }
     if (rc < 0) {
         follower_free(f);
         return rc;
@@ -683,6 +702,7 @@ API int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out
          * without RESYNCED). */
         int left = repl_rm_tree(f->resync_dir);
         (void)left;
+        atomic_store(&fresh->followed, true);
         pthread_mutex_lock(&f->mu);
         f->db = fresh;
         f->cur = f->copy_cur;
@@ -709,6 +729,7 @@ API void armdb_repl_follower_close(armdb_repl_follower *f)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     pthread_join(f->tid, NULL);
+    atomic_store(&f->db->followed, false);
     follower_free(f);
 }
 
@@ -750,7 +771,7 @@ API int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, 
         if ((rc = repl_error_decode(pl, plen, &code, &msg, &mlen)) == 0)
             rc = err_plain(code, "armdb_repl_fetch_meta: the leader reports: %.*s", (int)mlen, msg);
     } else if (rc == 0 && type != REPL_META) {
-        rc = err_set(ARMDB_CORRUPT, "armdb_repl_fetch_meta: the leader sent a %u frame", (unsigned)type);
+        rc = err_plain(ARMDB_CORRUPT, "armdb_repl_fetch_meta: the leader sent a %u frame", (unsigned)type);
     } else if (rc == 0) {
         *len = plen;
         if (plen > cap)

@@ -61,6 +61,7 @@ struct peer {
     } times[TIMES];
     uint32_t ntimes, tnext;
     atomic_bool done, reader_dead;
+    atomic_bool holding; /* its positions hold back compaction's tombstones (floor_update) */
 };
 
 struct armdb_repl_server {
@@ -145,7 +146,7 @@ static void *reader_main(void *arg)
             if (rc == 0)
                 rc = err_plain(code, "replication: the follower %s reports: %.*s", p->addr, (int)mlen, msg);
         } else if (rc == 0) {
-            rc = err_set(ARMDB_CORRUPT, "replication: the follower sent frame type %u", (unsigned)type);
+            rc = err_plain(ARMDB_CORRUPT, "replication: the follower sent frame type %u", (unsigned)type);
         }
         /* A follower that hangs up (closed, or gone) is not an error. */
         if (!atomic_load(&p->srv->stop) && !atomic_load(&p->done) && rc != -ECONNRESET)
@@ -242,6 +243,37 @@ static int resync(struct peer *p, uint32_t s, const char *why)
     return ARMDB_COMPACTED;
 }
 
+/* The tombstone floor of each of db's shards: the least position of the
+ * followers streaming it, above which compaction keeps tombstones (a
+ * follower that has not been sent a delete still needs it; dropped, the
+ * shard's feed could no longer serve that follower). */
+static void floor_update(armdb_repl_server *srv, armdb *db)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (uint32_t s = 0; s < db->nshards; s++) {
+        uint64_t lo = UINT64_MAX;
+        for (struct peer *q = srv->peers; q; q = q->next) {
+            if (q->db == db && atomic_load(&q->holding)) {
+                uint64_t v = atomic_load(&q->sent[s]);
+                lo = v < lo ? v : lo;
+            }
+        }
+        atomic_store(&db->shards[s].repl_floor, lo);
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Every entry of every shard up to the returned GSN has been sent. */
+static uint64_t sent_mark(struct peer *p)
+{
+    uint64_t mark = UINT64_MAX;
+    for (uint32_t s = 0; s < p->nshards; s++) {
+        uint64_t v = atomic_load(&p->sent[s]);
+        mark = v < mark ? v : mark;
+    }
+    return mark;
+}
+
 static int stream(struct peer *p, const uint64_t *from)
 {
     armdb *db = p->db;
@@ -269,6 +301,11 @@ static int stream(struct peer *p, const uint64_t *from)
             rc = resync(p, s, why);
         }
     }
+    if (rc == 0) {
+        atomic_store(&p->holding, true);
+        floor_update(p->srv, db);
+    }
+    uint32_t ncaught = 0;
     uint64_t sampled = 0, sampled_at = 0;
     while (rc == 0 && peer_going(p)) {
         uint64_t L = armdb_last_gsn(db), safe = 0;
@@ -300,6 +337,7 @@ static int stream(struct peer *p, const uint64_t *from)
                     atomic_store(&p->sent[s], pos[s]);
                     if (!caught[s]) {
                         caught[s] = true;
+                        ncaught++;
                         rc = repl_send_mark(p->conn, REPL_CAUGHT_UP, s, pos[s]);
                     }
                     continue;
@@ -335,19 +373,33 @@ static int stream(struct peer *p, const uint64_t *from)
                 feeds[s] = NULL;
                 pos[s] = end > pos[s] ? end : pos[s];
                 atomic_store(&p->sent[s], pos[s]);
+                /* What the files held at the cut is sent: caught up
+                 * (under a steady load a shard seldom has nothing new) */
+                if (!caught[s] && (rc = repl_send_mark(p->conn, REPL_CAUGHT_UP, s, pos[s])) == 0) {
+                    caught[s] = true;
+                    ncaught++;
+                }
             }
         }
-        if (rc < 0 || busy)
+        if (rc < 0)
             continue;
-        /* Every shard sent up to at least L. */
-        uint64_t mark = UINT64_MAX;
-        for (uint32_t s = 0; s < n; s++)
-            mark = pos[s] < mark ? pos[s] : mark;
-        uint64_t now = repl_now_ms();
-        if (!live) {
+        floor_update(p->srv, db);
+        if (!live && ncaught == n) {
             live = true;
             atomic_store(&p->state, ARMDB_REPL_LIVE);
         }
+        uint64_t now = repl_now_ms(), mark = sent_mark(p);
+        if (busy) {
+            /* marks and heartbeats go on under a load that never lets
+             * every shard drain at once */
+            if (now - last_beat >= p->srv->cfg.heartbeat_ms) {
+                rc = repl_send_heartbeat(p->conn, mark, now);
+                last_mark = mark;
+                last_beat = now;
+            }
+            continue;
+        }
+        /* Every shard sent up to at least L (or the durable bound). */
         if (mark != last_mark || now - last_beat >= p->srv->cfg.heartbeat_ms) {
             if ((rc = repl_send_heartbeat(p->conn, mark, now)) < 0)
                 break;
@@ -429,7 +481,7 @@ static void *peer_main(void *arg)
         if (type == REPL_SUBSCRIBE)
             rc = repl_subscribe_decode(p->conn, pl, len, from, &n);
         else
-            rc = err_set(ARMDB_CORRUPT, "replication: the follower sent type %u before SUBSCRIBE",
+            rc = err_plain(ARMDB_CORRUPT, "replication: the follower sent type %u before SUBSCRIBE",
                          (unsigned)type);
     }
     if (rc < 0) {
@@ -442,6 +494,8 @@ static void *peer_main(void *arg)
         goto out;
     }
     rc = stream(p, from);
+    atomic_store(&p->holding, false);
+    floor_update(srv, p->db);
     if (rc < 0 && rc != ARMDB_COMPACTED && rc != -ECONNRESET && rc != -EPIPE && !atomic_load(&srv->stop) &&
         !atomic_load(&p->reader_dead))
         server_error(srv, rc, p->addr, false);

@@ -321,7 +321,7 @@ static void greeting_encode(const struct repl_conn *c, unsigned char *p)
 static int greeting_magic(const struct repl_conn *c, const unsigned char *p)
 {
     if (memcmp(p, REPL_MAGIC, 8) != 0)
-        return err_set(ARMDB_CORRUPT, "replication: the %s is not an armdb replication peer (bad magic)",
+        return err_plain(ARMDB_CORRUPT, "replication: the %s is not an armdb replication peer (bad magic)",
                        peer_name(c));
     return 0;
 }
@@ -343,7 +343,7 @@ static int hello_name(const unsigned char *p, char *name)
     for (size_t i = len; ok && i < REPL_NAME_BYTES; i++)
         ok = n[i] == 0;
     if (!ok)
-        return err_set(ARMDB_CORRUPT, "replication: the follower's HELLO names no valid store");
+        return err_plain(ARMDB_CORRUPT, "replication: the follower's HELLO names no valid store");
     memcpy(name, n, len + 1);
     return 0;
 }
@@ -365,7 +365,7 @@ static int greeting_check(struct repl_conn *c, const unsigned char *p)
         return err_set(ARMDB_MISMATCH, "replication: the %s asks for unknown features (flags 0x%x)", peer,
                        c->peer_flags);
     if (c->role == REPL_FOLLOWER && memcmp(p + 60, c->hello + 60, REPL_NAME_BYTES) != 0)
-        return err_set(ARMDB_CORRUPT, "replication: the leader's WELCOME names another store");
+        return err_plain(ARMDB_CORRUPT, "replication: the leader's WELCOME names another store");
     bool peer_none = !shape_set(&c->peer_shape);
     if (c->role == REPL_FOLLOWER && peer_none && c->name[0])
         return err_plain(ARMDB_NOTFOUND, "replication: the leader serves no store named \"%s\"", c->name);
@@ -418,7 +418,7 @@ static int keys_pull(struct repl_conn *c, const unsigned char hdr[REPL_HEADER_BY
 {
     const unsigned char *theirs = c->role == REPL_FOLLOWER ? keys + 32 : keys;
     if (crypto_secretstream_xchacha20poly1305_init_pull(c->rx, hdr, theirs) != 0)
-        return err_set(ARMDB_CORRUPT, "replication: the %s's stream header is invalid", peer_name(c));
+        return err_plain(ARMDB_CORRUPT, "replication: the %s's stream header is invalid", peer_name(c));
     return 0;
 }
 
@@ -568,14 +568,14 @@ static int frame_check(const struct repl_conn *c, unsigned type, size_t len)
     case REPL_META: ok = !leader; break;
     case REPL_ERROR: ok = true, min = 4, max = 4 + REPL_ERRMSG_MAX; break;
     default:
-        return err_set(ARMDB_CORRUPT, "replication: frame of unknown type %u from the %s", type,
+        return err_plain(ARMDB_CORRUPT, "replication: frame of unknown type %u from the %s", type,
                        peer_name(c));
     }
     if (!ok)
-        return err_set(ARMDB_CORRUPT, "replication: the %s sent a %s frame, which only the %s sends",
+        return err_plain(ARMDB_CORRUPT, "replication: the %s sent a %s frame, which only the %s sends",
                        peer_name(c), type_name(type), role_name(c->role));
     if (len < min || len > max)
-        return err_set(ARMDB_CORRUPT, "replication: %s frame with a payload of %zu bytes", type_name(type),
+        return err_plain(ARMDB_CORRUPT, "replication: %s frame with a payload of %zu bytes", type_name(type),
                        len);
     return 0;
 }
@@ -596,7 +596,7 @@ int repl_frame_recv(struct repl_conn *c, enum repl_type *type, const unsigned ch
     uint32_t hi = c->encrypted ? REPL_FRAME_MAX : REPL_BODY_MAX;
     if (n < lo || n > hi)
         return fail(c,
-                    err_set(ARMDB_CORRUPT, "replication: frame length %u out of range [%u, %u]", n, lo, hi));
+                    err_plain(ARMDB_CORRUPT, "replication: frame length %u out of range [%u, %u]", n, lo, hi));
     rc = read_all(c, c->rbuf, n, "a frame");
     if (rc < 0)
         return fail(c, rc);
@@ -607,12 +607,12 @@ int repl_frame_recv(struct repl_conn *c, enum repl_type *type, const unsigned ch
         unsigned char tag = 0;
         if (crypto_secretstream_xchacha20poly1305_pull(c->rx, c->rplain, &mlen, &tag, c->rbuf, n, NULL, 0) !=
             0)
-            return fail(c, err_set(ARMDB_CORRUPT,
+            return fail(c, err_plain(ARMDB_CORRUPT,
                                    "replication: a frame from the %s failed to decrypt "
                                    "(altered, replayed, reordered or dropped)",
                                    peer_name(c)));
         if (tag != TAG_MESSAGE || mlen < 1)
-            return fail(c, err_set(ARMDB_CORRUPT, "replication: a frame from the %s has tag %u", peer_name(c),
+            return fail(c, err_plain(ARMDB_CORRUPT, "replication: a frame from the %s has tag %u", peer_name(c),
                                    (unsigned)tag));
         b = c->rplain;
         blen = (size_t)mlen;
@@ -653,17 +653,17 @@ int repl_subscribe_decode(const struct repl_conn *c, const unsigned char *p, siz
 {
     *n = 0;
     if (len < 4)
-        return err_set(ARMDB_CORRUPT, "replication: SUBSCRIBE of %zu bytes", len);
+        return err_plain(ARMDB_CORRUPT, "replication: SUBSCRIBE of %zu bytes", len);
     uint32_t cnt = get_le32(p);
     if (cnt != c->shape.shards)
-        return err_set(ARMDB_CORRUPT, "replication: SUBSCRIBE for %u shards, the store has %u", cnt,
+        return err_plain(ARMDB_CORRUPT, "replication: SUBSCRIBE for %u shards, the store has %u", cnt,
                        c->shape.shards);
     if (len != 4 + 8 * (size_t)cnt)
-        return err_set(ARMDB_CORRUPT, "replication: SUBSCRIBE of %u shards in %zu bytes", cnt, len);
+        return err_plain(ARMDB_CORRUPT, "replication: SUBSCRIBE of %u shards in %zu bytes", cnt, len);
     for (uint32_t i = 0; i < cnt; i++) {
         uint64_t g = get_le64(p + 4 + 8 * (size_t)i);
         if (!gsn_wire_ok(g))
-            return err_set(ARMDB_CORRUPT, "replication: SUBSCRIBE: GSN of shard %u past 2^60 - 1", i);
+            return err_plain(ARMDB_CORRUPT, "replication: SUBSCRIBE: GSN of shard %u past 2^60 - 1", i);
         gsns[i] = g;
     }
     *n = cnt;
@@ -686,13 +686,13 @@ int repl_mark_decode(const struct repl_conn *c, const unsigned char *p, size_t l
                      uint64_t *gsn)
 {
     if (len != 12)
-        return err_set(ARMDB_CORRUPT, "replication: shard and GSN in %zu bytes", len);
+        return err_plain(ARMDB_CORRUPT, "replication: shard and GSN in %zu bytes", len);
     uint32_t s = get_le32(p);
     uint64_t g = get_le64(p + 4);
     if (s >= c->shape.shards)
-        return err_set(ARMDB_CORRUPT, "replication: shard %u of %u", s, c->shape.shards);
+        return err_plain(ARMDB_CORRUPT, "replication: shard %u of %u", s, c->shape.shards);
     if (!gsn_wire_ok(g))
-        return err_set(ARMDB_CORRUPT, "replication: GSN past 2^60 - 1 for shard %u", s);
+        return err_plain(ARMDB_CORRUPT, "replication: GSN past 2^60 - 1 for shard %u", s);
     *shard = s;
     *gsn = g;
     return 0;
@@ -711,10 +711,10 @@ int repl_send_heartbeat(struct repl_conn *c, uint64_t last_gsn, uint64_t time_ms
 int repl_heartbeat_decode(const unsigned char *p, size_t len, uint64_t *last_gsn, uint64_t *time_ms)
 {
     if (len != 16)
-        return err_set(ARMDB_CORRUPT, "replication: HEARTBEAT of %zu bytes", len);
+        return err_plain(ARMDB_CORRUPT, "replication: HEARTBEAT of %zu bytes", len);
     uint64_t g = get_le64(p);
     if (!gsn_wire_ok(g))
-        return err_set(ARMDB_CORRUPT, "replication: HEARTBEAT GSN past 2^60 - 1");
+        return err_plain(ARMDB_CORRUPT, "replication: HEARTBEAT GSN past 2^60 - 1");
     *last_gsn = g;
     *time_ms = get_le64(p + 8);
     return 0;
@@ -735,12 +735,12 @@ int repl_send_error(struct repl_conn *c, int code, const char *msg)
 int repl_error_decode(const unsigned char *p, size_t len, int *code, const char **msg, size_t *msglen)
 {
     if (len < 4 || len > 4 + REPL_ERRMSG_MAX)
-        return err_set(ARMDB_CORRUPT, "replication: ERROR of %zu bytes", len);
+        return err_plain(ARMDB_CORRUPT, "replication: ERROR of %zu bytes", len);
     int32_t v = (int32_t)get_le32(p);
     if (v >= 0)
-        return err_set(ARMDB_CORRUPT, "replication: ERROR with code %d", (int)v);
+        return err_plain(ARMDB_CORRUPT, "replication: ERROR with code %d", (int)v);
     if (memchr(p + 4, 0, len - 4))
-        return err_set(ARMDB_CORRUPT, "replication: ERROR text holds a NUL byte");
+        return err_plain(ARMDB_CORRUPT, "replication: ERROR text holds a NUL byte");
     *code = v;
     *msg = (const char *)p + 4;
     *msglen = len - 4;
@@ -817,36 +817,36 @@ int repl_batch_open(const struct repl_conn *c, const unsigned char *p, size_t le
 {
     memset(it, 0, sizeof *it);
     if (len < REPL_BATCH_HDR)
-        return err_set(ARMDB_CORRUPT, "replication: BATCH of %zu bytes", len);
+        return err_plain(ARMDB_CORRUPT, "replication: BATCH of %zu bytes", len);
     uint32_t shard = get_le32(p), count = get_le32(p + 4);
     uint32_t klen = c->shape.key_len, fixed = c->shape.value_len;
     if (shard >= c->shape.shards)
-        return err_set(ARMDB_CORRUPT, "replication: BATCH for shard %u of %u", shard, c->shape.shards);
+        return err_plain(ARMDB_CORRUPT, "replication: BATCH for shard %u of %u", shard, c->shape.shards);
     if (count == 0)
-        return err_set(ARMDB_CORRUPT, "replication: BATCH of no entries");
+        return err_plain(ARMDB_CORRUPT, "replication: BATCH of no entries");
     const unsigned char *q = p + REPL_BATCH_HDR, *end = p + len;
     uint64_t last = 0;
     for (uint32_t i = 0; i < count; i++) {
         size_t left = (size_t)(end - q);
         if (left < REPL_ENTRY_HDR + (size_t)klen)
-            return err_set(ARMDB_CORRUPT, "replication: BATCH entry %u of %u runs past the frame", i, count);
+            return err_plain(ARMDB_CORRUPT, "replication: BATCH entry %u of %u runs past the frame", i, count);
         uint64_t raw = get_le64(q), g = raw & ~REPL_GSN_DELETE;
         uint32_t vlen = get_le32(q + 8);
         bool del = raw & REPL_GSN_DELETE;
         if (g == 0 || g > GSN_MASK || g <= last)
-            return err_set(ARMDB_CORRUPT, "replication: BATCH entry %u: GSN %llu out of order or range", i,
+            return err_plain(ARMDB_CORRUPT, "replication: BATCH entry %u: GSN %llu out of order or range", i,
                            (unsigned long long)g);
         if (del ? vlen != 0 : fixed && vlen != fixed)
-            return err_set(ARMDB_CORRUPT, "replication: BATCH entry %u: %s with a value of %u bytes", i,
+            return err_plain(ARMDB_CORRUPT, "replication: BATCH entry %u: %s with a value of %u bytes", i,
                            del ? "delete" : "put", vlen);
         if (vlen > left - REPL_ENTRY_HDR - klen)
-            return err_set(ARMDB_CORRUPT,
+            return err_plain(ARMDB_CORRUPT,
                            "replication: BATCH entry %u: value of %u bytes runs past the frame", i, vlen);
         q += REPL_ENTRY_HDR + klen + vlen;
         last = g;
     }
     if (q != end)
-        return err_set(ARMDB_CORRUPT, "replication: BATCH of %u entries has %zu bytes left over", count,
+        return err_plain(ARMDB_CORRUPT, "replication: BATCH of %u entries has %zu bytes left over", count,
                        (size_t)(end - q));
     it->p = p + REPL_BATCH_HDR;
     it->end = end;

@@ -42,6 +42,7 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
     sh->db = db;
     sh->no = no;
     sh->dirfd = -1;
+    atomic_store(&sh->repl_floor, UINT64_MAX);
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->sync_cv, NULL);
     char name[12];
