@@ -13,7 +13,7 @@ DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev libsodium-dev l
 CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
 
 .PHONY: all deps check-deps build demo check check-lua examples lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench bench-core bench-lua bench-feed bench-compact bench-ordered-index bench-encrypt clean
+	check-all fuzz crash bench bench-core bench-lua bench-feed bench-compact bench-repl bench-ordered-index bench-encrypt clean
 
 all: build
 
@@ -181,6 +181,15 @@ bench-compact: build
 	  bench/compact.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
 	  $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-compact
 	$(BUILD)/bench-compact $${BENCH_KEYS:-1000000} > bench/results/compact-$$(date +%Y-%m-%d).json
+
+# Replication on loopback: the rate a follower applies a live load, its
+# lag, and the catch-up of an existing store (bench/README.md). BENCH_KEYS
+# and BENCH_REPS (default 3) as for bench-core.
+bench-repl: build
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Isrc \
+	  bench/repl.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
+	  $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-repl
+	$(BUILD)/bench-repl $${BENCH_KEYS:-1000000} > bench/results/repl-$$(date +%Y-%m-%d).json
 
 # The ordered index (a B+tree) against a skiplist on the same records
 # (bench/README.md). BENCH_KEYS as for bench-core.
