@@ -200,13 +200,13 @@ bench-ordered-index: build
 	$(BUILD)/bench-ordered-index $${BENCH_KEYS:-1000000} > bench/results/ordered-index-$$(date +%Y-%m-%d).json
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,
-# and the fuzzers (45 s each here, to keep CI under 30 minutes).
+# and the fuzzers (30 s each here, to keep CI under 30 minutes).
 check-all:
 	$(MAKE) check CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-no-uring CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-asan CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-tsan CMAKE_ARGS=-DARMDB_WERROR=ON
-	$(MAKE) fuzz FUZZ_SECONDS=45 CMAKE_ARGS=-DARMDB_WERROR=ON
+	$(MAKE) fuzz FUZZ_SECONDS=30 CMAKE_ARGS=-DARMDB_WERROR=ON
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz demo-data
