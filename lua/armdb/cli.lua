@@ -32,6 +32,7 @@
 -- from the meta file, so it works without the key.
 local ffi = require("ffi")
 local armdb = require("armdb")
+local sorted_keys = require("armdb.util").sorted_keys
 
 local M = {}
 
@@ -876,11 +877,7 @@ function cmds.info(opts, pos)
     local rekeying = t.dbdir and exists(t.dbdir .. "/REKEY")
     if t.kind == "database" then
         local cat = read_catalog(t.dir)
-        local names = {}
-        for name in pairs(cat.collections) do
-            names[#names + 1] = name
-        end
-        table.sort(names)
+        local names = sorted_keys(cat.collections)
         out:write(string.format("database %s\ncollections %d\n", t.dir, #names))
         local locked, encrypted = false, false
         for _, name in ipairs(names) do
@@ -1356,11 +1353,7 @@ function cmds.sweep(opts, pos)
         failure("%s", msg)
     end
     out:write(string.format("purged %d\n", r.purged))
-    local names = {}
-    for name in pairs(r.collections) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
+    local names = sorted_keys(r.collections)
     for _, name in ipairs(names) do
         out:write(string.format("collection %s %d\n", name, r.collections[name]))
     end
@@ -1382,11 +1375,7 @@ local function open_whole(dir, read_only, opts)
 end
 
 local function print_collections(r, with_keys)
-    local names = {}
-    for name in pairs(r.collections) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
+    local names = sorted_keys(r.collections)
     for _, name in ipairs(names) do
         local c = r.collections[name]
         if with_keys then
@@ -1562,13 +1551,8 @@ local function server_line(st)
 end
 
 local function follower_line(per)
-    local names = {}
-    for name in pairs(per) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
     local parts = {}
-    for _, name in ipairs(names) do
+    for _, name in ipairs(sorted_keys(per)) do
         local t = per[name]
         parts[#parts + 1] = string.format("[%s] %s applied %d leader %d lag %d%s", name, t.state, t.applied_gsn,
             t.leader_gsn, t.lag_gsn, t.last_error and " (" .. t.last_error .. ")" or "")
@@ -1908,11 +1892,7 @@ end
 
 local function rekey_db(t, opts, old, new, t0)
     local dbdir = t.dir
-    local names = {}
-    for name in pairs(read_catalog(dbdir).collections) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
+    local names = sorted_keys(read_catalog(dbdir).collections)
     if #names == 0 then
         out:write(string.format("database %s has no collections: nothing to rekey\n", dbdir))
         return 0

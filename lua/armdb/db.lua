@@ -230,14 +230,7 @@ local function read_catalog(dir)
 end
 
 -- Sorted names of a collections table.
-local function names_of(colls)
-    local names = {}
-    for name in pairs(colls) do
-        names[#names + 1] = name
-    end
-    table.sort(names)
-    return names
-end
+local names_of = require("armdb.util").sorted_keys
 
 -- The catalog as JSON, collections in name order, one per line; with
 -- shards (name -> count), each collection's "shards" too (what a leader

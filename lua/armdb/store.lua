@@ -159,23 +159,30 @@ local follower_out = ffi.new("armdb_repl_follower *[1]")
 -- tables, { srv = pointer }), and the handle's finalizer, which stops
 -- those before it closes the store (a finalizer may run in any order
 -- with theirs, so theirs is this one).
+-- Stop the follower of a store's replication state and the servers
+-- serving it (before the store closes).
+local function stop_replication(rs)
+    local f = rs.f
+    if f ~= nil then
+        rs.f = nil
+        C.armdb_repl_follower_close(f)
+    end
+    for sst in pairs(rs.servers) do
+        local p = sst.srv
+        if p ~= nil then
+            sst.srv = nil
+            C.armdb_repl_server_close(p)
+        end
+    end
+    rs.servers = {}
+end
+
 local function rstate(self)
     local rs = self._rs
     if rs == nil then
         rs = { servers = {} }
         rs.gc = function(h)
-            local f = rs.f
-            if f ~= nil then
-                rs.f = nil
-                C.armdb_repl_follower_close(f)
-            end
-            for sst in pairs(rs.servers) do
-                local p = sst.srv
-                if p ~= nil then
-                    sst.srv = nil
-                    C.armdb_repl_server_close(p)
-                end
-            end
+            stop_replication(rs)
             C.armdb_close(h)
         end
         self._rs = rs
@@ -1098,21 +1105,9 @@ function Store:close()
     if h == nil then
         return true
     end
-    local rs = self._rs
-    if rs then -- the follower, and the servers serving the store, stop first
-        local f = rs.f
-        rs.f, self._f = nil, nil
-        if f ~= nil then
-            C.armdb_repl_follower_close(f)
-        end
-        for sst in pairs(rs.servers) do
-            local p = sst.srv
-            if p ~= nil then
-                sst.srv = nil
-                C.armdb_repl_server_close(p)
-            end
-        end
-        rs.servers = {}
+    if self._rs then -- the follower, and the servers serving the store, stop first
+        self._f = nil
+        stop_replication(self._rs)
     end
     for state in pairs(self._iters) do
         if state.it ~= nil then

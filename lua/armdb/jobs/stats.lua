@@ -35,14 +35,7 @@ function M.stats(x)
     return out
 end
 
-local function sorted_keys(t)
-    local names = {}
-    for k in pairs(t) do
-        names[#names + 1] = k
-    end
-    table.sort(names)
-    return names
-end
+local sorted_keys = require("armdb.util").sorted_keys
 
 local function value_json(v)
     local tv = type(v)
