@@ -130,7 +130,7 @@ static void write_record(armdb_repl_follower *f, const char *dir, const struct c
     pthread_mutex_unlock(&f->mu);
     for (uint32_t s = 0; s < f->nshards; s++)
         off += (size_t)snprintf(buf + off, cap - off, "shard %u %llu\n", s, (unsigned long long)c->durable[s]);
-    (void)repl_status_write(dir, "REPLICA", buf);
+    (void)repl_status_write(dir, "REPLICA", buf, true); /* the cursor: see read_record */
     free(buf);
 }
 

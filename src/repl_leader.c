@@ -662,7 +662,7 @@ static void write_status(armdb_repl_server *srv)
                                     (unsigned long long)ps.lag_ms);
         }
         if (!db->rdonly)
-            (void)repl_status_write(db->dir, "REPLICATION", buf);
+            (void)repl_status_write(db->dir, "REPLICATION", buf, false);
     }
     pthread_mutex_unlock(&srv->mu);
     free(buf);

@@ -209,7 +209,7 @@ const char *repl_rc_text(int rc)
     return rc == -EAGAIN ? "timed out" : rc == -ECONNRESET ? "connection closed" : NULL;
 }
 
-int repl_status_write(const char *dir, const char *file, const char *text)
+int repl_status_write(const char *dir, const char *file, const char *text, bool durable)
 {
     char tmp[4096], dst[4096];
     if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, file) >= (int)sizeof tmp ||
@@ -231,9 +231,15 @@ int repl_status_write(const char *dir, const char *file, const char *text)
         }
         off += (size_t)n;
     }
-    /* A record, not the truth: the positions in it are re-checked
-     * against the store, so no fsync is needed for its safety; the
-     * rename keeps a reader from seeing half of it. */
+    /* The rename keeps a reader from seeing half of it; durable: its
+     * bytes are on disk before the name points at them, so after a crash
+     * the name holds this record or the one before, whole. */
+    if (durable && fsync(fd) < 0) {
+        int rc = -errno;
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
     close(fd);
     return rename(tmp, dst) < 0 ? -errno : 0;
 }

@@ -41,8 +41,9 @@ void repl_cond_init(pthread_cond_t *cv);
 void repl_deadline(struct timespec *ts, uint32_t ms);
 /* Words for a socket error the protocol's message leaves vague, or NULL. */
 const char *repl_rc_text(int rc);
-/* Replace dir/file with text (through file.tmp and a rename). */
-int repl_status_write(const char *dir, const char *file, const char *text);
+/* Replace dir/file with text (through file.tmp and a rename; durable:
+ * fsynced before the rename). */
+int repl_status_write(const char *dir, const char *file, const char *text, bool durable);
 /* Remove a directory and everything in it; 0 if it is not there. */
 int repl_rm_tree(const char *path) MUST_CHECK;
 /* 1..63 bytes of [A-Za-z0-9_.-]. */
