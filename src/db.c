@@ -538,14 +538,11 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     }
     if ((rc = durable_load(db)) < 0 || (rc = recover_shards(db)) < 0)
         goto fail;
-    /* What the files hold at open counts as durable (read back from them). */
+    /* What the files hold at open counts as durable (read back from
+     * them); each shard's horizon starts at the store's. */
     for (uint32_t i = 0; i < db->nshards; i++) {
-        struct shard *sh = &db->shards[i];
-        for (uint32_t j = 0; j < sh->nfiles; j++)
-            if (sh->files[j]->max_gsn > sh->last_gsn)
-                sh->last_gsn = sh->files[j]->max_gsn;
-        sh->durable_gsn = sh->last_gsn;
-        atomic_store(&sh->dropped_gsn, atomic_load(&db->dropped_gsn));
+        db->shards[i].durable_gsn = gsn_last();
+        atomic_store(&db->shards[i].dropped_gsn, atomic_load(&db->dropped_gsn));
     }
     if (!db->rdonly && (rc = start_threads(db)) < 0)
         goto fail;

@@ -563,9 +563,10 @@ struct shard {
     uint32_t next_id;
     uint64_t pos;      /* bytes appended to this shard since open, all files */
     uint64_t durable;  /* pos up to which a barrier completed */
-    /* the largest GSN appended (or found at open), and the largest a
-     * completed barrier covers: what a replication leader may send */
-    uint64_t last_gsn, durable_gsn;
+    /* A GSN up to which a completed barrier covers every entry of the
+     * shard (the GSN counter at its start; at open, after recovery):
+     * what a replication leader may send. */
+    uint64_t durable_gsn;
     /* The horizon of this shard's change feed: the store's at open (kept
      * in the DURABLE file), then the largest tombstone GSN compaction
      * dropped here. */

@@ -169,12 +169,13 @@ static bool peer_going(struct peer *p)
 static int send_some(struct peer *p, armdb_changes *f, uint32_t s, uint64_t cap, bool *drained, bool *capped)
 {
     *drained = *capped = false;
-    for (uint32_t b = 0; b < ROUND_BATCHES; b++) {
-        int rc = repl_batch_begin(p->conn, s);
-        if (rc < 0)
-            return rc;
+    for (uint32_t b = 0; b < ROUND_BATCHES && !*drained; b++) {
+        /* A batch is begun at its first entry: an empty one cannot be
+         * sent, and while one is begun no other frame can be. */
+        bool begun = false;
         uint64_t nbytes = 0, last = 0;
         armdb_change ch;
+        int rc;
         for (;;) {
             rc = armdb_changes_next(f, &ch);
             if (rc == ARMDB_NOTFOUND || (rc == 0 && ch.gsn > cap)) {
@@ -184,12 +185,13 @@ static int send_some(struct peer *p, armdb_changes *f, uint32_t s, uint64_t cap,
             }
             if (rc < 0)
                 return rc;
+            if (!begun && (rc = repl_batch_begin(p->conn, s)) < 0)
+                return rc;
+            begun = true;
             rc = repl_batch_add(p->conn, &ch);
             if (rc == ARMDB_FULL) {
-                rc = repl_batch_send(p->conn);
-                if (rc < 0)
-                    return rc;
-                if ((rc = repl_batch_begin(p->conn, s)) < 0 || (rc = repl_batch_add(p->conn, &ch)) < 0)
+                if ((rc = repl_batch_send(p->conn)) < 0 || (rc = repl_batch_begin(p->conn, s)) < 0 ||
+                    (rc = repl_batch_add(p->conn, &ch)) < 0)
                     return rc;
             } else if (rc < 0) {
                 return rc;
@@ -200,13 +202,11 @@ static int send_some(struct peer *p, armdb_changes *f, uint32_t s, uint64_t cap,
             if (repl_batch_count(p->conn) >= p->srv->cfg.batch_entries)
                 break;
         }
-        if (repl_batch_count(p->conn) && (rc = repl_batch_send(p->conn)) < 0)
+        if (begun && (rc = repl_batch_send(p->conn)) < 0)
             return rc;
         atomic_fetch_add(&p->bytes, nbytes);
         if (last)
             atomic_store(&p->sent[s], last);
-        if (*drained)
-            return 0;
     }
     return 0;
 }
@@ -342,19 +342,6 @@ static int stream(struct peer *p, const uint64_t *from)
                     }
                     continue;
                 }
-                /* Only what is durable goes out (see the top): the bound
-                 * as it stands, else after a barrier where one is due. */
-                if (!safe_known && (rc = durable_bound(db, false, &safe)) < 0)
-                    break;
-                safe_known = true;
-                if (safe <= pos[s] && !safe_synced) {
-                    if ((rc = durable_bound(db, true, &safe)) < 0)
-                        break;
-                    safe_synced = true;
-                }
-                if (safe <= pos[s])
-                    continue; /* written after the barrier: next round */
-                cap[s] = safe;
                 rc = armdb_changes_open_shard(db, s, pos[s], 0, &feeds[s]);
                 if (rc == ARMDB_COMPACTED) {
                     rc = resync(p, s, armdb_errmsg());
@@ -362,6 +349,21 @@ static int stream(struct peer *p, const uint64_t *from)
                 }
                 if (rc < 0)
                     break;
+                /* Only what is durable goes out (see the top): the bound
+                 * as it stands, else after a barrier on every shard, which
+                 * covers the whole cut. A feed stopped short of its cut
+                 * could not always be opened again from where it stopped
+                 * (the shard's horizon may be past it). */
+                uint64_t end = armdb_changes_end(feeds[s]);
+                if (!safe_known && (rc = durable_bound(db, false, &safe)) < 0)
+                    break;
+                safe_known = true;
+                if (safe < end && !safe_synced) {
+                    if ((rc = durable_bound(db, true, &safe)) < 0)
+                        break;
+                    safe_synced = true;
+                }
+                cap[s] = safe;
             }
             bool drained, capped;
             busy = true;

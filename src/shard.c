@@ -238,7 +238,9 @@ int shard_wait_durable(struct shard *sh, uint64_t upto)
         }
         struct dfile *f = sh->active;
         assert(f); /* with no active file everything was sealed durable */
-        uint64_t target = sh->pos, tgsn = sh->last_gsn;
+        /* Every entry of this shard with a GSN up to gsn_last() is
+         * appended by now (a write takes its GSN and appends under mu). */
+        uint64_t target = sh->pos, tgsn = gsn_last();
         bool queued;
         if ((rc = barrier_start(sh, f, &queued)) < 0)
             return rc;
@@ -279,7 +281,7 @@ static int shard_barrier_locked(struct shard *sh)
     if (rc < 0)
         return sync_failed(sh, f, rc);
     sh->durable = sh->pos;
-    sh->durable_gsn = sh->last_gsn;
+    sh->durable_gsn = gsn_last();
     return 0;
 }
 
@@ -370,8 +372,6 @@ int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vl
     dfile_note(sh->active, gsn, esize);
     wb->len += (uint32_t)esize;
     sh->pos += gap + esize;
-    if ((gsn & GSN_MASK) > sh->last_gsn)
-        sh->last_gsn = gsn & GSN_MASK;
     sh->active->size = wbuf_tail(wb);
     *gsn_out = gsn;
     *voff = (uint32_t)(off + ENTRY_HDR + klen);

@@ -1037,8 +1037,12 @@ static void test_resync(void)
     bool saw_resync = false;
     while ((st = fstats(f)).state != ARMDB_REPL_SWAP) {
         bool late = now_ms() - t0 > WAIT_MS;
-        if (late)
+        if (late) {
             print_fstats("resync", f);
+            armdb_repl_server_stat ss = sstats(srv, NULL, 0, NULL);
+            fprintf(stderr, "resync: leader: %" PRIu64 " failed, %" PRIu64 " refused; last: %s\n", ss.failed,
+                    ss.refused, ss.last_error_msg);
+        }
         CHECK(!late);
         CHECK(st.state != ARMDB_REPL_STOPPED && st.state != ARMDB_REPL_LIVE);
         saw_resync |= st.state == ARMDB_REPL_RESYNC;
@@ -1054,6 +1058,7 @@ static void test_resync(void)
     CHECK_OK(armdb_repl_follower_swap(f, fdb, &fresh));
     CHECK(fresh != NULL);
     fdb = fresh;
+    CHECK(armdb_count(fdb) > 0); /* the copy caught up with data, not only with marks */
     struct stat sb;
     CHECK(stat(resync_dir, &sb) < 0 && errno == ENOENT);
     caught_up(f, armdb_last_gsn(leader), "resync, after");
