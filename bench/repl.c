@@ -244,6 +244,102 @@ static struct live live_run(int rep, armdb **leader, armdb_repl_server **srv)
     return r;
 }
 
+/* A steady load below the follower's apply rate: PACED_RATE puts a
+ * second for PACED_SECS seconds into a new leader with a follower live.
+ * The lag is sampled every SAMPLE_MS as puts returned minus entries
+ * applied, and turned into time at the writer's rate. */
+#define PACED_RATE 100000.0
+#define PACED_SECS 2.0
+
+struct paced {
+    double rate;        /* puts per second reached */
+    uint64_t elag[3];   /* entries: p50, p99, max */
+    double drain_ms;    /* last put to caught up */
+};
+
+struct pacer {
+    armdb *db;
+    size_t n;
+    atomic_size_t written;
+    atomic_bool done;
+    double t0, t1;
+};
+
+static void *write_paced(void *p)
+{
+    struct pacer *w = p;
+    unsigned char v[VAL_LEN];
+    w->t0 = now_s();
+    for (size_t i = 0; i < w->n; i++) {
+        value_of(i, v);
+        ARMDB_OK(armdb_put(w->db, g_keys + i * KEY_LEN, KEY_LEN, v, VAL_LEN));
+        atomic_store_explicit(&w->written, i + 1, memory_order_relaxed);
+        if (i % 100 == 99) {
+            double due = w->t0 + (double)(i + 1) / PACED_RATE, t = now_s();
+            if (due > t)
+                usleep((useconds_t)((due - t) * 1e6));
+        }
+    }
+    w->t1 = now_s();
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+static struct paced paced_run(int rep)
+{
+    struct paced r;
+    char lname[32], name[32], fdir[PATH_MAX + 64];
+    snprintf(lname, sizeof lname, "paced%d", rep);
+    armdb *leader = open_store(lname, 0, NULL, 0);
+    armdb_repl_server *srv;
+    armdb_repl_options ro;
+    armdb_repl_options_init(&ro);
+    ARMDB_OK(armdb_repl_serve("127.0.0.1:0", &ro, &srv));
+    ARMDB_OK(armdb_repl_server_add(srv, "s", leader));
+    snprintf(name, sizeof name, "paced-f%d", rep);
+    armdb *fdb = open_store(name, ARMDB_REPLICA, fdir, sizeof fdir);
+    armdb_repl_follower *f = follow(fdb, fdir, armdb_repl_server_port(srv), NULL);
+    struct pacer w = {.db = leader, .n = (size_t)(PACED_RATE * PACED_SECS)};
+    if (w.n > g_n)
+        w.n = g_n;
+    pthread_t th;
+    size_t ns = 0;
+    if (pthread_create(&th, NULL, write_paced, &w) != 0)
+        DIE("pthread_create");
+    while (!atomic_load(&w.done)) {
+        size_t written = atomic_load_explicit(&w.written, memory_order_relaxed);
+        armdb_repl_follower_stat st = fstat_of(f);
+        if (ns < MAX_SAMPLES)
+            g_elags[ns++] = written > st.entries ? written - st.entries : 0;
+        usleep(SAMPLE_MS * 1000);
+    }
+    pthread_join(th, NULL);
+    uint64_t last = armdb_last_gsn(leader);
+    must_catch_up(f, last);
+    r.drain_ms = (now_s() - w.t1) * 1e3;
+    r.rate = (double)w.n / (w.t1 - w.t0);
+    r.elag[0] = pct_u64(g_elags, ns, 0.5);
+    r.elag[1] = pct_u64(g_elags, ns, 0.99);
+    r.elag[2] = pct_u64(g_elags, ns, 1.0);
+    armdb_repl_follower_close(f);
+    armdb_repl_server_close(srv);
+    if (armdb_count(fdb) != w.n)
+        DIE("the paced follower holds %" PRIu64 " keys, not %zu", armdb_count(fdb), w.n);
+    ARMDB_OK(armdb_close(fdb));
+    ARMDB_OK(armdb_close(leader));
+    rm_tree(fdir);
+    rm_tree(store_dir(lname));
+    if (last > g_gsn_base)
+        g_gsn_base = last;
+    return r;
+}
+
+static int cmp_paced(const void *a, const void *b)
+{
+    const struct paced *x = a, *y = b;
+    return (x->elag[1] > y->elag[1]) - (x->elag[1] < y->elag[1]);
+}
+
 static double local_run(void)
 {
     struct writer lw = {.db = open_store("local", 0, NULL, 0)};
@@ -335,6 +431,16 @@ int main(int argc, char **argv)
     armdb_repl_server_close(srv);
     ARMDB_OK(armdb_close(leader));
 
+    /* a steady load the follower keeps up with */
+    struct paced pc[REPS_MAX];
+    for (int r = 0; r < reps; r++) {
+        fprintf(stderr, "bench-repl: %d/%d: %.0f puts/s for %.0f s into a leader with a follower\n", r + 1, reps,
+                PACED_RATE, PACED_SECS);
+        pc[r] = paced_run(r);
+    }
+    qsort(pc, (size_t)reps, sizeof *pc, cmp_paced);
+    const struct paced *pm = &pc[reps / 2];
+
     printf("{\n  \"machine\": {\"cpu\": \"%s\", \"cores\": %ld, \"kernel\": \"%s\", \"fs\": \"%s\"},\n",
            g_m.cpu, g_m.cores, g_m.kernel, g_m.fs);
     printf("  \"config\": {\"keys\": %zu, \"key_len\": %d, \"value_len\": %d, \"shards\": %d, "
@@ -352,8 +458,13 @@ int main(int argc, char **argv)
            ", \"entries_per_s\": %.0f, \"mb_per_s\": %.1f},\n",
            c->secs, c->entries, c->bytes, (double)c->entries / c->secs, (double)c->bytes / c->secs / 1e6);
     printf("  \"catch_up_encrypted\": {\"seconds\": %.3f, \"entries\": %" PRIu64 ", \"bytes\": %" PRIu64
-           ", \"entries_per_s\": %.0f, \"mb_per_s\": %.1f}\n}\n",
+           ", \"entries_per_s\": %.0f, \"mb_per_s\": %.1f},\n",
            e->secs, e->entries, e->bytes, (double)e->entries / e->secs, (double)e->bytes / e->secs / 1e6);
+    printf("  \"paced\": {\"puts_per_s\": %.0f, \"seconds\": %.1f, \"lag_entries_p50\": %" PRIu64
+           ", \"lag_entries_p99\": %" PRIu64 ", \"lag_entries_max\": %" PRIu64
+           ", \"lag_ms_p50\": %.2f, \"lag_ms_p99\": %.2f, \"caught_up_after_writer_ms\": %.1f}\n}\n",
+           pm->rate, PACED_SECS, pm->elag[0], pm->elag[1], pm->elag[2], (double)pm->elag[0] / pm->rate * 1e3,
+           (double)pm->elag[1] / pm->rate * 1e3, pm->drain_ms);
 
     fprintf(stderr, "\nmedians of %d runs\n%-34s %14s %10s\n", reps, "", "entries/s", "MB/s");
     fprintf(stderr, "%-34s %14.0f\n", "local puts (no replication)", local_med);
@@ -371,6 +482,11 @@ int main(int argc, char **argv)
             "live lag, puts returned - entries applied: p50 %" PRIu64 ", p99 %" PRIu64 ", max %" PRIu64 "\n",
             m->elag[0], m->elag[1], m->elag[2]);
     fprintf(stderr, "caught up %.0f ms after the last put\n", m->drain_ms);
+    fprintf(stderr,
+            "steady %.0f puts/s: lag p50 %" PRIu64 " entries (%.1f ms), p99 %" PRIu64 " (%.1f ms), max %" PRIu64
+            "; caught up %.0f ms after the last put\n",
+            pm->rate, pm->elag[0], (double)pm->elag[0] / pm->rate * 1e3, pm->elag[1],
+            (double)pm->elag[1] / pm->rate * 1e3, pm->elag[2], pm->drain_ms);
     free(g_lags);
     free(g_elags);
     free(g_keys);
