@@ -177,21 +177,26 @@ out:
     return rc;
 }
 
-int durable_note_dropped(armdb *db, uint64_t gsn)
+int durable_note_dropped(struct shard *sh, uint64_t gsn)
 {
-    if (gsn <= atomic_load(&db->dropped_gsn))
-        return 0;
-    pthread_mutex_lock(&db->durable_mu);
-    uint64_t was = atomic_load(&db->dropped_gsn);
+    armdb *db = sh->db;
     int rc = 0;
-    if (gsn > was) {
-        atomic_store(&db->dropped_gsn, gsn);
-        /* D is rewritten as it stands; a frozen D stays frozen. */
-        rc = durable_write(db, atomic_load(&db->durable_gsn));
-        if (rc < 0)
-            atomic_store(&db->dropped_gsn, was);
+    if (gsn > atomic_load(&db->dropped_gsn)) {
+        pthread_mutex_lock(&db->durable_mu);
+        uint64_t was = atomic_load(&db->dropped_gsn);
+        if (gsn > was) {
+            atomic_store(&db->dropped_gsn, gsn);
+            /* D is rewritten as it stands; a frozen D stays frozen. */
+            rc = durable_write(db, atomic_load(&db->durable_gsn));
+            if (rc < 0)
+                atomic_store(&db->dropped_gsn, was);
+        }
+        pthread_mutex_unlock(&db->durable_mu);
     }
-    pthread_mutex_unlock(&db->durable_mu);
+    /* The shard's horizon may be below the store's (another shard's drop
+     * moved that one). */
+    if (rc == 0)
+        atomic_max_u64(&sh->dropped_gsn, gsn);
     return rc;
 }
 
@@ -388,11 +393,8 @@ relock:
         x->file = sh->active->id;
     }
     gsn_observe(db, base + nw - 1);
-    if (nw > 1) {
-        uint64_t cur = atomic_load(&db->batch_max);
-        while (cur < base + nw - 1 && !atomic_compare_exchange_weak(&db->batch_max, &cur, base + nw - 1))
-            ;
-    }
+    if (nw > 1)
+        atomic_max_u64(&db->batch_max, base + nw - 1);
     /* Applied in op order. */
     for (uint32_t k = 0; k < nw; k++) {
         struct bop *x = &w[k];

@@ -359,13 +359,8 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
         drop = false;
     /* With a tombstone gone, a change feed from below its GSN would miss
      * the delete: the store's horizon must say so before the file goes. */
-    if (drop && c->dropped && durable_note_dropped(sh->db, c->dropped) < 0)
+    if (drop && c->dropped && durable_note_dropped(sh, c->dropped) < 0)
         drop = false;
-    if (drop && c->dropped) {
-        uint64_t cur = atomic_load(&sh->dropped_gsn);
-        while (cur < c->dropped && !atomic_compare_exchange_weak(&sh->dropped_gsn, &cur, c->dropped))
-            ;
-    }
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
     if (drop) {

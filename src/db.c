@@ -29,9 +29,7 @@ void gsn_observe(armdb *db, uint64_t gsn)
     uint_fast64_t cur = atomic_load(&gsn_counter);
     while (cur <= gsn && !atomic_compare_exchange_weak(&gsn_counter, &cur, gsn + 1))
         ;
-    cur = atomic_load(&db->max_gsn);
-    while (cur < gsn && !atomic_compare_exchange_weak(&db->max_gsn, &cur, gsn))
-        ;
+    atomic_max_u64(&db->max_gsn, gsn);
     /* After max_gsn moved (both sequentially consistent): a waiter that
      * saw the old value is counted by now, and is woken. */
     if (atomic_load(&db->feed_waiters)) {

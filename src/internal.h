@@ -60,6 +60,13 @@ static inline bool gsn_flags_ok(uint64_t gsn)
 static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 static inline uint64_t round_down(uint64_t v, uint64_t a) { return v / a * a; }
 static inline uint64_t pad8(uint64_t v) { return (v + 7) & ~7ull; }
+/* *a = max(*a, v), atomically. */
+static inline void atomic_max_u64(atomic_uint_fast64_t *a, uint64_t v)
+{
+    uint_fast64_t cur = atomic_load(a);
+    while (cur < v && !atomic_compare_exchange_weak(a, &cur, v))
+        ;
+}
 static inline uint64_t entry_size(uint32_t klen, uint32_t vlen) { return pad8(ENTRY_HDR + klen + (uint64_t)vlen); }
 
 /* ---- little-endian helpers (util.c): the on-disk format goes through these ---- */
@@ -813,9 +820,10 @@ int batch_note_aborted(armdb *db, const struct gsn_run *runs, uint32_t n);
 int durable_checkpoint(armdb *db);
 /* At close, every shard durable: D moved up to the store's largest GSN. */
 int durable_close(armdb *db);
-/* Before a file holding a tombstone of GSN gsn is removed: the horizon
- * of the change feed moved up to it, durably. */
-int durable_note_dropped(armdb *db, uint64_t gsn) MUST_CHECK;
+/* Before a file of sh holding a tombstone of GSN gsn is removed: the
+ * horizon of the change feed moved up to it, the store's durably, and
+ * the shard's. */
+int durable_note_dropped(struct shard *sh, uint64_t gsn) MUST_CHECK;
 void gsn_observe(armdb *db, uint64_t gsn);
 int db_queue_hint(armdb *db, struct shard *sh, struct dfile *f);
 /* A file may have passed the compaction threshold: wake the background
