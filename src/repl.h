@@ -161,6 +161,10 @@ int repl_send_error(struct repl_conn *c, int code, const char *msg) MUST_CHECK;
 /* *msg points into p (not NUL-terminated, *msglen bytes). */
 int repl_error_decode(const unsigned char *p, size_t len, int *code, const char **msg,
                       size_t *msglen) MUST_CHECK;
+/* A received ERROR as this thread's error: its code, with the message
+ * "replication: the PEER ADDR reports: TEXT" (ARMDB_CORRUPT if the
+ * payload is malformed). */
+int repl_error_take(const struct repl_conn *c, const unsigned char *p, size_t len, const char *addr) MUST_CHECK;
 
 /* ---- BATCH ---- */
 /* Start a batch of shard's entries in the connection's send buffer. */

@@ -169,18 +169,13 @@ static void read_record(armdb_repl_follower *f, const char *dir, struct cursor *
 
 /* ---- one connection ---- */
 
+/* Connect, and publish the socket so that close and swap can end it. */
 static int dial(armdb_repl_follower *f, int *out)
 {
-    int fd = socket(f->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return err_set(-errno, "replication: socket");
-    int rc = repl_sock_setup(fd, f->cfg.timeout_ms);
-    if (rc == 0 && connect(fd, (struct sockaddr *)&f->ss, f->sl) < 0)
-        rc = -errno;
-    if (rc < 0) {
-        close(fd);
-        return err_set(rc, "replication: cannot connect to %s", f->addr);
-    }
+    int fd;
+    int rc = repl_dial(&f->ss, f->sl, f->cfg.timeout_ms, f->addr, &fd);
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&f->mu);
     bool ok = !f->stop && !f->swap_req;
     if (ok)
@@ -221,11 +216,10 @@ static int flush(armdb_repl_follower *f, struct repl_conn *conn, armdb *db, stru
     return rc;
 }
 
-static void advance(armdb_repl_follower *f, struct cursor *c, uint32_t s, uint64_t g)
+static void advance(struct cursor *c, uint32_t s, uint64_t g)
 {
     if (g > c->complete[s])
         c->complete[s] = g;
-    (void)f;
 }
 
 static void publish(armdb_repl_follower *f, const struct cursor *c, uint64_t entries, uint64_t bytes)
@@ -336,7 +330,7 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
                                  armdb_errmsg());
                     break;
                 }
-                advance(f, c, it.shard, ch.gsn);
+                advance(c, it.shard, ch.gsn);
                 entries++;
                 bytes += ch.klen + ch.vlen;
             }
@@ -350,7 +344,7 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
             uint64_t g;
             if ((rc = repl_mark_decode(conn, pl, len, &s, &g)) < 0)
                 break;
-            advance(f, c, s, g);
+            advance(c, s, g);
             dirty = true;
             if (caught[s])
                 break;
@@ -374,7 +368,7 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
             if ((rc = repl_heartbeat_decode(pl, len, &g, &t)) < 0)
                 break;
             for (uint32_t s = 0; s < f->nshards; s++)
-                advance(f, c, s, g);
+                advance(c, s, g);
             pthread_mutex_lock(&f->mu);
             if (g > f->st.leader_gsn)
                 f->st.leader_gsn = g;
@@ -385,14 +379,9 @@ static int session(armdb_repl_follower *f, armdb *db, struct cursor *c, bool is_
         case REPL_RESYNC:
             rc = RESYNC_WANTED;
             break;
-        case REPL_ERROR: {
-            int code;
-            const char *msg;
-            size_t mlen;
-            if ((rc = repl_error_decode(pl, len, &code, &msg, &mlen)) == 0)
-                rc = err_plain(code, "replication: the leader %s reports: %.*s", f->addr, (int)mlen, msg);
+        case REPL_ERROR:
+            rc = repl_error_take(conn, pl, len, f->addr);
             break;
-        }
         default:
             rc = err_plain(ARMDB_CORRUPT, "replication: the leader sent a %u frame mid-stream", (unsigned)type);
         }
@@ -420,8 +409,7 @@ static int copy_open(armdb_repl_follower *f)
     if (rc < 0)
         return err_set(rc, "replication: remove %s", f->resync_dir);
     armdb_options o = f->sopts;
-    o.flags |= ARMDB_CREATE | ARMDB_REPLICA;
-    o.flags &= ~(uint32_t)ARMDB_RDONLY;
+    o.flags |= ARMDB_CREATE;
     armdb *copy;
     if ((rc = armdb_open(f->resync_dir, &o, &copy)) < 0)
         return rc;
@@ -532,9 +520,7 @@ static int settle(armdb_repl_follower *f)
         int rc = repl_rm_tree(f->resync_dir);
         return rc < 0 ? err_set(rc, "replication: remove %s", f->resync_dir) : 0;
     }
-    armdb_options o = f->sopts;
-    o.flags = (o.flags | ARMDB_REPLICA) & ~(uint32_t)(ARMDB_CREATE | ARMDB_RDONLY);
-    int rc = armdb_open(f->resync_dir, &o, &f->copy);
+    int rc = armdb_open(f->resync_dir, &f->sopts, &f->copy);
     if (rc < 0)
         return rc;
     read_record(f, f->resync_dir, &f->copy_cur);
@@ -581,7 +567,9 @@ API int armdb_repl_follow(armdb *db, const char *store_dir, const armdb_options 
         rc = -ENOMEM;
     }
     if (rc == 0) {
+        /* how the store and its copies are opened again: as replicas */
         f->sopts = *store_opts;
+        f->sopts.flags = (f->sopts.flags | ARMDB_REPLICA) & ~(uint32_t)(ARMDB_CREATE | ARMDB_RDONLY);
         f->sopts.key_len = db->key_len;
         f->sopts.value_len = db->value_len;
         f->sopts.shards = db->nshards;
@@ -674,8 +662,7 @@ API int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out
     if (rc < 0)
         return rc;
     park(f);
-    armdb_options o = f->sopts;
-    o.flags = (o.flags | ARMDB_REPLICA) & ~(uint32_t)(ARMDB_CREATE | ARMDB_RDONLY);
+    const armdb_options *o = &f->sopts;
     armdb *copy = f->copy, *fresh = NULL;
     rc = armdb_sync(copy);
     if (rc == 0) {
@@ -683,14 +670,14 @@ API int armdb_repl_follower_swap(armdb_repl_follower *f, armdb *old, armdb **out
         f->copy = NULL;
         if (renameat2(AT_FDCWD, f->dir, AT_FDCWD, f->resync_dir, RENAME_EXCHANGE) < 0) {
             rc = err_set(-errno, "armdb_repl_follower_swap: exchange %s and %s", f->dir, f->resync_dir);
-        } else if ((rc = armdb_open(f->dir, &o, &fresh)) < 0) {
+        } else if ((rc = armdb_open(f->dir, o, &fresh)) < 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", armdb_errmsg());
             if (renameat2(AT_FDCWD, f->dir, AT_FDCWD, f->resync_dir, RENAME_EXCHANGE) < 0)
                 f->st.state = ARMDB_REPL_STOPPED;
             err_restore(rc, msg);
         }
-        if (rc < 0 && armdb_open(f->resync_dir, &o, &f->copy) < 0)
+        if (rc < 0 && armdb_open(f->resync_dir, o, &f->copy) < 0)
             f->copy = NULL;
     }
     if (rc == 0) {
@@ -747,11 +734,8 @@ API int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, 
         rc = repl_addr_parse(addr, &ss, &sl, "armdb_repl_fetch_meta");
     if (rc < 0)
         return rc;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        rc = err_set(-errno, "armdb_repl_fetch_meta: socket");
-    if (rc == 0 && (rc = repl_sock_setup(fd, cfg.timeout_ms)) == 0 && connect(fd, (struct sockaddr *)&ss, sl) < 0)
-        rc = err_set(-errno, "armdb_repl_fetch_meta: cannot connect to %s", addr);
+    int fd;
+    rc = repl_dial(&ss, sl, cfg.timeout_ms, addr, &fd);
     struct repl_io io = {repl_fd_read, repl_fd_write, &fd};
     struct repl_opts o = {.role = REPL_FOLLOWER, .name = "", .secret = cfg.has_secret ? cfg.secret : NULL};
     struct repl_conn *conn = NULL;
@@ -765,11 +749,7 @@ API int armdb_repl_fetch_meta(const char *addr, const armdb_repl_options *opts, 
     if (rc == 0)
         rc = repl_frame_recv(conn, &type, &pl, &plen);
     if (rc == 0 && type == REPL_ERROR) {
-        int code;
-        const char *msg;
-        size_t mlen;
-        if ((rc = repl_error_decode(pl, plen, &code, &msg, &mlen)) == 0)
-            rc = err_plain(code, "armdb_repl_fetch_meta: the leader reports: %.*s", (int)mlen, msg);
+        rc = repl_error_take(conn, pl, plen, addr);
     } else if (rc == 0 && type != REPL_META) {
         rc = err_plain(ARMDB_CORRUPT, "armdb_repl_fetch_meta: the leader sent a %u frame", (unsigned)type);
     } else if (rc == 0) {

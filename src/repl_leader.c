@@ -50,7 +50,7 @@ struct peer {
     uint32_t nshards;
     char addr[64], store[REPL_NAME_BYTES];
     _Atomic uint32_t state;
-    _Atomic uint64_t *sent, *acked; /* per shard */
+    atomic_uint_fast64_t *sent, *acked; /* per shard */
     _Atomic uint64_t entries, bytes;
     uint64_t connected_at;
     /* When the store's GSN moved, sampled by the sender at most every
@@ -132,19 +132,12 @@ static void *reader_main(void *arg)
             uint64_t g;
             rc = repl_mark_decode(p->conn, pl, len, &s, &g);
             if (rc == 0) {
-                uint64_t cur = atomic_load(&p->acked[s]);
-                while (cur < g && !atomic_compare_exchange_weak(&p->acked[s], &cur, g))
-                    ;
+                atomic_max_u64(&p->acked[s], g);
             }
             continue;
         }
         if (rc == 0 && type == REPL_ERROR) {
-            int code;
-            const char *msg;
-            size_t mlen;
-            rc = repl_error_decode(pl, len, &code, &msg, &mlen);
-            if (rc == 0)
-                rc = err_plain(code, "replication: the follower %s reports: %.*s", p->addr, (int)mlen, msg);
+            rc = repl_error_take(p->conn, pl, len, p->addr);
         } else if (rc == 0) {
             rc = err_plain(ARMDB_CORRUPT, "replication: the follower sent frame type %u", (unsigned)type);
         }
@@ -390,24 +383,18 @@ static int stream(struct peer *p, const uint64_t *from)
             live = true;
             atomic_store(&p->state, ARMDB_REPL_LIVE);
         }
+        /* A heartbeat when one is due, also under a load that never lets
+         * every shard drain at once; when idle (every shard sent up to L,
+         * or the durable bound) also as soon as the mark moved. */
         uint64_t now = repl_now_ms(), mark = sent_mark(p);
-        if (busy) {
-            /* marks and heartbeats go on under a load that never lets
-             * every shard drain at once */
-            if (now - last_beat >= p->srv->cfg.heartbeat_ms) {
-                rc = repl_send_heartbeat(p->conn, mark, now);
-                last_mark = mark;
-                last_beat = now;
-            }
-            continue;
-        }
-        /* Every shard sent up to at least L (or the durable bound). */
-        if (mark != last_mark || now - last_beat >= p->srv->cfg.heartbeat_ms) {
+        if (now - last_beat >= p->srv->cfg.heartbeat_ms || (!busy && mark != last_mark)) {
             if ((rc = repl_send_heartbeat(p->conn, mark, now)) < 0)
                 break;
             last_mark = mark;
             last_beat = now;
         }
+        if (busy)
+            continue;
         uint64_t due = last_beat + p->srv->cfg.heartbeat_ms;
         uint32_t wait = due > now ? (uint32_t)(due - now) : 0;
         if (wait > WAIT_SLICE_MS)

@@ -165,6 +165,23 @@ int repl_sock_setup(int fd, uint32_t timeout_ms)
     return 0;
 }
 
+int repl_dial(const struct sockaddr_storage *ss, socklen_t sl, uint32_t timeout_ms, const char *addr, int *fd)
+{
+    *fd = -1;
+    int s = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return err_set(-errno, "replication: socket");
+    int rc = repl_sock_setup(s, timeout_ms);
+    if (rc == 0 && connect(s, (const struct sockaddr *)ss, sl) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        close(s);
+        return err_set(rc, "replication: cannot connect to %s", addr);
+    }
+    *fd = s;
+    return 0;
+}
+
 ssize_t repl_fd_read(void *ctx, void *buf, size_t len)
 {
     ssize_t n = recv(*(int *)ctx, buf, len, 0);

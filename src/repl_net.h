@@ -30,6 +30,10 @@ void repl_cfg_wipe(struct repl_cfg *cfg);
 int repl_addr_parse(const char *addr, struct sockaddr_storage *ss, socklen_t *len, const char *who) MUST_CHECK;
 bool repl_addr_loopback(const struct sockaddr *sa);
 void repl_addr_name(const struct sockaddr *sa, char *out, size_t cap);
+/* A TCP connection to ss (addr names it in messages), set up as below:
+ * the socket in *fd, or -errno with a message. */
+int repl_dial(const struct sockaddr_storage *ss, socklen_t sl, uint32_t timeout_ms, const char *addr,
+              int *fd) MUST_CHECK;
 /* Send and receive timeouts (a silent peer ends the connection), no Nagle. */
 int repl_sock_setup(int fd, uint32_t timeout_ms) MUST_CHECK;
 /* struct repl_io callbacks over a socket; ctx points at the fd. */

@@ -732,6 +732,17 @@ int repl_send_error(struct repl_conn *c, int code, const char *msg)
     return repl_frame_send(c, REPL_ERROR, p, 4 + n);
 }
 
+int repl_error_take(const struct repl_conn *c, const unsigned char *p, size_t len, const char *addr)
+{
+    int code;
+    const char *msg;
+    size_t mlen;
+    int rc = repl_error_decode(p, len, &code, &msg, &mlen);
+    if (rc < 0)
+        return rc;
+    return err_plain(code, "replication: the %s %s reports: %.*s", peer_name(c), addr, (int)mlen, msg);
+}
+
 int repl_error_decode(const unsigned char *p, size_t len, int *code, const char **msg, size_t *msglen)
 {
     if (len < 4 || len > 4 + REPL_ERRMSG_MAX)
