@@ -55,9 +55,9 @@ end
 
 -- ---- responses ----
 
-local function text(status, body, headers)
+local function respond(status, content_type, body, headers)
     ngx.status = status
-    ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+    ngx.header["Content-Type"] = content_type
     for name, value in pairs(headers or {}) do
         ngx.header[name] = value
     end
@@ -65,18 +65,16 @@ local function text(status, body, headers)
     return ngx.exit(ngx.HTTP_OK)
 end
 
+local function text(status, body, headers)
+    return respond(status, "text/plain; charset=utf-8", body, headers)
+end
+
 local function json(status, t, headers)
     local body, err = cjson.encode(t)
     if not body then
         return text(ngx.HTTP_INTERNAL_SERVER_ERROR, "cannot encode the answer as JSON: " .. tostring(err))
     end
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    for name, value in pairs(headers or {}) do
-        ngx.header[name] = value
-    end
-    ngx.say(body)
-    return ngx.exit(ngx.HTTP_OK)
+    return respond(status, "application/json", body, headers)
 end
 
 local function fail(what, id, msg, code)
