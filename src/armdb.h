@@ -164,9 +164,10 @@
  *   value_len for fixed-length values). armdb_stat.index_bytes_per_key says
  *   what a store really uses.
  * - Key length, value length and shard count can never change after creation.
- * - One writer process per store: the LOCK file is flock()ed. Read-only
- *   opens (ARMDB_RDONLY) take no lock and see the store as it was when they
- *   opened it.
+ * - One writer process per store: the LOCK file is flock()ed; or any
+ *   number of them, all opening it with ARMDB_SHARED (see SHARED MODE).
+ *   Read-only opens (ARMDB_RDONLY) take no lock and see the store as it
+ *   was when they opened it.
  * - Writes made since the last barrier are lost on a crash (see DURABILITY).
  * - Compaction keeps up with writes only as fast as one background thread
  *   copies live data: a burst of overwrites can take disk space well past
@@ -185,6 +186,63 @@
  *   own block cache (cache_size, 64 MiB by default, per store), which keeps
  *   whole 4096-byte pages and is scan-resistant (S3-FIFO: a page read once
  *   does not push out pages read again; full scans do not fill it).
+ *
+ * SHARED MODE
+ *
+ * Several processes (the workers of an nginx, say) may read and write one
+ * store at once, each opening it with ARMDB_SHARED. Each keeps its own
+ * index, file descriptors, block cache and threads; they share the data
+ * files, which serve as one log, and a small region of shared memory
+ * (/dev/shm/armdb.<device>.<inode> of the store directory: a few KiB per
+ * shard) with the GSN counter and, per shard, a robust process-shared
+ * mutex, the head of the log, how far a barrier made it durable and the
+ * events that changed its files (rotations, compactions).
+ *
+ * - A write takes its shard's mutex, applies to its own index what other
+ *   processes wrote since it last looked, appends its entry to the file
+ *   with one pwrite (no write buffer: data files are opened without
+ *   O_DIRECT and written without io_uring in this mode), publishes it and
+ *   lets go. A get checks a counter of the shard and catches up the same
+ *   way if it moved, so it sees every write another process had
+ *   acknowledged before it began; armdb_cas and armdb_batch (all or
+ *   nothing, across processes too) hold the mutex across their check and
+ *   write. Each process's interval thread catches up every
+ *   sync_interval_ms, so a call finds at most that much to apply.
+ * - Durability is as without this mode: a barrier (the interval thread of
+ *   any process, armdb_sync, sync mode always) fdatasyncs what every
+ *   process appended so far.
+ * - A process killed while it holds a mutex (kill -9 in the middle of a
+ *   write) leaves it to the next process that takes the mutex, which
+ *   repairs what was half done before anyone reads the shard: an append
+ *   not published is zeroed (it was never acknowledged), a batch not
+ *   committed is rolled back, a rotation or compaction step whose effect
+ *   was made is published. armdb_stat.shared_repairs counts these.
+ * - Rotation and compaction by one process are seen by all: compaction and
+ *   hint writing run in one process at a time (an OFD lock on byte 1 of
+ *   LOCK), and the others point their indexes at a compaction's output
+ *   and drop the files it removed when they catch up.
+ * - Opening: the first process (none other holds the store) recovers it as
+ *   a single writer would and makes the region afresh (a region left by
+ *   processes that all died is never trusted); later ones load the files as
+ *   they stand, changing nothing. Opens and closes are serialised by an
+ *   OFD lock on byte 0 of LOCK. The last process to close seals the active
+ *   files and gives them hints, as a single writer's close does, and
+ *   removes the region.
+ * - A shared store and a single writer exclude each other (ARMDB_LOCKED
+ *   either way); read-only opens work beside both.
+ *
+ * Costs and limits: every process holds the whole index of the store (the
+ *   memory of CAVEATS, once per process) and loads it at open; each write
+ *   is a system call; the region keeps the last 256 file events per shard,
+ *   so a process stopped while the others rotate or compact more than that
+ *   gets ARMDB_STALE from its next call on that shard and must be
+ *   reopened; a batch's writes to one shard must fit one data file
+ *   (ARMDB_TOOBIG otherwise). Not available in this mode (ARMDB_INVAL):
+ *   encrypted stores (a page is sealed once, and appends of several
+ *   processes share pages), ARMDB_RDONLY and ARMDB_REPLICA, change feeds (a
+ *   read-only open in another process can read one), checkpoints and
+ *   serving replication. Write hooks fire in the process that
+ *   wrote. A handle must not be used across fork(): open in each process.
  *
  * LIMITS
  *
@@ -226,7 +284,7 @@ extern "C" {
 
 /* Version of the C ABI: bumped whenever a struct, enum or signature here
  * changes. The Lua binding refuses to load a library of another version. */
-#define ARMDB_ABI_VERSION 7
+#define ARMDB_ABI_VERSION 8
 #define ARMDB_VERSION_STRING "0.1.0"
 
 /* Result codes besides 0 and -errno. */
@@ -246,6 +304,7 @@ enum armdb_rc {
     ARMDB_CONFLICT = -30012, /* cas: current value differs from expected */
     ARMDB_FULL = -30013,     /* a fixed limit is reached (keys, file ids) */
     ARMDB_COMPACTED = -30014, /* changes since that GSN are no longer all kept (see CHANGE FEED) */
+    ARMDB_STALE = -30015,     /* shared mode: this handle fell too far behind the others; reopen it */
 };
 
 /* armdb_options.sync_mode */
@@ -265,6 +324,7 @@ enum armdb_flags {
     ARMDB_NO_AUTO_COMPACT = 1u << 5, /* compact only when armdb_compact() is called */
     ARMDB_CIPHER_AES = 1u << 6,  /* create an encrypted store with AES-256-GCM (see ENCRYPTION) */
     ARMDB_REPLICA = 1u << 7,     /* a replica: writes only through armdb_apply (others: ARMDB_READONLY) */
+    ARMDB_SHARED = 1u << 8,      /* several processes read and write the store at once (see SHARED MODE) */
 };
 
 /* armdb_stat.io_backend */
@@ -350,6 +410,10 @@ typedef struct armdb_stat {
     uint32_t shards;
     uint32_t key_len;
     uint32_t value_len;
+    uint32_t shared;           /* 1 if opened with ARMDB_SHARED */
+    uint64_t shared_applied;   /* shared mode: entries of other processes this handle caught up with */
+    uint64_t shared_repairs;   /* shared mode: shards repaired after a process died holding their lock
+                                  (by any process, since the first of them opened the store) */
 } armdb_stat;
 
 /* Fill *opts with defaults (all zero). */
@@ -364,7 +428,8 @@ void armdb_options_init(armdb_options *opts);
  * Returns 0, or
  *   ARMDB_INVAL     dir/out NULL, an option out of range (errmsg names it),
  *                   ARMDB_CIPHER_AES without a key, or at creation on a CPU
- *                   without AES-256-GCM
+ *                   without AES-256-GCM; ARMDB_SHARED with ARMDB_RDONLY,
+ *                   ARMDB_REPLICA or an encryption key
  *   ARMDB_BADKEY    the store is encrypted and the key is not its key, or
  *                   no key was given
  *   ARMDB_MISMATCH  key_len, value_len or shards differ from the store's, or
@@ -372,7 +437,9 @@ void armdb_options_init(armdb_options *opts);
  *                   ordered store opens ordered with or without the flag),
  *                   a key given for a plain store, ARMDB_CIPHER_AES for a
  *                   store with another cipher, or a cipher this CPU lacks
- *   ARMDB_LOCKED    another process writes the store (errmsg: its pid)
+ *   ARMDB_LOCKED    another process writes the store (errmsg: its pid), or
+ *                   ARMDB_SHARED and a process writes it without
+ *   ARMDB_MISMATCH  (ARMDB_SHARED) the shared region is another store's
  *   ARMDB_CORRUPT   the meta file fails its checksum or magic; in an
  *                   encrypted store, a data file none of whose pages opens
  *                   or whose .tags file is missing

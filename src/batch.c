@@ -319,6 +319,7 @@ API int armdb_batch(armdb *db, const armdb_op *ops, size_t n)
     /* Every shard the batch touches, locked in shard order; past the
      * gate of a rekey, which is waited at with no shard locked. */
     uint32_t locked = 0;
+    bool shared_held = false;
 relock:
     for (uint32_t s = 0; s < db->nshards; s++) {
         if (!touched[s])
@@ -337,6 +338,12 @@ relock:
     for (uint32_t s = 0; s < locked; s++)
         if (touched[s] && (rc = shard_failed(&db->shards[s])))
             goto out_unlock;
+    /* Shared mode: the shards' shared mutexes too, caught up. */
+    if (db->shared) {
+        if ((rc = shared_batch_begin(db, touched)) < 0)
+            goto out_unlock;
+        shared_held = true;
+    }
     /* The guards, against the store as it was before the batch. */
     for (uint32_t i = 0; i < n; i++) {
         const armdb_op *op = b[i].op;
@@ -373,7 +380,18 @@ relock:
         w[nw++] = b[i];
     }
     /* The entries, with consecutive GSNs. */
-    uint64_t base = gsn_next_n(nw);
+    uint64_t base = db_gsn_next(db, nw);
+    if (db->shared) {
+        uint64_t bytes[ARMDB_SHARDS_MAX] = {0};
+        uint32_t count[ARMDB_SHARDS_MAX] = {0};
+        for (uint32_t k = 0; k < nw; k++) {
+            bool tomb = w[k].op->type == ARMDB_OP_DELETE;
+            bytes[w[k].shard] += ENTRY_HDR + entry_size(db->key_len, tomb ? 0 : (uint32_t)w[k].op->vlen);
+            count[w[k].shard]++;
+        }
+        if ((rc = shared_batch_mark(db, touched, bytes, count, base)) < 0)
+            goto out_release;
+    }
     for (uint32_t k = 0; k < nw; k++) {
         struct bop *x = &w[k];
         struct shard *sh = &db->shards[x->shard];
@@ -385,13 +403,17 @@ relock:
                           &x->gsn, &x->voff);
         if (rc < 0) {
             /* The members appended so far are garbage; make sure they stay
-             * that way whatever D becomes. */
-            if (k > 0 && nw > 1)
+             * that way whatever D becomes (shared mode: they go). */
+            if (db->shared)
+                shared_batch_commit(db, touched, false);
+            else if (k > 0 && nw > 1)
                 (void)batch_abort(db, base, base + nw - 1);
             goto out_release;
         }
         x->file = sh->active->id;
     }
+    if (db->shared)
+        shared_batch_commit(db, touched, true);
     gsn_observe(db, base + nw - 1);
     if (nw > 1)
         atomic_max_u64(&db->batch_max, base + nw - 1);
@@ -412,11 +434,15 @@ relock:
         }
         sh->deletes++;
     }
+    if (shared_held) {
+        shared_batch_end(db, touched);
+        shared_held = false;
+    }
     if (db->sync_mode == ARMDB_SYNC_ALWAYS) {
         uint64_t upto[ARMDB_SHARDS_MAX];
         for (uint32_t s = 0; s < locked; s++)
             if (touched[s])
-                upto[s] = db->shards[s].pos;
+                upto[s] = db->shared ? db->shards[s].last_write : db->shards[s].pos;
         for (uint32_t s = locked; s-- > 0;)
             if (touched[s])
                 pthread_mutex_unlock(&db->shards[s].mu);
@@ -424,7 +450,7 @@ relock:
             if (!touched[s])
                 continue;
             pthread_mutex_lock(&db->shards[s].mu);
-            rc = shard_wait_durable(&db->shards[s], upto[s]);
+            rc = db->shared ? shared_wait_durable(&db->shards[s], upto[s]) : shard_wait_durable(&db->shards[s], upto[s]);
             pthread_mutex_unlock(&db->shards[s].mu);
         }
         locked = 0;
@@ -449,6 +475,8 @@ out_release:
         if (b[i].fresh && b[i].rec >= 0)
             shard_forget(&db->shards[b[i].shard], (uint32_t)b[i].rec, b[i].h);
 out_unlock:
+    if (shared_held)
+        shared_batch_end(db, touched);
     for (uint32_t s = locked; s-- > 0;)
         if (touched[s])
             pthread_mutex_unlock(&db->shards[s].mu);

@@ -144,6 +144,9 @@ API int armdb_checkpoint_open(armdb *db, const char *dest, unsigned flags, armdb
     if (flags & ~(unsigned)ARMDB_CHECKPOINT_LINK)
         return err_set(ARMDB_INVAL, "armdb_checkpoint_open: unknown flags 0x%x",
                        flags & ~(unsigned)ARMDB_CHECKPOINT_LINK);
+    int src = db_check_shared(db, "checkpoints");
+    if (src < 0)
+        return src;
     if (db->rdonly)
         return err_set(ARMDB_READONLY, "a checkpoint of %s needs the writer's handle (it puts a barrier on every "
                        "shard), not a read-only one", db->dir);

@@ -228,6 +228,12 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
     bool member = gsn & GSN_BATCH, aborted = member && batch_aborted(sh->db, gsn);
     bool pinned = member && !aborted && (gsn & GSN_MASK) > atomic_load(&sh->db->durable_gsn);
     pthread_mutex_lock(&sh->mu);
+    /* Shared mode: liveness as of every process's writes. */
+    int rrc = shard_refresh(sh);
+    if (rrc < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return rrc;
+    }
     r = index_find(ix, key, h);
     if (tomb) {
         /* (The output counts too: it may hold an older batch member of
@@ -276,8 +282,12 @@ static int compact_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen,
 /* Step 1: claim f and take the output's id. */
 static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
 {
-    int rc = 0;
     pthread_mutex_lock(&sh->mu);
+    int rc = shard_write_begin(sh);
+    if (rc < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return rc;
+    }
     if (f == sh->active || f->compacting || f->hinting || f->removed)
         rc = 1;
     else
@@ -285,8 +295,9 @@ static int compact_begin(struct shard *sh, struct dfile *f, uint32_t *oid)
     if (rc == 0) {
         f->compacting = true;
         dfile_ref(f);
-        *oid = sh->next_id++;
+        *oid = shard_take_id(sh);
     }
+    shard_write_end(sh);
     pthread_mutex_unlock(&sh->mu);
     return rc;
 }
@@ -313,12 +324,28 @@ static int compact_publish(struct compact_ctx *c, const char *tmp, const char *n
     struct pagekey hpk;
     if ((rc = hint_write(sh->dirfd, c->oid, sh->db->key_len, &c->hb, size, sh->db, hint_pk(&c->acc, &hpk))) < 0)
         return err_set(rc, "write the hint of %s/%s", sh->path, name);
+    /* Shared mode: named and announced in one step under the shard's
+     * shared mutex, so that an opener listing the files sees it exactly
+     * when the others are told of it. */
+    if (sh->ss) {
+        pthread_mutex_lock(&sh->mu);
+        if ((rc = shard_write_begin(sh)) < 0) {
+            pthread_mutex_unlock(&sh->mu);
+            return rc;
+        }
+        shared_event_prepare(sh, EV_ADD, c->oid);
+    }
     if ((rc = io_renameat(sh->dirfd, tmp, name)) < 0)
-        return err_set(rc, "rename %s/%s to %s", sh->path, tmp, name);
-    *renamed = true;
-    if ((rc = io_fsync(sh->dirfd)) < 0)
-        return err_set(rc, "fsync the directory %s", sh->path);
-    return 0;
+        rc = err_set(rc, "rename %s/%s to %s", sh->path, tmp, name);
+    else if ((*renamed = true) && (rc = io_fsync(sh->dirfd)) < 0)
+        rc = err_set(rc, "fsync the directory %s", sh->path);
+    if (sh->ss) {
+        if (*renamed)
+            shared_event_publish(sh);
+        shard_write_end(sh);
+        pthread_mutex_unlock(&sh->mu);
+    }
+    return rc;
 }
 
 /* Steps 4 and 5. o: the published output, already listed (compactions
@@ -363,6 +390,20 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
         drop = false;
     pthread_mutex_lock(&sh->mu);
     f->compacting = false;
+    if (drop && sh->ss) {
+        /* Shared mode: announced and removed in one step (a repair ends
+         * the removal of an announcement it finds unpublished). */
+        if (shard_write_begin(sh) < 0) {
+            drop = false;
+        } else {
+            shared_event_prepare(sh, EV_REMOVE, f->id);
+            if (dfile_unlink_set(sh, f->id) < 0 || io_fsync(sh->dirfd) < 0)
+                drop = false;
+            else
+                shared_event_publish(sh);
+            shard_write_end(sh);
+        }
+    }
     if (drop) {
         uint64_t osize = o ? o->size : 0;
         shard_remove_file(sh, f);
@@ -371,15 +412,16 @@ static void compact_switch(struct compact_ctx *c, struct dfile *o)
         f->keep = true; /* entries it holds could not be moved: not again */
     }
     pthread_mutex_unlock(&sh->mu);
-    if (drop) {
+    if (drop && !sh->ss) {
         /* A rekey keeps the file until it commits; if it cannot, the file
          * just stays on disk (an open removes it once the rekey is in). */
         if (!sh->db->crypt_next)
             (void)dfile_unlink_set(sh, f->id);
         else
             (void)retire_add(sh->db, sh, f->id);
-        dfile_unref(f); /* the shard's reference */
     }
+    if (drop)
+        dfile_unref(f); /* the shard's reference */
 }
 
 /* The output's tags file, if it has one, for an output that is not kept. */
@@ -514,6 +556,10 @@ static struct dfile *pick(struct shard *sh, double threshold, bool force, uint32
     struct dfile *best = NULL;
     double best_ratio = 0;
     pthread_mutex_lock(&sh->mu);
+    if (shard_refresh(sh) < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return NULL;
+    }
     for (uint32_t i = 0; i < sh->nfiles; i++) {
         struct dfile *f = sh->files[i];
         /* A forced pass waits for a hint being written; the background
@@ -541,6 +587,11 @@ int db_compact_pass(armdb *db, bool force)
         pthread_mutex_unlock(&db->compact_mu);
         return err_set(ARMDB_READONLY, "store %s compacts nothing after a failed rekey: reopen it", db->dir);
     }
+    /* Shared mode: one process compacts at a time. */
+    if ((rc = shared_maint_lock(db, &db->compact_stop)) < 0) {
+        pthread_mutex_unlock(&db->compact_mu);
+        return rc == -ECANCELED ? 0 : rc;
+    }
     db->pass_background = !force;
     /* Batch members below D can go like any entry: move D up first. (If
      * that fails, they are kept: nothing is lost but space.) */
@@ -550,8 +601,15 @@ int db_compact_pass(armdb *db, bool force)
         if (force) {
             /* The active file's garbage too: seal it if it has any. */
             pthread_mutex_lock(&sh->mu);
-            if (sh->active && wbuf_tail(&sh->wb) > 0 && sh->active->size > sh->active->live)
+            if (sh->ss) {
+                if ((rc = shard_write_begin(sh)) == 0) {
+                    if (AT_OFF(sh->at) > 0 && sh->active->size > sh->active->live)
+                        rc = shared_seal(sh);
+                    shard_write_end(sh);
+                }
+            } else if (sh->active && wbuf_tail(&sh->wb) > 0 && sh->active->size > sh->active->live) {
                 rc = shard_seal(sh);
+            }
             pthread_mutex_unlock(&sh->mu);
             if (rc < 0)
                 break;
@@ -559,7 +617,7 @@ int db_compact_pass(armdb *db, bool force)
         struct dfile *f;
         uint32_t done = 0, busy = 0;
         pthread_mutex_lock(&sh->mu);
-        uint32_t below = sh->next_id;
+        uint32_t below = sh->ss ? sh->ss->next_id : sh->next_id;
         pthread_mutex_unlock(&sh->mu);
         while (rc == 0 && !atomic_load(&db->compact_stop) && !atomic_load(&db->failed) &&
                (force || atomic_load(&db->compact_auto)) && (f = pick(sh, db->compact_threshold, force, below))) {
@@ -582,6 +640,7 @@ int db_compact_pass(armdb *db, bool force)
         }
     }
     db->pass_background = false;
+    shared_maint_unlock(db);
     pthread_mutex_unlock(&db->compact_mu);
     return rc;
 }

@@ -24,11 +24,26 @@ uint64_t gsn_next(void) { return atomic_fetch_add(&gsn_counter, 1); }
 uint64_t gsn_next_n(uint32_t n) { return atomic_fetch_add(&gsn_counter, n); }
 uint64_t gsn_last(void) { return atomic_load(&gsn_counter) - 1; }
 
+uint64_t db_gsn_next(armdb *db, uint32_t n)
+{
+    atomic_uint_fast64_t *c = db->shm_gsn;
+    return c ? atomic_fetch_add(c, n) : gsn_next_n(n);
+}
+
+uint64_t db_gsn_last(armdb *db)
+{
+    atomic_uint_fast64_t *c = db->shm_gsn;
+    return c ? atomic_load(c) - 1 : gsn_last();
+}
+
 void gsn_observe(armdb *db, uint64_t gsn)
 {
     uint_fast64_t cur = atomic_load(&gsn_counter);
     while (cur <= gsn && !atomic_compare_exchange_weak(&gsn_counter, &cur, gsn + 1))
         ;
+    atomic_uint_fast64_t *c = db->shm_gsn;
+    if (c)
+        atomic_max_u64(c, gsn + 1);
     atomic_max_u64(&db->max_gsn, gsn);
     /* After max_gsn moved (both sequentially consistent): a waiter that
      * saw the old value is counted by now, and is woken. */
@@ -49,9 +64,14 @@ static int check_options(const armdb_options *o)
 {
     const uint32_t known =
         ARMDB_CREATE | ARMDB_RDONLY | ARMDB_ORDERED | ARMDB_NO_URING | ARMDB_NO_DIRECT | ARMDB_NO_AUTO_COMPACT |
-        ARMDB_CIPHER_AES | ARMDB_REPLICA;
+        ARMDB_CIPHER_AES | ARMDB_REPLICA | ARMDB_SHARED;
     if (o->flags & ~known)
         return err_set(ARMDB_INVAL, "flags: unknown bits 0x%x", o->flags & ~known);
+    if ((o->flags & ARMDB_SHARED) && (o->flags & (ARMDB_RDONLY | ARMDB_REPLICA)))
+        return err_set(ARMDB_INVAL, "flags: ARMDB_SHARED is for writers; not with ARMDB_RDONLY or ARMDB_REPLICA");
+    if ((o->flags & ARMDB_SHARED) && o->encryption_key)
+        return err_set(ARMDB_INVAL, "flags: ARMDB_SHARED does not support encrypted stores (their pages are sealed "
+                       "whole, which appends of several processes cannot share)");
     if ((o->flags & ARMDB_CIPHER_AES) && !o->encryption_key)
         return err_set(ARMDB_INVAL, "flags: ARMDB_CIPHER_AES without an encryption_key");
     if (o->reserved)
@@ -287,8 +307,20 @@ static void *sync_thread(void *arg)
  * the next open scans the file: slower, not wrong. */
 static void hint_job(struct shard *sh, struct dfile *f)
 {
+    armdb *db = sh->db;
+    /* Shared mode: no other process compacts meanwhile, and the file must
+     * still be there (another may have compacted it away before). */
+    if (shared_maint_lock(db, &db->compact_stop) < 0) {
+        dfile_unref(f);
+        return;
+    }
     pthread_mutex_lock(&sh->mu);
     bool go = !f->removed && !f->compacting && !f->has_hint;
+    if (go && db->shared) {
+        char name[32];
+        dfile_name(name, sizeof name, f->id, "data");
+        go = shard_refresh(sh) == 0 && !f->removed && faccessat(sh->dirfd, name, F_OK, 0) == 0;
+    }
     f->hinting = go;
     pthread_mutex_unlock(&sh->mu);
     if (go) {
@@ -298,6 +330,7 @@ static void hint_job(struct shard *sh, struct dfile *f)
         f->has_hint |= ok;
         pthread_mutex_unlock(&sh->mu);
     }
+    shared_maint_unlock(db);
     dfile_unref(f);
 }
 
@@ -428,6 +461,10 @@ static void db_free(armdb *db)
     crypt_free(db->crypt); /* wipes the keys */
     crypt_free(db->crypt_next);
     crypt_free_kept(&db->crypt_kept);
+    shared_unmap(db);
+    if (db->maintfd >= 0)
+        close(db->maintfd);
+    pthread_mutex_destroy(&db->maint_mu);
     if (db->lockfd >= 0)
         close(db->lockfd);
     if (db->dirfd >= 0)
@@ -465,7 +502,8 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
         free(db);
         return err_set(-ENOMEM, "open %s", dir);
     }
-    db->dirfd = db->lockfd = -1;
+    db->dirfd = db->lockfd = db->maintfd = -1;
+    pthread_mutex_init(&db->maint_mu, NULL);
     pthread_mutex_init(&db->bg_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_mutex_init(&db->durable_mu, NULL);
@@ -482,10 +520,17 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     pthread_condattr_destroy(&ca);
     db->rdonly = opts->flags & ARMDB_RDONLY;
     db->replica = opts->flags & ARMDB_REPLICA;
+    db->shared = opts->flags & ARMDB_SHARED;
+    bool first = true;
     if ((rc = open_dir(db, opts)) < 0)
         goto fail;
-    if (!db->rdonly && (rc = take_lock(db)) < 0)
+    if (db->shared)
+        rc = shared_open(db, &first);
+    else if (!db->rdonly)
+        rc = take_lock(db);
+    if (rc < 0)
         goto fail;
+    db->attaching = !first;
     if (faccessat(db->dirfd, "ARMDB", F_OK, 0) == 0)
         rc = read_meta(db);
     else
@@ -509,9 +554,11 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
     atomic_init(&db->compact_wanted, true); /* files past the threshold at open */
     const char *no_uring = getenv("ARMDB_NO_URING");
     db->use_uring = !(opts->flags & ARMDB_NO_URING) && !(no_uring && *no_uring && strcmp(no_uring, "0") != 0);
-    atomic_init(&db->uring_writes, db->use_uring && !db->rdonly);
+    /* Shared mode appends each entry with a pwrite at the head of the
+     * log, which neither O_DIRECT nor the write ring would take. */
+    atomic_init(&db->uring_writes, db->use_uring && !db->rdonly && !db->shared);
     db->vmax = db->value_len ? db->value_len : db->wbuf_size - WBUF_SLACK;
-    if (!(opts->flags & ARMDB_NO_DIRECT)) {
+    if (!(opts->flags & ARMDB_NO_DIRECT) && !db->shared) {
         int probe = io_open(db->dirfd, "ARMDB", O_RDONLY | O_DIRECT, 0);
         db->direct = probe >= 0;
         if (probe >= 0)
@@ -534,7 +581,13 @@ API int armdb_open(const char *dir, const armdb_options *opts, armdb **out)
             goto fail;
         }
     }
+    if (db->attaching && (rc = shared_attach(db)) < 0)
+        goto fail;
     if ((rc = durable_load(db)) < 0 || (rc = recover_shards(db)) < 0)
+        goto fail;
+    if (db->shared && first && (rc = shared_create(db)) < 0)
+        goto fail;
+    if (db->shared && (rc = shared_open_done(db)) < 0)
         goto fail;
     /* What the files hold at open counts as durable (read back from
      * them); each shard's horizon starts at the store's. */
@@ -561,7 +614,12 @@ API int armdb_close(armdb *db)
     pthread_mutex_lock(&db->compact_mu);
     pthread_mutex_unlock(&db->compact_mu);
     stop_thread(db, db->sync_tid, &db->sync_running);
-    if (!db->rdonly) {
+    if (db->shared) {
+        /* (The hint thread first: it may hold the lock the last one out
+         * needs for sealing.) */
+        stop_thread(db, db->hint_tid, &db->hint_running);
+        rc = shared_close(db);
+    } else if (!db->rdonly) {
         for (uint32_t i = 0; i < db->nshards; i++) {
             int r = shard_close(&db->shards[i]);
             if (r < 0 && rc == 0)
@@ -571,7 +629,7 @@ API int armdb_close(armdb *db)
     int failed = atomic_load(&db->failed);
     if (rc == 0 && failed)
         rc = failed;
-    if (rc == 0)
+    if (rc == 0 && !db->shared)
         rc = durable_close(db);
     db_free(db);
     return rc;
@@ -600,6 +658,14 @@ static int check_write(armdb *db, const void *val, size_t vlen)
     if (vlen > db->vmax)
         return err_set(ARMDB_TOOBIG, "value of %zu bytes is over the maximum of %u (write_buffer_size - 8192)",
                        vlen, db->vmax);
+    return 0;
+}
+
+int db_check_shared(armdb *db, const char *what)
+{
+    if (db->shared)
+        return err_set(ARMDB_INVAL, "%s: not available on a handle of shared store %s (ARMDB_SHARED); a read-only "
+                       "open of it can", what, db->dir);
     return 0;
 }
 
@@ -852,6 +918,7 @@ API uint64_t armdb_count(armdb *db)
     for (uint32_t i = 0; i < db->nshards; i++) {
         struct shard *sh = &db->shards[i];
         pthread_mutex_lock(&sh->mu);
+        (void)shard_refresh(sh); /* (if that fails, the count as this process knows it) */
         n += sh->live_keys;
         pthread_mutex_unlock(&sh->mu);
     }
@@ -866,6 +933,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
     for (uint32_t i = 0; i < db->nshards; i++) {
         struct shard *sh = &db->shards[i];
         pthread_mutex_lock(&sh->mu);
+        (void)shard_refresh(sh); /* (as in armdb_count) */
         out->keys += sh->live_keys;
         out->puts += sh->puts;
         out->gets += sh->gets;
@@ -889,6 +957,9 @@ API int armdb_stats(armdb *db, armdb_stat *out)
         out->compact_bytes_read += sh->compact_read;
         out->compact_bytes_written += sh->compact_written;
         out->bytes_reclaimed += sh->reclaimed;
+        out->shared_applied += sh->applied;
+        if (sh->ss)
+            out->shared_repairs += sh->ss->repairs;
         pthread_mutex_unlock(&sh->mu);
     }
     out->index_bytes_per_key = out->keys ? out->index_bytes / out->keys : 0;
@@ -900,6 +971,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
     out->shards = db->nshards;
     out->key_len = db->key_len;
     out->value_len = db->value_len;
+    out->shared = db->shared;
     return 0;
 }
 

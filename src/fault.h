@@ -23,6 +23,10 @@ enum fault_op {
     FAULT_NOPS
 };
 
+/* err for a write that kills the process instead (SIGKILL) once it has
+ * written the first half of its bytes: a crash in the middle of it. */
+#define ARMDB_FAULT_KILL 0x10000
+
 /* Make the nth call of op from now fail with -err (sticky: every later one
  * too). nth == 0 disarms op. Counters restart at each arming. */
 void armdb_fault_arm(int op, uint64_t nth, int err, int sticky);

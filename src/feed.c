@@ -204,7 +204,7 @@ static int add_run(armdb_changes *c, struct shard *sh, struct dfile *f)
 {
     struct frun *r = &c->runs[c->nruns];
     *r = (struct frun){.sh = sh, .f = f, .lim = f->size, .lo = f->min_gsn, .hinted = f->has_hint};
-    if (f == sh->active && sh->wb.buf) {
+    if (f == sh->active && sh->wb.buf && !sh->ss) {
         uint64_t base = wbuf_mem_base(&sh->wb);
         if (base < f->size) {
             if (!(r->mem = malloc((size_t)(f->size - base))))
@@ -263,6 +263,9 @@ out:
 static int changes_open(armdb *db, uint32_t s0, uint32_t s1, uint64_t since, unsigned flags, armdb_changes **out)
 {
     *out = NULL;
+    int rc = db_check_shared(db, "change feeds");
+    if (rc < 0)
+        return rc;
     if (flags & ~(unsigned)ARMDB_CHANGES_LIVE)
         return err_set(ARMDB_INVAL, "armdb_changes_open: unknown flags 0x%x", flags & ~(unsigned)ARMDB_CHANGES_LIVE);
     if (since > GSN_MASK)
@@ -275,7 +278,7 @@ static int changes_open(armdb *db, uint32_t s0, uint32_t s1, uint64_t since, uns
     c->since = since;
     c->flags = flags;
     c->stride = (uint32_t)round_up(FENT_HDR + db->key_len, 8);
-    int rc = take_cut(c, s0, s1);
+    rc = take_cut(c, s0, s1);
     if (rc < 0) {
         armdb_changes_close(c);
         return rc;

@@ -547,6 +547,10 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
 int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const unsigned char *mem, uint64_t mem_off,
                   uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last, scan_fn fn, void *ctx,
                   struct scan_result *res) MUST_CHECK;
+/* The entries of an unsealed file in [start, end), start where one begins
+ * (damage is skipped and counted). */
+int scan_file_from(int fd, uint64_t start, uint64_t end, uint32_t klen, uint32_t vmax, scan_fn fn, void *ctx,
+                   struct scan_result *res) MUST_CHECK;
 int recover_shards(armdb *db) MUST_CHECK;
 int hint_build_for(struct shard *sh, struct dfile *f);
 
@@ -583,6 +587,14 @@ struct shard {
     atomic_uint_fast64_t repl_floor;
     bool syncing;      /* a barrier's fdatasync is in flight */
     uint64_t live_keys;
+    /* shared mode (shared.c): the shard's state in the region, and how far
+     * this process has caught up with it */
+    struct shm_shard *ss; /* NULL: not shared */
+    uint64_t seen_seq;    /* ss->seq when this process last caught up */
+    uint64_t at;          /* AT_PACK(file, offset) of the log read so far */
+    uint64_t ev_seen;     /* events of ss->ev applied */
+    uint64_t last_write;  /* AT_PACK of the end of this process's last append */
+    uint64_t applied;     /* entries of other processes applied */
     /* counters, under mu */
     uint64_t puts, gets, deletes, bytes_written, flushes, syncs, ring_syncs, rotations;
     uint64_t corrupt, hints_loaded, files_scanned, torn;
@@ -622,6 +634,9 @@ int shard_apply(struct shard *sh, const void *key, uint64_t h, const void *val, 
 /* With mu held (other shards' locks may be held too) and no barrier in
  * flight: everything appended so far made durable. */
 int shard_barrier_cut(struct shard *sh);
+/* With mu held, after a write: in sync mode always, wait until it is
+ * durable. */
+int shard_write_done(struct shard *sh);
 /* Wait until no barrier of sh is in flight (takes and drops mu). */
 void shard_sync_settle(struct shard *sh);
 /* ARMDB_READONLY (with a message) if the store failed an fdatasync. */
@@ -686,6 +701,7 @@ struct pending_read {
     uint32_t vlen;
     uint64_t first_page;
     uint32_t npages;
+    bool fill; /* its pages may go into the block cache */
 };
 /* get_many, per key: 0 (value copied to dst), ARMDB_NOTFOUND,
  * ARMDB_BUFSMALL (*vlen set), an error, or 1: *p says what to read. */
@@ -696,6 +712,7 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
 int shard_get_finish(struct pending_read *p, unsigned char *buf, ssize_t res, void *dst);
 
 /* ---- db.c ---- */
+struct shm_head;
 struct armdb {
     char *dir;
     int dirfd;
@@ -733,6 +750,14 @@ struct armdb {
     uint32_t vmax;     /* largest value accepted */
     bool rdonly;
     bool replica; /* ARMDB_REPLICA: writes only through armdb_apply */
+    /* ARMDB_SHARED (shared.c): the region, and whether this process loads
+     * the store as it stands (another one recovered it) */
+    struct shm_head *shm;
+    size_t shm_size;
+    atomic_uint_fast64_t *shm_gsn; /* the store's GSN counter in it (NULL: not shared) */
+    bool shared, attaching;
+    int maintfd;             /* LOCK again: its OFD lock for background work */
+    pthread_mutex_t maint_mu; /* ... held by one thread of the process at a time */
     atomic_bool followed; /* an armdb_repl_follower applies to it */
     bool direct;       /* data files opened with O_DIRECT */
     bool use_uring;    /* io_uring wanted (not ARMDB_NO_URING) */
@@ -778,6 +803,16 @@ struct armdb {
     uint32_t naborted, aborted_cap;
 };
 
+/* Does this handle change files beyond appends (cut torn tails, remove
+ * leftovers, write hints at open)? Not read-only ones, nor a shared
+ * store's later openers: the first one did that. */
+static inline bool db_tidies(const armdb *db) { return !db->rdonly && !db->attaching; }
+/* The store's GSNs: from the shared region in shared mode, else from the
+ * process-wide counter. n consecutive ones; the first is returned. */
+uint64_t db_gsn_next(armdb *db, uint32_t n);
+/* The largest GSN handed out so far. */
+uint64_t db_gsn_last(armdb *db);
+
 /* With meta_mu held: db->meta to the ARMDB file, durably. */
 int db_write_meta(armdb *db) MUST_CHECK;
 uint64_t gsn_next(void);
@@ -790,10 +825,102 @@ static inline uint32_t shard_index(const armdb *db, uint64_t h)
     return (uint32_t)(((h >> 32) * db->nshards) >> 32);
 }
 
+/* ARMDB_INVAL (with a message naming what) on a shared store's handle. */
+int db_check_shared(armdb *db, const char *what);
 /* ARMDB_READONLY (with a message) if db takes no writes but armdb_apply's. */
 int db_check_replica(armdb *db);
 /* Call the write hook, if any, for one committed write; frees hn->old. */
 void db_fire_hook(armdb *db, const void *key, const void *val, size_t vlen, bool del, struct hook_note *hn);
+
+/* ---- shared.c: one store, several processes (ARMDB_SHARED) ---- */
+/* A place in a shard's log: file id << 32 | byte offset (files stay under
+ * 4 GiB). Packed so that one atomic word says it, and so that places
+ * compare in log order (ids of active files increase). */
+#define AT_PACK(id, off) ((uint64_t)(id) << 32 | (uint64_t)(off))
+#define AT_ID(a) ((uint32_t)((a) >> 32))
+#define AT_OFF(a) ((uint32_t)(a))
+#define SHM_EVENTS 256u
+enum { EV_ROTATE = 1, EV_ADD = 2, EV_REMOVE = 3 };
+/* What changed a shard's set of files. A slot holds event `seq`; it is
+ * written before nevents passes it (the publication). */
+struct shm_event {
+    uint64_t seq;
+    uint32_t kind; /* EV_* */
+    uint32_t id;   /* the file rotated (ROTATE), added or removed */
+    uint32_t next; /* ROTATE: the new active file */
+    uint32_t spare;
+    uint64_t size; /* ROTATE: the old file's final size */
+};
+struct shm_shard {
+    pthread_mutex_t mu;        /* robust, process-shared: writers of the shard */
+    atomic_uint_fast64_t seq;  /* moves whenever head or the events move */
+    atomic_uint_fast64_t head; /* AT_PACK of the end of the published log */
+    atomic_uint_fast64_t durable; /* ... of what a barrier made durable */
+    uint64_t pending;          /* AT_PACK of the end of an append under way */
+    uint64_t undo, undo_tag;   /* a batch under way: head before it, its tag */
+    uint64_t nevents;          /* events published */
+    uint64_t repairs;          /* dead owners repaired */
+    uint32_t next_id;          /* the next data file id */
+    uint32_t spare;
+    struct shm_event ev[SHM_EVENTS];
+};
+/* Open the shared store's lock and region: *first if this process is the
+ * one to recover the store (it calls shared_create after), else attached.
+ * Openers are serialised until shared_open_done. */
+int shared_open(armdb *db, bool *first) MUST_CHECK;
+/* The first opener, after recovery: the region made from its shards. */
+int shared_create(armdb *db) MUST_CHECK;
+int shared_open_done(armdb *db) MUST_CHECK;
+/* Close: every shard durable; the last process out seals the active files
+ * and removes the region. */
+int shared_close(armdb *db);
+void shared_unmap(armdb *db);
+/* With mu held: take the shard's shared mutex (repairing what a dead owner
+ * left) and catch up with everything published. No-op unless shared. */
+int shard_write_begin(struct shard *sh) MUST_CHECK;
+/* Publish (seq moved) and let go of the shared mutex. */
+void shard_write_end(struct shard *sh);
+/* With mu held: catch up if anything was published since last time. */
+int shard_refresh(struct shard *sh);
+/* Shared mode, with mu and the shared mutex held: append one entry at the
+ * head (rotating first if it would pass max_file_size). */
+int shared_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, uint64_t gsn, uint64_t *voff)
+    MUST_CHECK;
+/* Shared mode, with mu held: wait until the log is durable up to upto. */
+int shared_wait_durable(struct shard *sh, uint64_t upto);
+/* Shared mode, with mu and the shared mutex held: an event written to its
+ * slot, then its effect made, then it published (a repair publishes it
+ * if its effect is found made: a file there (ADD), gone (REMOVE)). */
+void shared_event_prepare(struct shard *sh, uint32_t kind, uint32_t id);
+void shared_event_publish(struct shard *sh);
+/* Shared mode, with mu and the shared mutex held, caught up: the active
+ * file synced and sealed, a new one made the head. */
+int shared_seal(struct shard *sh) MUST_CHECK;
+/* A later opener, once the meta file is read and the shards are made:
+ * the region of the processes already there. */
+int shared_attach(armdb *db) MUST_CHECK;
+/* The shard's shared mutex alone (a dead owner's state repaired). */
+int shared_lock_shard(struct shard *sh) MUST_CHECK;
+void shared_unlock_shard(struct shard *sh);
+/* The next data file id (shared mode: the region's), with mu held (and
+ * the shared mutex, in shared mode). */
+uint32_t shard_take_id(struct shard *sh);
+/* Batches in shared mode (batch.c), with the touched shards' mu held: the
+ * batch mutex and the shards' shared mutexes taken, caught up; */
+int shared_batch_begin(armdb *db, const bool *touched) MUST_CHECK;
+/* before the first append: room made (bytes[s]: at most what shard s
+ * gets, in count[s] entries), and the heads a dead writer's batch is
+ * rolled back to; */
+int shared_batch_mark(armdb *db, const bool *touched, const uint64_t *bytes, const uint32_t *count, uint64_t tag)
+    MUST_CHECK;
+/* after the last append: committed, or (!ok) rolled back; */
+void shared_batch_commit(armdb *db, const bool *touched, bool ok);
+/* published, and the mutexes let go. */
+void shared_batch_end(armdb *db, const bool *touched);
+/* Background work that writes or removes files runs in one process at a
+ * time: take (wait for) and drop that lock. No-op unless shared. */
+int shared_maint_lock(armdb *db, const atomic_bool *stop);
+void shared_maint_unlock(armdb *db);
 
 /* ---- rekey.c ---- */
 /* Wait while a rekey holds writers back. */

@@ -8,6 +8,7 @@
  */
 #include "internal.h"
 
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -86,7 +87,16 @@ int io_open(int dirfd, const char *name, int flags, int mode)
 
 int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-    FAULT(FAULT_WRITE);
+#ifdef ARMDB_FAULT_INJECTION
+    int frc = fault_hit(FAULT_WRITE);
+    if (frc == -ARMDB_FAULT_KILL) {
+        if (len > 1 && pwrite(fd, buf, len / 2, (off_t)off) < 0)
+            frc = 0; /* (dies all the same) */
+        raise(SIGKILL);
+    }
+    if (frc)
+        return frc;
+#endif
     const unsigned char *p = buf;
     while (len) {
         ssize_t n = pwrite(fd, p, len, (off_t)off);

@@ -112,6 +112,9 @@ static void fill(armdb_iter *it, struct scur *c)
     if (c->started)
         memcpy(last, c->keys + (size_t)(c->n - 1) * klen, klen);
     pthread_mutex_lock(&sh->mu);
+    /* (Shared mode: what other processes wrote; if that fails, the keys
+     * as this process knows them.) */
+    (void)shard_refresh(sh);
     const struct otree *t = &sh->ot;
     const struct index *ix = &sh->ix;
     struct opos pos;
@@ -325,9 +328,17 @@ static int open_snapshot(armdb_iter *it)
     it->snap->stride = (uint32_t)round_up(SNAP_KEY + it->klen + db->value_len, 8);
     for (uint32_t s = 0; s < db->nshards; s++)
         pthread_mutex_lock(&db->shards[s].mu);
+    /* Shared mode: every shard's shared mutex too, and caught up, for one
+     * point in time across the processes. */
     int rc = 0;
+    uint32_t held = 0;
+    for (; held < db->nshards && rc == 0 && db->shared; held++)
+        if ((rc = shard_write_begin(&db->shards[held])) < 0)
+            break;
     for (uint32_t s = 0; s < db->nshards && rc == 0; s++)
         rc = snap_shard(it, s);
+    for (uint32_t s = held; s-- > 0;)
+        shared_unlock_shard(&db->shards[s]);
     for (uint32_t s = db->nshards; s-- > 0;)
         pthread_mutex_unlock(&db->shards[s].mu);
     if (rc == 0 && it->ordered)
@@ -385,6 +396,7 @@ static int next_unordered(armdb_iter *it, size_t *vlen)
     for (; it->shard < db->nshards; it->shard++, it->rec = 0) {
         struct shard *sh = &db->shards[it->shard];
         pthread_mutex_lock(&sh->mu);
+        (void)shard_refresh(sh); /* (shared mode, as in fill) */
         while (it->rec < sh->ix.nrecs) {
             const unsigned char *rec = index_rec(&sh->ix, it->rec++);
             if (rec_gsn(rec) == 0)

@@ -146,9 +146,28 @@ int scan_file(int fd, const struct dfile *sealed, uint64_t file_len, uint32_t kl
     return scan_file_mem(fd, sealed, file_len, NULL, 0, klen, vmax, resync_vmax, last, fn, ctx, res);
 }
 
+static int scan_range(int fd, const struct dfile *sealed, uint64_t start, uint64_t file_len,
+                      const unsigned char *mem, uint64_t mem_off, uint32_t klen, uint32_t vmax, uint32_t resync_vmax,
+                      bool last, scan_fn fn, void *ctx, struct scan_result *res);
+
 int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const unsigned char *mem, uint64_t mem_off,
                   uint32_t klen, uint32_t vmax, uint32_t resync_vmax, bool last, scan_fn fn, void *ctx,
                   struct scan_result *res)
+{
+    return scan_range(fd, sealed, 0, file_len, mem, mem_off, klen, vmax, resync_vmax, last, fn, ctx, res);
+}
+
+int scan_file_from(int fd, uint64_t start, uint64_t end, uint32_t klen, uint32_t vmax, scan_fn fn, void *ctx,
+                   struct scan_result *res)
+{
+    return scan_range(fd, NULL, start, end, NULL, 0, klen, vmax, vmax, false, fn, ctx, res);
+}
+
+/* Scan [start, file_len); start is where an entry (or a page's end gap)
+ * begins. */
+static int scan_range(int fd, const struct dfile *sealed, uint64_t start, uint64_t file_len,
+                      const unsigned char *mem, uint64_t mem_off, uint32_t klen, uint32_t vmax, uint32_t resync_vmax,
+                      bool last, scan_fn fn, void *ctx, struct scan_result *res)
 {
     /* Past damage every 8-byte offset is a candidate, and a candidate whose
      * header claims a huge value would make the scan read that much: while
@@ -161,10 +180,11 @@ int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const u
     assert(!mem || !sealed || mem_off % PAGE == 0);
     if (w.chunk < 2 * ((size_t)resync_vmax + PAGE))
         w.chunk = 2 * ((size_t)resync_vmax + PAGE);
-    uint64_t pos = 0, torn_at = UINT64_MAX;
+    uint64_t pos = start, torn_at = UINT64_MAX;
     bool in_damage = false;
     int rc = 0;
     memset(res, 0, sizeof *res);
+    res->end = start;
     while (pos < file_len) {
         uint64_t left = PAGE - pos % PAGE;
         if (left < ENTRY_HDR) {
@@ -313,7 +333,9 @@ static int apply_index(struct shard *sh, struct dfile *f, uint64_t gsn, uint32_t
     unsigned char *rec = index_rec(ix, (uint32_t)r);
     if (!fresh) {
         uint64_t old = rec_gsn(rec);
-        if ((old & GSN_MASK) >= (gsn & GSN_MASK))
+        /* Equal GSNs are copies of one entry (a compaction's): files
+         * come in id order, so the copy in the newer file is taken. */
+        if ((old & GSN_MASK) > (gsn & GSN_MASK))
             return 0;
         if (!(old & GSN_TOMB)) {
             struct dfile *of = shard_file(sh, rec_u32(rec, REC_FILE));
@@ -350,7 +372,9 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
         armdb *db = sh->db;
         if (batch_aborted(db, gsn))
             return 0;
-        if ((gsn & GSN_MASK) > atomic_load(&db->durable_gsn))
+        /* (A shared store's later opener finds only whole batches: the
+         * first one settled the rest, and batches are published whole.) */
+        if ((gsn & GSN_MASK) > atomic_load(&db->durable_gsn) && !db->attaching)
             return pend_add(c->pend, gsn, c->f->id, voff, vlen, key, klen, value, ix->inline_len);
     }
     return apply_index(sh, c->f, gsn, voff, vlen, key, value);
@@ -404,14 +428,14 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
                  * the output into place: with the .tmp still there, the
                  * compaction was cut short and its old files stand. */
                 if (faccessat(sh->dirfd, tmp, F_OK, 0) == 0) {
-                    if (!sh->db->rdonly)
+                    if (db_tidies(sh->db))
                         (void)unlinkat(sh->dirfd, e->d_name, 0);
                 } else {
                     orphan = id;
                 }
             }
         }
-        if (parse_file_name(e->d_name, "tags", &id) && !sh->db->rdonly) {
+        if (parse_file_name(e->d_name, "tags", &id) && db_tidies(sh->db)) {
             /* The tags of a data file never made (or removed after them). */
             char data[32];
             dfile_name(data, sizeof data, id, "data");
@@ -430,7 +454,7 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
         }
         v[cnt++] = id;
     }
-    if (!sh->db->rdonly) {
+    if (db_tidies(sh->db)) {
         rewinddir(d);
         while ((e = readdir(d)))
             if (strstr(e->d_name, ".tmp"))
@@ -468,14 +492,15 @@ static int other_key(struct shard *sh, uint32_t id, const unsigned char salt[16]
     return sh->db->rdonly ? 0 : dfile_unlink_set(sh, id);
 }
 
-static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool last)
+/* Load data file f (opened, one reference, which is the shard's once it
+ * is listed). last: the file that may end in a torn write. limit: the
+ * bytes of it to read (a shared store's head), or UINT64_MAX. */
+static int recover_file(struct shard *sh, struct pend *pend, struct dfile *f, bool last, uint64_t limit)
 {
     armdb *db = sh->db;
-    struct dfile *f;
+    uint32_t id = f->id;
     char name[32];
-    int rc = dfile_open(sh, id, false, &f);
-    if (rc < 0)
-        return rc;
+    int rc;
     dfile_name(name, sizeof name, id, "data");
     struct stat st;
     if (fstat(f->fd, &st) < 0) {
@@ -483,7 +508,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
         dfile_unref(f);
         return err_set(rc, "stat %s/%s", sh->path, name);
     }
-    uint64_t file_len = (uint64_t)st.st_size;
+    uint64_t file_len = (uint64_t)st.st_size < limit ? (uint64_t)st.st_size : limit;
     if (db->crypt) {
         unsigned char salt[16];
         rc = tags_load(sh, f, file_len, salt);
@@ -502,7 +527,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
     dfile_name(hint, sizeof hint, id, "hint");
     struct stat hst;
     int hint_rc = fstatat(sh->dirfd, hint, &hst, 0) == 0 ? 0 : -errno;
-    if (file_len == 0 && !db->rdonly && hint_rc == -ENOENT) {
+    if (file_len == 0 && db_tidies(db) && hint_rc == -ENOENT) {
         /* Created but never written: nothing to keep. (An empty file with
          * a hint was sealed with data and then cut: its hint is loaded so
          * that its keys report the damage.) */
@@ -543,7 +568,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
      * it was sealed: then damage in it is damage, not a tail to cut. */
     bool torn_tail = last && rc == 1;
     struct hint_buf hb = {0};
-    c.hb = db->rdonly ? NULL : &hb;
+    c.hb = db_tidies(db) ? &hb : NULL;
     struct scan_result res;
     rc = scan_file(f->fd, f->pk.cr ? f : NULL, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail,
                    apply_entry, &c, &res);
@@ -563,7 +588,7 @@ static int recover_file(struct shard *sh, struct pend *pend, uint32_t id, bool l
     sh->files_scanned++;
     sh->corrupt += res.corrupt;
     sh->torn += res.torn;
-    if (!db->rdonly) {
+    if (db_tidies(db)) {
         if (res.torn && ((rc = io_ftruncate(f->fd, res.end)) < 0 || (rc = io_fdatasync(f->fd)) < 0)) {
             hint_buf_free(&hb);
             return err_set(rc, "cut the torn tail of %s/%s", sh->path, name);
@@ -601,9 +626,50 @@ static int recover_files(struct shard *sh, struct pend *pend)
         if (faccessat(sh->dirfd, hint, F_OK, 0) < 0)
             last = ids[i];
     }
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = recover_file(sh, pend, ids[i], ids[i] == last);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        struct dfile *f;
+        if ((rc = dfile_open(sh, ids[i], false, &f)) == 0)
+            rc = recover_file(sh, pend, f, ids[i] == last, UINT64_MAX);
+    }
     sh->next_id = n ? ids[n - 1] + 1 : 1;
+    free(ids);
+    return rc;
+}
+
+/* A shared store's later opener: the files as they stand, changing
+ * nothing. Under the shard's shared mutex the files are listed and opened
+ * (so none can go before it is read) and the head taken; they are read
+ * after, and catching up starts from that head. The head's file is read
+ * up to the head; no file ends in a torn write (bytes past a head are
+ * not read). */
+static int attach_files(struct shard *sh, struct pend *pend)
+{
+    uint32_t *ids = NULL, n = 0;
+    struct dfile **fs = NULL;
+    int rc = shared_lock_shard(sh);
+    if (rc < 0)
+        return rc;
+    rc = list_files(sh, &ids, &n);
+    if (rc < 0 && rc != ARMDB_CORRUPT)
+        rc = err_set(rc, "list %s", sh->path);
+    if (rc == 0 && n && !(fs = calloc(n, sizeof *fs)))
+        rc = err_set(-ENOMEM, "open %s", sh->path);
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        rc = dfile_open(sh, ids[i], false, &fs[i]);
+    uint64_t head = atomic_load(&sh->ss->head);
+    sh->at = sh->last_write = head;
+    sh->ev_seen = sh->ss->nevents;
+    sh->seen_seq = atomic_load(&sh->ss->seq);
+    shared_unlock_shard(sh);
+    for (uint32_t i = 0; i < n && fs && fs[i]; i++) {
+        if (rc == 0)
+            rc = recover_file(sh, pend, fs[i], false, ids[i] == AT_ID(head) ? AT_OFF(head) : UINT64_MAX);
+        else
+            dfile_unref(fs[i]);
+    }
+    if (rc == 0 && !(sh->active = shard_file(sh, AT_ID(head))))
+        rc = err_set(ARMDB_CORRUPT, "%s/%08u.data, the shard's active file, is missing", sh->path, AT_ID(head));
+    free(fs);
     free(ids);
     return rc;
 }
@@ -624,7 +690,7 @@ static int recover_finish(struct shard *sh)
     sh->live_keys = ix->used;
     if (sh->ordered && (rc = otree_build(&sh->ot, ix)) < 0)
         return err_set(rc, "build the ordered index of %s", sh->path);
-    if (!sh->db->rdonly)
+    if (db_tidies(sh->db))
         rc = shard_new_active(sh);
     return rc;
 }
@@ -747,7 +813,9 @@ static void *recover_worker(void *arg)
         if (i >= j->db->nshards)
             break;
         struct shard *sh = &j->db->shards[i];
-        int rc = j->phase == 1 ? recover_files(sh, &j->pend[i]) : recover_finish(sh);
+        int rc = j->phase == 3 ? recover_finish(sh)
+                 : j->db->attaching ? attach_files(sh, &j->pend[i])
+                                    : recover_files(sh, &j->pend[i]);
         if (rc < 0) {
             pthread_mutex_lock(&j->mu);
             if (j->rc == 0) {

@@ -739,7 +739,9 @@ API int armdb_repl_server_add(armdb_repl_server *srv, const char *name, armdb *d
                        name ? name : "(null)");
     if (db->replica)
         return err_set(ARMDB_INVAL, "armdb_repl_server_add: %s is a replica; followers follow its leader", db->dir);
-    int rc = 0;
+    int rc = db_check_shared(db, "serving replication");
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&srv->mu);
     for (uint32_t i = 0; i < srv->nstores && rc == 0; i++)
         if (strcmp(srv->stores[i].name, name) == 0)

@@ -65,7 +65,7 @@ int shard_init(struct shard *sh, armdb *db, uint32_t no)
     sh->ordered = db->meta.flags & META_ORDERED;
     if (rc == 0 && sh->ordered)
         rc = otree_init(&sh->ot, db->key_len);
-    if (rc == 0 && !db->rdonly && db->use_uring &&
+    if (rc == 0 && !db->rdonly && db->use_uring && !db->shared &&
         (!(sh->ring = uring_new(4)) || !(sh->sync_ring = uring_new(4))))
         atomic_store(&db->uring_writes, false); /* this shard uses pwrite (for some of its writes) */
     if (rc == 0 && !db->rdonly)
@@ -156,7 +156,7 @@ static int shard_drop_active(struct shard *sh)
 
 int shard_ids_left(struct shard *sh)
 {
-    return sh->next_id > 99999999u ? err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path) : 0;
+    return (sh->ss ? sh->ss->next_id : sh->next_id) > 99999999u ? err_set(ARMDB_FULL, "shard %s has used every data file id", sh->path) : 0;
 }
 
 int shard_new_active(struct shard *sh)
@@ -240,7 +240,7 @@ int shard_wait_durable(struct shard *sh, uint64_t upto)
         assert(f); /* with no active file everything was sealed durable */
         /* Every entry of this shard with a GSN up to gsn_last() is
          * appended by now (a write takes its GSN and appends under mu). */
-        uint64_t target = sh->pos, tgsn = gsn_last();
+        uint64_t target = sh->pos, tgsn = db_gsn_last(sh->db);
         bool queued;
         if ((rc = barrier_start(sh, f, &queued)) < 0)
             return rc;
@@ -281,14 +281,22 @@ static int shard_barrier_locked(struct shard *sh)
     if (rc < 0)
         return sync_failed(sh, f, rc);
     sh->durable = sh->pos;
-    sh->durable_gsn = gsn_last();
+    sh->durable_gsn = db_gsn_last(sh->db);
     return 0;
 }
 
 int shard_sync(struct shard *sh)
 {
     pthread_mutex_lock(&sh->mu);
-    int rc = sh->db->rdonly ? 0 : shard_wait_durable(sh, sh->pos);
+    int rc = 0;
+    if (sh->ss) {
+        /* Every process's writes so far (and this process caught up, so
+         * that it has the head's file open). */
+        if ((rc = shard_refresh(sh)) == 0)
+            rc = shared_wait_durable(sh, atomic_load(&sh->ss->head));
+    } else if (!sh->db->rdonly) {
+        rc = shard_wait_durable(sh, sh->pos);
+    }
     pthread_mutex_unlock(&sh->mu);
     return rc;
 }
@@ -299,8 +307,17 @@ int shard_durable_gsn(struct shard *sh, bool sync, uint64_t *gsn)
     /* Read before the lock: a write that takes a GSN after this read
      * takes a larger one; one that took it before holds the lock until
      * its entry is appended (a batch: in all its shards). */
-    uint64_t top = gsn_last();
+    uint64_t top = db_gsn_last(sh->db);
     pthread_mutex_lock(&sh->mu);
+    if (sh->ss) {
+        /* Shared mode keeps no GSN per barrier: durable up to top only
+         * once the head is. */
+        uint64_t head = atomic_load(&sh->ss->head);
+        rc = sync ? shared_wait_durable(sh, head) : 0;
+        *gsn = atomic_load(&sh->ss->durable) >= head ? top : 0;
+        pthread_mutex_unlock(&sh->mu);
+        return rc;
+    }
     if (sync && !sh->db->rdonly)
         rc = shard_wait_durable(sh, sh->pos);
     *gsn = sh->durable >= sh->pos ? top : sh->durable_gsn;
@@ -341,6 +358,20 @@ int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vl
     uint32_t klen = db->key_len;
     uint64_t esize = entry_size(klen, vlen);
     int rc;
+    if (sh->ss) {
+        if (!gsn) {
+            gsn = db_gsn_next(db, 1);
+            gsn_observe(db, gsn);
+        }
+        if (tomb)
+            gsn |= GSN_TOMB;
+        uint64_t off;
+        if ((rc = shared_append(sh, key, val, vlen, gsn, &off)) < 0)
+            return rc;
+        *gsn_out = gsn;
+        *voff = (uint32_t)off;
+        return 0;
+    }
     if (!sh->active && (rc = shard_new_active(sh)) < 0)
         return rc;
     uint64_t tail = wbuf_tail(&sh->wb);
@@ -363,7 +394,7 @@ int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vl
     wb->len += gap;
     uint64_t off = wbuf_tail(wb);
     if (!gsn) {
-        gsn = gsn_next();
+        gsn = db_gsn_next(db, 1);
         gsn_observe(db, gsn);
     }
     if (tomb)
@@ -486,6 +517,9 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
     unsigned char *sc = scratch_get((size_t)(round_up(end, PAGE) - a));
     if (!sc)
         return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
+    /* Shared mode: other processes append to the active file's last page
+     * meanwhile; a cached copy of it would be stale at once. */
+    fill = fill && !(sh->ss && l->f == sh->active);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         uint32_t lo, hi;
@@ -513,6 +547,13 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
     return rc;
 }
 
+/* Does the entry at l reach into bytes the write buffer has and the file
+ * may not? Never in shared mode, whose appends go straight to the file. */
+static bool in_buffer(const struct shard *sh, const struct loc *l)
+{
+    return !sh->ss && l->f == sh->active && l->eoff + l->esize > wbuf_mem_base(&sh->wb);
+}
+
 /* With mu held: point *val at the value of rec if memory has it (inline or
  * write buffer); 1 if it must be read from disk. */
 static int value_in_memory(struct shard *sh, const unsigned char *rec, const struct loc *l,
@@ -523,6 +564,8 @@ static int value_in_memory(struct shard *sh, const unsigned char *rec, const str
         *val = rec + REC_KEY + klen;
         return 0;
     }
+    if (sh->ss)
+        return 1; /* shared mode buffers nothing */
     if (l->f == sh->active && l->eoff >= sh->wb.base) {
         *val = sh->wb.buf + (l->eoff - sh->wb.base) + ENTRY_HDR + klen;
         return 0;
@@ -549,7 +592,7 @@ static int value_locked(struct shard *sh, const unsigned char *rec, const void *
     rc = value_in_memory(sh, rec, &l, val);
     if (rc <= 0)
         return rc;
-    return read_entry(sh, &l, key, val, l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb), true);
+    return read_entry(sh, &l, key, val, in_buffer(sh, &l), true);
 }
 
 static int read_loc_unlock(struct shard *sh, const unsigned char *rec, struct loc l, int rc, const void *key,
@@ -578,7 +621,7 @@ static int read_loc_unlock(struct shard *sh, const unsigned char *rec, struct lo
     const unsigned char *val;
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
-    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb))
+    if (rc == 1 && in_buffer(sh, &l))
         rc = read_entry(sh, &l, key, &val, true, fill); /* straddles the buffer: rare */
     if (rc <= 0) {
         if (rc == 0 && l.vlen)
@@ -600,10 +643,14 @@ static int read_loc_unlock(struct shard *sh, const unsigned char *rec, struct lo
 
 /* Lock the shard and find key's record, counting the get; NULL, with the
  * shard unlocked again, if there is none. */
-static const unsigned char *get_locked(struct shard *sh, const void *key, uint64_t h)
+static const unsigned char *get_locked(struct shard *sh, const void *key, uint64_t h, int *rc)
 {
     pthread_mutex_lock(&sh->mu);
     sh->gets++;
+    if ((*rc = shard_refresh(sh)) < 0) {
+        pthread_mutex_unlock(&sh->mu);
+        return NULL;
+    }
     int64_t r = index_find(&sh->ix, key, h);
     if (r < 0) {
         pthread_mutex_unlock(&sh->mu);
@@ -615,18 +662,19 @@ static const unsigned char *get_locked(struct shard *sh, const void *key, uint64
 int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, size_t cap, size_t *vlen,
                     struct pending_read *p)
 {
-    const unsigned char *rec = get_locked(sh, key, h);
+    int rc;
+    const unsigned char *rec = get_locked(sh, key, h, &rc);
     if (!rec)
-        return ARMDB_NOTFOUND;
+        return rc < 0 ? rc : ARMDB_NOTFOUND;
     struct loc l;
     const unsigned char *val;
-    int rc = rec_loc(sh, rec, &l);
+    rc = rec_loc(sh, rec, &l);
     *vlen = l.vlen;
     if (rc == 0 && l.vlen > cap)
         rc = ARMDB_BUFSMALL;
     if (rc == 0)
         rc = value_in_memory(sh, rec, &l, &val);
-    if (rc == 1 && l.f == sh->active && l.eoff + l.esize > wbuf_mem_base(&sh->wb))
+    if (rc == 1 && in_buffer(sh, &l))
         rc = read_entry(sh, &l, key, &val, true, true); /* straddles the buffer: rare */
     if (rc == 1) {
         /* All pages cached? Then no device read is needed. */
@@ -644,7 +692,8 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
         } else {
             dfile_ref(l.f);
             *p = (struct pending_read){.sh = sh, .f = l.f, .key = key, .gsn = l.gsn, .eoff = l.eoff,
-                                       .esize = l.esize, .vlen = l.vlen, .first_page = a / PAGE, .npages = n};
+                                       .esize = l.esize, .vlen = l.vlen, .first_page = a / PAGE, .npages = n,
+                                       .fill = !(sh->ss && l.f == sh->active)};
         }
     }
     if (rc == 0 && l.vlen)
@@ -671,7 +720,7 @@ int shard_get_finish(struct pending_read *p, unsigned char *buf, ssize_t res, vo
     if (rc == 0) {
         if (p->vlen)
             memcpy(dst, buf + (p->eoff - a) + ENTRY_HDR + sh->db->key_len, p->vlen);
-        for (uint32_t i = 0; i < p->npages; i++)
+        for (uint32_t i = 0; i < p->npages && p->fill; i++)
             cache_put(sh->db->cache, cache_name(sh->no, p->f->id, p->first_page + i), buf + (size_t)i * PAGE);
     }
     dfile_unref(p->f);
@@ -772,32 +821,35 @@ int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, ui
     int rc;
     pthread_mutex_lock(&sh->mu);
     shard_gate(sh);
-    if ((rc = shard_failed(sh)))
+    if ((rc = shard_failed(sh)) || (rc = shard_write_begin(sh)) < 0)
         goto out;
     int64_t r = index_find(&sh->ix, key, h);
     if ((rc = shard_check_locked(sh, r, key, expected, elen, mode)) < 0)
-        goto out;
+        goto out_end;
     if (hn && (rc = shard_note_old(sh, r, key, hn)) < 0)
-        goto out;
+        goto out_end;
     /* Take the index record first: once the entry is appended the put
      * must not fail. */
     bool fresh;
     if ((r = shard_claim(sh, key, h, &fresh)) < 0) {
         rc = (int)r;
-        goto out;
+        goto out_end;
     }
     uint64_t gsn;
     uint32_t voff;
     if ((rc = shard_append(sh, key, val, vlen, false, 0, &gsn, &voff)) < 0) {
         if (fresh)
             shard_forget(sh, (uint32_t)r, h);
-        goto out;
+        goto out_end;
     }
     shard_settle(sh, (uint32_t)r, fresh, sh->active, gsn, voff, val, vlen);
     if (hn)
         hn->gsn = gsn;
-    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
-        rc = shard_wait_durable(sh, sh->pos);
+    shard_write_end(sh);
+    rc = shard_write_done(sh);
+    goto out;
+out_end:
+    shard_write_end(sh);
 out:
     pthread_mutex_unlock(&sh->mu);
     return rc;
@@ -808,27 +860,30 @@ int shard_delete(struct shard *sh, const void *key, uint64_t h, struct hook_note
     int rc;
     pthread_mutex_lock(&sh->mu);
     shard_gate(sh);
-    if ((rc = shard_failed(sh)))
+    if ((rc = shard_failed(sh)) || (rc = shard_write_begin(sh)) < 0)
         goto out;
     int64_t r = index_find(&sh->ix, key, h);
     if (r < 0) {
         rc = err_set(ARMDB_NOTFOUND, "delete in %s", sh->path);
-        goto out;
+        goto out_end;
     }
     if (hn && (rc = shard_note_old(sh, r, key, hn)) < 0)
-        goto out;
+        goto out_end;
     uint64_t gsn;
     uint32_t voff;
     if ((rc = shard_append(sh, key, NULL, 0, true, 0, &gsn, &voff)) < 0)
-        goto out;
+        goto out_end;
     shard_account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
     shard_forget(sh, (uint32_t)r, h);
     sh->live_keys--;
     sh->deletes++;
     if (hn)
         hn->gsn = gsn;
-    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
-        rc = shard_wait_durable(sh, sh->pos);
+    shard_write_end(sh);
+    rc = shard_write_done(sh);
+    goto out;
+out_end:
+    shard_write_end(sh);
 out:
     pthread_mutex_unlock(&sh->mu);
     return rc;
@@ -840,17 +895,17 @@ int shard_apply(struct shard *sh, const void *key, uint64_t h, const void *val, 
     int rc;
     pthread_mutex_lock(&sh->mu);
     shard_gate(sh);
-    if ((rc = shard_failed(sh)))
+    if ((rc = shard_failed(sh)) || (rc = shard_write_begin(sh)) < 0)
         goto out;
     int64_t r = index_find(&sh->ix, key, h);
     if (r >= 0 && (rec_gsn(index_rec(&sh->ix, (uint32_t)r)) & GSN_MASK) >= gsn)
-        goto out; /* has it, or something newer */
+        goto out_end; /* has it, or something newer */
     gsn_observe(sh->db, gsn);
     uint32_t voff;
     uint64_t written;
     if (tomb) {
         if ((rc = shard_append(sh, key, NULL, 0, true, gsn, &written, &voff)) < 0)
-            goto out;
+            goto out_end;
         if (r >= 0) {
             shard_account_dead(sh, index_rec(&sh->ix, (uint32_t)r));
             shard_forget(sh, (uint32_t)r, h);
@@ -861,17 +916,20 @@ int shard_apply(struct shard *sh, const void *key, uint64_t h, const void *val, 
         bool fresh;
         if ((r = shard_claim(sh, key, h, &fresh)) < 0) {
             rc = (int)r;
-            goto out;
+            goto out_end;
         }
         if ((rc = shard_append(sh, key, val, vlen, false, gsn, &written, &voff)) < 0) {
             if (fresh)
                 shard_forget(sh, (uint32_t)r, h);
-            goto out;
+            goto out_end;
         }
         shard_settle(sh, (uint32_t)r, fresh, sh->active, gsn, voff, val, vlen);
     }
-    if (sh->db->sync_mode == ARMDB_SYNC_ALWAYS)
-        rc = shard_wait_durable(sh, sh->pos);
+    shard_write_end(sh);
+    rc = shard_write_done(sh);
+    goto out;
+out_end:
+    shard_write_end(sh);
 out:
     pthread_mutex_unlock(&sh->mu);
     return rc;
@@ -881,6 +939,13 @@ int shard_barrier_cut(struct shard *sh)
 {
     assert(!sh->syncing);
     return sh->db->rdonly ? 0 : shard_barrier_locked(sh);
+}
+
+int shard_write_done(struct shard *sh)
+{
+    if (sh->db->sync_mode != ARMDB_SYNC_ALWAYS)
+        return 0;
+    return sh->ss ? shared_wait_durable(sh, sh->last_write) : shard_wait_durable(sh, sh->pos);
 }
 
 void shard_sync_settle(struct shard *sh)
@@ -893,9 +958,10 @@ void shard_sync_settle(struct shard *sh)
 
 int shard_get(struct shard *sh, const void *key, uint64_t h, void *buf, size_t cap, size_t *vlen)
 {
-    const unsigned char *rec = get_locked(sh, key, h);
+    int rc;
+    const unsigned char *rec = get_locked(sh, key, h, &rc);
     if (!rec)
-        return ARMDB_NOTFOUND;
+        return rc < 0 ? rc : ARMDB_NOTFOUND;
     uint32_t vl = rec_u32(rec, REC_VLEN);
     *vlen = vl;
     if (vl > cap) {

@@ -6,7 +6,7 @@
 -- real header and checks every size, offset and enum value here.
 local ffi = require("ffi")
 
-local M = { ABI_VERSION = 7 }
+local M = { ABI_VERSION = 8 }
 
 ffi.cdef([[
 enum armdb_rc {
@@ -25,6 +25,7 @@ enum armdb_rc {
     ARMDB_CONFLICT = -30012,
     ARMDB_FULL = -30013,
     ARMDB_COMPACTED = -30014,
+    ARMDB_STALE = -30015,
 };
 
 enum armdb_sync_mode {
@@ -42,6 +43,7 @@ enum armdb_flags {
     ARMDB_NO_AUTO_COMPACT = 32,
     ARMDB_CIPHER_AES = 64,
     ARMDB_REPLICA = 128,
+    ARMDB_SHARED = 256,
 };
 
 enum armdb_io_backend {
@@ -165,6 +167,9 @@ typedef struct armdb_stat {
     uint32_t shards;
     uint32_t key_len;
     uint32_t value_len;
+    uint32_t shared;
+    uint64_t shared_applied;
+    uint64_t shared_repairs;
 } armdb_stat;
 
 void armdb_options_init(armdb_options *opts);

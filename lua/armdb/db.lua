@@ -68,7 +68,7 @@ local OPTS = {
     shards = "number", write_buffer_size = "number", sync_interval_ms = "number",
     max_file_size = "number", cache_size = "number", compaction_threshold = "number",
     create = "boolean", read_only = "boolean", no_uring = "boolean", no_direct = "boolean",
-    no_auto_compact = "boolean",
+    no_auto_compact = "boolean", shared = "boolean",
     sync = "string", sync_mode = "string", encryption_key = "string", previous_key = "string", cipher = "string",
     on_rekey = "function",
     follow = "string", -- a replica of the database served at that address; and its options:

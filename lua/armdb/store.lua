@@ -72,7 +72,7 @@ local NUMBER_OPTS = {
 local FLAG_OPTS = {
     create = C.ARMDB_CREATE, read_only = C.ARMDB_RDONLY, ordered = C.ARMDB_ORDERED,
     no_uring = C.ARMDB_NO_URING, no_direct = C.ARMDB_NO_DIRECT, no_auto_compact = C.ARMDB_NO_AUTO_COMPACT,
-    replica = C.ARMDB_REPLICA,
+    replica = C.ARMDB_REPLICA, shared = C.ARMDB_SHARED,
 }
 
 local CIPHERS = { ["xchacha20-poly1305"] = false, ["aes-256-gcm"] = true } -- true: ARMDB_CIPHER_AES
@@ -750,7 +750,7 @@ local STAT_U64 = {
     "files", "live_bytes", "dead_bytes", "index_bytes", "index_bytes_per_key", "corrupt_entries",
     "hints_loaded", "files_scanned", "torn_bytes", "gsn", "cache_hits", "cache_misses",
     "cache_evictions", "cache_bytes", "compactions", "compact_bytes_read", "compact_bytes_written",
-    "bytes_reclaimed",
+    "bytes_reclaimed", "shared_applied", "shared_repairs",
 }
 
 -- The counters and state of armdb_stat as a table of numbers (io_backend
@@ -767,6 +767,7 @@ function Store:stats()
     t.io_backend = BACKENDS[stat.io_backend] or tostring(stat.io_backend)
     t.direct_io = stat.direct_io ~= 0
     t.read_only = stat.read_only ~= 0
+    t.shared = stat.shared ~= 0
     t.shards = stat.shards
     t.key_len = stat.key_len
     t.value_len = stat.value_len
