@@ -1,7 +1,11 @@
 -- examples/openresty under a real nginx: the serve launcher, the rendered
 -- nginx.conf and the kv.lua handlers, driven over HTTP on 127.0.0.1 with
--- one worker. Skipped (pending, with the reason) where nginx or its Lua
--- module is missing. Every nginx started is stopped (QUIT) in finally().
+-- one worker, then with three on one store (shared mode): load from
+-- spec/load_client.lua processes checked against what was acknowledged,
+-- through kill -9 of workers, a reload and a restart; exact counts and
+-- a rate limit across workers. Skipped (pending, with the reason) where
+-- nginx or its Lua module is missing. Every nginx started is stopped
+-- (QUIT) in finally().
 --
 -- The HTTP client is curl where installed, else luasocket; set
 -- ARMDB_SPEC_HTTP=socket to use luasocket even with curl present.
@@ -210,7 +214,7 @@ local function start(server)
     local status, out, err
     for _ = 1, 3 do
         server.port = server.port or free_port()
-        status, out, err = run_serve("127.0.0.1:" .. server.port, server.data, "1", server.env)
+        status, out, err = run_serve("127.0.0.1:" .. server.port, server.data, server.workers or "1", server.env)
         if status == 0 or not err:find("Address already in use", 1, true) then
             break
         end
@@ -225,10 +229,11 @@ end
 local on_exit, tmpdir = helpers.defer, helpers.tmpdir
 
 -- A server on a fresh DATA_DIR, stopped (QUIT) when the test ends, before
--- its directory is removed. env: assignments for serve's command line.
-local function new_server(env)
+-- its directory is removed. env: assignments for serve's command line;
+-- workers: nginx worker processes (default 1).
+local function new_server(env, workers)
     local dir = tmpdir()
-    local server = { dir = dir, data = dir .. "/data", env = env }
+    local server = { dir = dir, data = dir .. "/data", env = env, workers = workers }
     on_exit(function()
         stop(server)
     end)
@@ -314,7 +319,9 @@ describe("examples/openresty", function()
         status, body, headers = http(s, "POST", "/kv/alpha", "x")
         assert.are.same({ 405, "method not allowed: use GET, PUT or DELETE\n" }, { status, body })
         assert.are.equal("GET, PUT, DELETE", headers["allow"])
-        assert.are.same({ 404, "no such resource: use /kv/{key}, /session or /stats\n" }, req(s, "GET", "/elsewhere"))
+        assert.are.same(
+            { 404, "no such resource: use /kv/{key}, /session, /count/{name}, /limit/{client} or /stats\n" },
+            req(s, "GET", "/elsewhere"))
     end)
 
     it("answers 400 for an empty or too long key and 413 for a too large value, with a line of text", function()
@@ -511,20 +518,18 @@ describe("examples/openresty", function()
         assert.are.equal(1, cjson.decode((select(2, http(s, "GET", "/stats")))).keys)
     end)
 
-    it("refuses WORKERS other than 1 and says why, in the usage text too", function()
+    it("refuses a WORKERS that is not 1 to 64 or auto, and says so in the usage text too", function()
         local dir = tmpdir()
-        local status, out, err = run_serve("127.0.0.1:" .. free_port(), dir .. "/data", "2")
-        assert.are.equal(1, status)
-        assert.are.equal("", out)
-        assert.matches("serve: WORKERS is 2, but must be 1: a store has one writer process", err, 1, true)
+        for _, bad in ipairs({ "0", "65", "two" }) do
+            local status, out, err = run_serve("127.0.0.1:" .. free_port(), dir .. "/data", bad)
+            assert.are.equal(1, status)
+            assert.are.equal("", out)
+            assert.matches("serve: WORKERS is " .. bad .. ": expected a number from 1 to 64, or auto", err, 1, true)
+        end
         assert.is_nil(read_file(dir .. "/data/nginx/conf/nginx.conf"))
-
-        local p = io.popen(sh_quote(SERVE) .. " 2>&1; echo \"exit=$?\"")
-        local usage = p:read("*a")
-        p:close()
+        local _, _, usage = run_serve("-h", dir)
         assert.matches("usage: serve ADDR DATA_DIR [WORKERS]", usage, 1, true)
-        assert.matches("must be 1: a store has one writer process", usage, 1, true)
-        assert.matches("exit=2\n$", usage)
+        assert.matches("Every worker opens the database in shared mode", usage, 1, true)
     end)
 
     it("answers 503 with the reason when libarmdb cannot be loaded, and serve exits 1 saying so", function()
@@ -551,5 +556,218 @@ describe("examples/openresty", function()
         assert.is_nil(read_file(dir .. "/data/nginx/logs/nginx.pid"))
         -- The first server is untouched.
         assert.are.same({ 404, "not found\n" }, req(s, "GET", "/kv/none"))
+    end)
+end)
+
+-- ---- several workers on one store (shared mode) ----
+
+local LOAD_CLIENT = ROOT .. "/spec/load_client.lua"
+
+-- The worker pids of the master, sorted, as one string.
+local function workers_of(server)
+    local t = {}
+    for pid in capture("ps -o pid= --ppid " .. server.pid):gmatch("%d+") do
+        t[#t + 1] = tonumber(pid)
+    end
+    table.sort(t)
+    return t
+end
+
+-- Wait until the master has n workers, none of them in `old` (a list of
+-- pids; nil: any), each answering: their pids.
+local function await_workers(server, n, old)
+    local banned = {}
+    for _, pid in ipairs(old or {}) do
+        banned[pid] = true
+    end
+    local now
+    for _ = 1, 400 do
+        now = workers_of(server)
+        local fresh = #now == n
+        for _, pid in ipairs(now) do
+            fresh = fresh and not banned[pid]
+        end
+        if fresh and (http(server, "GET", "/stats")) == 200 then
+            return now
+        end
+        sleep_ms(25)
+    end
+    error("the master did not get to " .. n .. " new workers: " .. table.concat(now, " "))
+end
+
+-- Start the load client (spec/load_client.lua) in the background; its
+-- exit status goes to out .. ".rc".
+local function spawn_client(args, out)
+    os.execute("(luajit " .. sh_quote(LOAD_CLIENT) .. " " .. args .. " 2>" .. sh_quote(out .. ".err")
+        .. "; echo $? > " .. sh_quote(out .. ".rc") .. ") &")
+end
+
+local function await_client(out, seconds)
+    for _ = 1, seconds * 20 do
+        local rc = read_file(out .. ".rc")
+        if rc and rc:match("%d") then
+            return tonumber(rc), read_file(out .. ".err") or ""
+        end
+        sleep_ms(50)
+    end
+    error("load client " .. out .. " did not finish within " .. seconds .. " s")
+end
+
+-- The keys' states a kv client ended with: n -> version (0: absent) or
+-- a set of versions (undecided), and its counters.
+local function read_model(out)
+    local model, stats = {}, nil
+    for line in (read_file(out) or ""):gmatch("[^\n]+") do
+        local n, st = line:match("^(%d+) (%S+)$")
+        if n then
+            local set = {}
+            for v in st:gmatch("%d+") do
+                set[tonumber(v)] = true
+            end
+            model[tonumber(n)] = set
+        elseif line:match("^stats ") then
+            stats = {}
+            for k, v in line:gmatch("(%w+)=(%d+)") do
+                stats[k] = tonumber(v)
+            end
+        end
+    end
+    return model, stats
+end
+
+-- Every key of the models reads as a state its model allows.
+local function check_models(server, models, when)
+    local checked = 0
+    for _, model in ipairs(models) do
+        for n, allowed in pairs(model) do
+            local status, body = http(server, "GET", "/kv/lc-" .. n)
+            local ver = status == 404 and 0 or tonumber((body or ""):match("^lc%-%d+:(%d+):"))
+            assert(status == 200 or status == 404, when .. ": GET /kv/lc-" .. n .. " answered " .. tostring(status))
+            if not allowed[ver] then
+                error(string.format("%s: key lc-%d holds version %s, acknowledged was %s", when, n, tostring(ver),
+                    table.concat((function()
+                        local t = {}
+                        for v in pairs(allowed) do
+                            t[#t + 1] = tostring(v)
+                        end
+                        return t
+                    end)(), "|")))
+            end
+            checked = checked + 1
+        end
+    end
+    return checked
+end
+
+describe("examples/openresty with several workers (shared mode)", function()
+    if reason then
+        pending(reason)
+        return
+    end
+    if not have_socket then
+        pending("the load client needs luasocket (Debian package lua-socket)")
+        return
+    end
+
+    it("serves one store from every worker under load, through kill -9 of workers, a reload and a restart",
+        function()
+        local s = new_server(nil, "3")
+        await_workers(s, 3)
+        local dir = tmpdir()
+        local outs = {}
+        for c = 1, 3 do
+            outs[c] = dir .. "/client" .. c
+            -- 4 s of PUT/GET/DELETE over its own 60 keys, checked as it goes.
+            spawn_client(string.format("kv %d %d 60 4 %s %d", s.port, c * 1000, outs[c], c), outs[c])
+        end
+        -- Two workers killed under the load; the master starts others.
+        local killed = {}
+        for k = 1, 2 do
+            sleep_ms(1200)
+            local now = workers_of(s)
+            local victim = now[k % #now + 1]
+            killed[#killed + 1] = victim
+            assert.are.equal(0, C.kill(victim, 9))
+        end
+        local models = {}
+        local cross, acked, lost = 0, 0, 0
+        for c = 1, 3 do
+            local rc, err = await_client(outs[c], 30)
+            assert.are.equal(0, rc, "load client " .. c .. " failed: " .. err)
+            local model, stats = read_model(outs[c])
+            assert.is_table(stats)
+            models[c] = model
+            cross, acked, lost = cross + stats.cross, acked + stats.acked, lost + stats.lost
+        end
+        -- Reads through other workers than the write's happened, and the
+        -- load was real.
+        assert.is_true(cross > 100, "cross-worker reads: " .. cross)
+        assert.is_true(acked > 1000, "acknowledged writes: " .. acked)
+        local log = error_log(s)
+        for _, victim in ipairs(killed) do
+            assert.matches("worker process " .. victim .. " exited on signal 9", log, 1, true)
+        end
+        local pids = await_workers(s, 3, killed)
+        assert.are.equal(180, check_models(s, models, "after the kills"))
+
+        -- A reload: new workers, the old ones close their handles.
+        C.kill(s.pid, 1) -- SIGHUP
+        await_workers(s, 3, pids)
+        check_models(s, models, "after a reload")
+        assert(not log:find("[crit]", 1, true), log)
+
+        -- A full restart: the last worker out sealed the store, the next
+        -- master's first worker recovers it.
+        stop(s)
+        start(s)
+        await_workers(s, 3)
+        check_models(s, models, "after a restart")
+        local stats = cjson.decode((select(2, http(s, "GET", "/stats"))))
+        assert.is_true(stats.shared)
+        assert.are.equal(0, stats.corrupt_entries)
+        assert(not error_log(s):find("%[error%]"), error_log(s))
+    end)
+
+    it("counts exactly and rate-limits across workers with compare-and-set", function()
+        local s = new_server("RATE_LIMIT=7 RATE_WINDOW=3600", "3")
+        await_workers(s, 3)
+        local dir = tmpdir()
+        local outs = {}
+        for c = 1, 4 do
+            outs[c] = dir .. "/count" .. c
+            spawn_client(string.format("count %d hits 250 %s", s.port, outs[c]), outs[c])
+        end
+        local total = 0
+        for c = 1, 4 do
+            local rc, err = await_client(outs[c], 60)
+            assert.are.equal(0, rc, "count client " .. c .. " failed: " .. err)
+            total = total + tonumber(read_file(outs[c]))
+        end
+        assert.are.equal(1000, total)
+        local status, body = http(s, "GET", "/count/hits")
+        assert.are.equal(200, status)
+        assert.are.same({ name = "hits", value = 1000 }, cjson.decode(body))
+
+        -- 7 per window, whichever worker answers; then 429 with Retry-After.
+        local allowed, refused = 0, 0
+        for _ = 1, 10 do
+            local headers
+            status, body, headers = http(s, "GET", "/limit/client-a")
+            if status == 200 then
+                allowed = allowed + 1
+                assert.are.equal(7 - allowed, cjson.decode(body).remaining)
+            else
+                assert.are.equal(429, status)
+                assert.is_false(cjson.decode(body).allowed)
+                assert.is_true(tonumber(headers["retry-after"]) > 0)
+                refused = refused + 1
+            end
+        end
+        assert.are.same({ 7, 3 }, { allowed, refused })
+        assert.are.equal(200, (http(s, "GET", "/limit/client-b"))) -- its own window
+        assert.are.same({ 400, "the name must be 1 to 64 bytes, got 0\n" }, req(s, "POST", "/count/"))
+        assert.are.same({ 400, "by must be a whole number\n" }, req(s, "POST", "/count/x?by=1.5"))
+        status, body = http(s, "POST", "/count/x?by=-3")
+        assert.are.same({ 200, { name = "x", value = -3 } }, { status, cjson.decode(body) })
     end)
 end)

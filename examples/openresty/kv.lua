@@ -9,28 +9,29 @@
 -- Keys are the rest of the path after /kv/, percent-decoded ("+" stays a
 -- plus), 1..KEY_MAX bytes (nginx itself refuses %00 in a path, so a key
 -- never holds a NUL byte, which the zero-padded string(N) codec could not
--- give back). Each nginx worker opens the database in
--- init_worker(); a store has one writer process, so the server must run one
--- worker (serve refuses more). A failure of armdb answers 500 with its
--- message, which is also logged at the error level; the other errors
--- answer 4xx with a line of text saying what was wrong.
+-- give back). Every nginx worker opens the database in init_worker()
+-- through armdb.ngx, in shared mode: all of them read and write the same
+-- collections, and a PUT answered by one worker is read by the next GET
+-- in any other. A failure of armdb answers 500 with its message, which is
+-- also logged at the error level; the other errors answer 4xx with a line
+-- of text saying what was wrong.
 --
--- The same database holds the "sessions" collection (sessions.lua); once
--- it is open, a scheduler (armdb.jobs.scheduler) runs the collections'
+-- The same database holds the "sessions" collection (sessions.lua) and the
+-- counters and rate limits (counters.lua). Worker 0 runs the collections'
 -- policy tasks, among them the sweep that purges expired sessions, in
--- slices of at most SLICE seconds from ngx.timer.every.
-local ffi = require("ffi")
+-- slices of at most SLICE seconds every TICK seconds; it publishes their
+-- counters in the lua_shared_dict armdb_tasks for the other workers.
 local cjson = require("cjson.safe")
 local sessions = require("sessions")
+local counters = require("counters")
 
 -- A library that cannot be loaded (not built, another ABI) is reported by
 -- init_worker and in every answer (503), not as nginx's bare 500 page.
-local armdb_loaded, armdb = pcall(require, "armdb")
-
-pcall(ffi.cdef, "unsigned int umask(unsigned int mask);") -- pcall: it may be declared already
+local anx_loaded, anx = pcall(require, "armdb.ngx")
+local armdb = anx_loaded and require("armdb") or nil
 
 local ngx = ngx -- luacheck: ignore 113 (the global of OpenResty)
-local ngx_log, ERR, WARN = ngx.log, ngx.ERR, ngx.WARN
+local ngx_log, ERR = ngx.log, ngx.ERR
 
 local M = {}
 
@@ -38,115 +39,52 @@ M.KEY_MAX = 64
 M.COLLECTION = "kv"
 M.SPEC = { key = "string(" .. M.KEY_MAX .. ")", value = "raw" }
 
--- While another process holds the writer lock (an old worker still
--- finishing its requests after `nginx -s reload`), opening is retried
--- this often; the requests meanwhile get 503.
-local RETRY_SECONDS = 0.05
-
--- The scheduler's budget: a tick runs steps for at most SLICE seconds (and
--- one step more), every TICK seconds, so a request waits at most that long.
+-- The tasks' budget: a tick runs steps for at most SLICE seconds (and one
+-- step more), every TICK seconds, so a request waits at most that long.
 local SLICE, TICK = 0.005, 0.05
 
-local state = { db = nil, coll = nil, sched = nil, err = "not opened yet", dir = nil, sweep_every = nil }
+local load_error = not anx_loaded and tostring(anx) or nil
 
-local function open_db(dir)
-    local db, msg, code = armdb.open(dir)
-    if not db then
-        return nil, msg, code
-    end
-    local coll, scoll
-    coll, msg, code = db:collection(M.COLLECTION, M.SPEC)
-    if coll then
-        scoll, msg, code = db:collection(sessions.COLLECTION, sessions.spec(state.sweep_every))
-    end
-    if not scoll then
-        db:close()
-        return nil, msg, code
-    end
-    return db, coll, scoll
-end
-
--- The policy tasks of the open collections (the sessions' ttl sweep) and
--- a compaction step, ticked from a timer of this worker.
-local function start_scheduler(db)
-    local sched = require("armdb.jobs.scheduler").new({ slice = SLICE, on_error = function(task, err)
-        ngx_log(ERR, "armdb: task ", task.name, ": ", tostring(err))
-    end })
-    sched:add_db(db)
-    local ok, err = sched:start_ngx({ interval = TICK })
-    if not ok then
-        ngx_log(ERR, "armdb: cannot start the scheduler: ", err)
-        return nil
-    end
-    return sched
-end
-
-local function try_open(premature, dir, attempt)
-    if premature then
-        return -- the worker is exiting
-    end
-    local db, coll, code = open_db(dir) -- on success: db, kv, sessions
-    if db then
-        state.db, state.coll, state.err = db, coll, nil
-        state.sched = start_scheduler(db)
-        sessions.attach(code, state.sched)
-        if attempt > 0 then
-            ngx_log(WARN, "armdb: opened ", dir, " after ", attempt, " retries")
-        end
-        return
-    end
-    state.err = coll
-    sessions.detach(coll)
-    if code == armdb.codes.LOCKED then
-        -- Say it once, then every 200 tries (10 s), not 20 times a second.
-        if attempt % 200 == 0 then
-            ngx_log(ERR, "armdb: cannot open ", dir, ": ", coll, "; retrying every ", RETRY_SECONDS, " s")
-        end
-        local ok, err = ngx.timer.at(RETRY_SECONDS, try_open, dir, attempt + 1)
-        if not ok then
-            ngx_log(ERR, "armdb: cannot schedule a retry: ", err)
-        end
-        return
-    end
-    ngx_log(ERR, "armdb: cannot open ", dir, ": ", coll)
-end
-
--- init_worker_by_lua: open the database dir (created if absent), its
--- collections and their scheduler. Called in every worker. umask (an
--- octal string, optional) is set first: nginx's daemon mode resets it to
--- 0, which would leave the files armdb creates writable by everyone.
--- opts.sweep_every: seconds between two sweeps of expired sessions
--- (default: armdb's, 60).
+-- init_worker_by_lua: open the database dir (created if absent) and its
+-- collections in this worker. umask (an octal string, optional) is set
+-- first: nginx's daemon mode resets it to 0, which would leave the files
+-- armdb creates writable by everyone. opts.sweep_every: seconds between
+-- two sweeps of expired sessions (default: armdb's, 60).
 function M.init_worker(dir, umask, opts)
-    state.sweep_every = opts and opts.sweep_every
-    if umask then
-        ffi.C.umask((assert(tonumber(umask, 8), "umask must be an octal string")))
-    end
-    state.dir = dir
-    if not armdb_loaded then
-        state.err = tostring(armdb)
-        sessions.detach(state.err)
-        ngx_log(ERR, state.err)
+    if load_error then
+        ngx_log(ERR, load_error)
         return
     end
-    try_open(false, dir, 0)
+    anx.init(dir, {
+        umask = umask,
+        collections = {
+            [M.COLLECTION] = M.SPEC,
+            [sessions.COLLECTION] = sessions.spec(opts and opts.sweep_every),
+            [counters.COUNTERS] = counters.COUNTER_SPEC,
+            [counters.LIMITS] = counters.LIMIT_SPEC,
+        },
+        tasks = true, slice = SLICE, tick = TICK, stats_dict = "armdb_tasks",
+    })
 end
 
--- exit_worker_by_lua: close it, so the next worker (after a reload) gets
--- the lock as soon as this one is done.
+-- exit_worker_by_lua: close this worker's handle.
 function M.exit_worker()
-    local db = state.db
-    if state.sched then
-        state.sched:stop()
+    if not load_error then
+        anx.exit()
     end
-    sessions.detach("closed")
-    state.db, state.coll, state.sched, state.err = nil, nil, nil, "closed"
-    if db then
-        local ok, msg = db:close()
-        if not ok then
-            ngx_log(ERR, "armdb: closing ", state.dir, ": ", msg)
-        end
+end
+
+-- The collection name, or nil and why not (then the caller answers 503).
+function M.collection(name)
+    if load_error then
+        return nil, "database not open: " .. load_error
     end
+    return anx.collection(name)
+end
+
+-- The counters of the policy tasks, from whichever worker runs them.
+function M.task_stats()
+    return load_error and {} or anx.task_stats()
 end
 
 -- ---- responses ----
@@ -182,9 +120,9 @@ local function call(coll, method, ...)
 end
 
 local function collection()
-    local coll = state.coll
+    local coll, err = M.collection(M.COLLECTION)
     if not coll then
-        reply(ngx.HTTP_SERVICE_UNAVAILABLE, "armdb: database not open: " .. tostring(state.err))
+        reply(ngx.HTTP_SERVICE_UNAVAILABLE, "armdb: " .. tostring(err))
     end
     return coll
 end
@@ -278,6 +216,8 @@ function M.kv()
         return reply(ngx.HTTP_NOT_ALLOWED, "method not allowed: use GET, PUT or DELETE",
             { Allow = "GET, PUT, DELETE" })
     end
+    -- Which worker answered (every worker serves the same store).
+    ngx.header["X-Worker"] = ngx.worker.pid()
     local key, err = request_key()
     if not key then
         return reply(ngx.HTTP_BAD_REQUEST, err)

@@ -15,8 +15,8 @@
 --
 -- An expired session is absent to every read from the moment its expiry
 -- passes (armdb.policy.ttl); the "ttl:sessions" task purges it from the
--- store later, in bounded steps run by the worker's scheduler
--- (armdb.jobs.scheduler, started by kv.init_worker with start_ngx). The
+-- store later, in bounded steps run by worker 0's scheduler (armdb.ngx
+-- with tasks = true, set up by kv.init_worker). The
 -- ids are version 4 uuids from /dev/urandom: unguessable, so an id is the
 -- session's secret.
 local cjson = require("cjson.safe")
@@ -37,21 +37,7 @@ function M.spec(sweep_every)
     return { key = "uuid", value = "json", ttl = M.DEFAULT_TTL, sweep_every = sweep_every }
 end
 
-local state = { coll = nil, sched = nil, err = "not opened yet", urandom = nil }
-
--- Called by kv once the database is open: the collection and the
--- scheduler that runs its sweep.
-function M.attach(coll, sched)
-    state.coll, state.sched, state.err = coll, sched, nil
-end
-
-function M.detach(why)
-    state.coll, state.sched, state.err = nil, nil, why
-    if state.urandom then
-        state.urandom:close()
-        state.urandom = nil
-    end
-end
+local state = { coll = nil, urandom = nil }
 
 -- ---- responses ----
 
@@ -197,21 +183,18 @@ local function summary()
     if n == nil then
         return fail("count", nil, msg, code)
     end
-    local sweep = {}
-    for _, task in ipairs(state.sched and state.sched.tasks or {}) do
-        if task.name == "ttl:" .. M.COLLECTION then
-            sweep = { every = task.every, rounds = task.rounds, steps = task.steps, busy_ms = task.busy * 1000,
-                last_error = task.last_error and tostring(task.last_error) or nil }
-        end
-    end
+    -- (Worker 0 runs the sweep; the others read its counters.)
+    local sweep = require("kv").task_stats()["ttl:" .. M.COLLECTION] or {}
     return json(ngx.HTTP_OK, { stored = n, sweep = sweep })
 end
 
 -- location /session { content_by_lua_block { require("sessions").handle() } }
 function M.handle()
-    if not state.coll then
-        return text(ngx.HTTP_SERVICE_UNAVAILABLE, "armdb: database not open: " .. tostring(state.err))
+    local coll, err = require("kv").collection(M.COLLECTION)
+    if not coll then
+        return text(ngx.HTTP_SERVICE_UNAVAILABLE, "armdb: " .. tostring(err))
     end
+    state.coll = coll
     local method = ngx.req.get_method()
     local path = ngx.var.uri
     if path == "/session" or path == "/session/" then
