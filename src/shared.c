@@ -947,6 +947,9 @@ int shared_close(armdb *db)
         shm_name(db, name, sizeof name);
         (void)shm_unlink(name);
     }
+    /* Let go of the flock before the next opener may look at it: it would
+     * take an exclusive one for a single writer's. */
+    (void)flock(db->lockfd, LOCK_UN);
     if (lrc == 0)
         (void)ofd_lock(db->lockfd, LOCK_OPEN, F_UNLCK, false);
     return rc;
