@@ -9,11 +9,13 @@ CMAKE_ARGS ?=
 # nginx Lua module needs it, and it replaces the plain luajit package).
 DEPS     := cmake make gcc pkg-config libxxhash-dev liburing-dev libsodium-dev luajit2 lua-cjson
 # What the tests need besides: busted, luacheck, luarocks and LuaJIT's
-# headers for the rock, nginx with the Lua module for the OpenResty spec.
-CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl
+# headers for the rock, nginx with the Lua module and luasocket (its load
+# client) for the OpenResty spec.
+CHECK_DEPS := $(DEPS) libluajit2-5.1-dev lua-busted lua-check luarocks nginx libnginx-mod-http-lua curl lua-socket
 
 .PHONY: all deps check-deps build demo check check-lua examples lint rock check-no-uring check-asan check-tsan \
-	check-all fuzz crash bench bench-core bench-lua bench-feed bench-compact bench-repl bench-ordered-index bench-encrypt clean
+	check-all fuzz crash bench bench-core bench-lua bench-feed bench-compact bench-repl bench-ordered-index bench-encrypt \
+	bench-http clean
 
 all: build
 
@@ -73,7 +75,7 @@ rock: build
 
 # The randomized suites run lighter in the second and the sanitizer passes
 # (they prove other paths than the first pass's full rounds).
-LIGHT := ARMDB_TEST_SCALE=40 ARMDB_CRASH_ROUNDS=100 ARMDB_CORRUPT_ROUNDS=250
+LIGHT := ARMDB_TEST_SCALE=40 ARMDB_CRASH_ROUNDS=100 ARMDB_CORRUPT_ROUNDS=250 ARMDB_SHARED_ROUNDS=15
 
 # The same suites with io_uring turned off: the pread fallback must pass them too.
 check-no-uring: build check-deps
@@ -198,6 +200,14 @@ bench-ordered-index: build
 	  bench/ordered_index.c $(BUILD)/libarmdb.a -Wl,--as-needed $$(pkg-config --libs liburing 2>/dev/null) \
 	  $$(pkg-config --libs libsodium) -lxxhash -lpthread -o $(BUILD)/bench-ordered-index
 	$(BUILD)/bench-ordered-index $${BENCH_KEYS:-1000000} > bench/results/ordered-index-$$(date +%Y-%m-%d).json
+
+# HTTP GET and PUT requests/s through nginx with 2 workers under wrk
+# (bench/README.md, "HTTP with 2 nginx workers"): armdb in shared mode,
+# lua_shared_dict, LMDB through the FFI and an empty handler, 100k keys,
+# 3 runs of 10 s each: about 5 minutes. BENCH_HTTP_* as bench/http/run says.
+bench-http: build
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS) nginx libnginx-mod-http-lua wrk liblmdb-dev curl"
+	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so bench/http/run
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,
 # and the fuzzers (30 s each here, to keep CI under 30 minutes).

@@ -14,7 +14,7 @@ local C = lib.C
 
 local codes = {}
 for _, name in ipairs({ "NOTFOUND", "BUFSMALL", "CORRUPT", "LOCKED", "BADKEY", "MISMATCH", "INVAL",
-    "READONLY", "EXISTS", "KEYLEN", "TOOBIG", "CONFLICT", "FULL", "COMPACTED", "STALE" }) do
+    "READONLY", "EXISTS", "KEYLEN", "TOOBIG", "CONFLICT", "FULL", "COMPACTED" }) do
     codes[name] = C["ARMDB_" .. name]
 end
 

@@ -233,11 +233,14 @@
  *
  * Costs and limits: every process holds the whole index of the store (the
  *   memory of CAVEATS, once per process) and loads it at open; each write
- *   is a system call; the region keeps the last 256 file events per shard,
- *   so a process stopped while the others rotate or compact more than that
- *   gets ARMDB_STALE from its next call on that shard and must be
- *   reopened; a batch's writes to one shard must fit one data file
- *   (ARMDB_TOOBIG otherwise). Not available in this mode (ARMDB_INVAL):
+ *   is a system call; the region keeps the last 256 file events per shard:
+ *   a process that cannot catch up event by event (stopped while the
+ *   others rotated or compacted more than that, or a file it had yet to
+ *   read was compacted away) loads that shard again from its files, with
+ *   the shard's mutex held meanwhile (armdb_stat.shared_reloads; an
+ *   unordered scan under way may then see a key twice or miss one); a
+ *   batch's writes to one shard must fit one data file (ARMDB_TOOBIG
+ *   otherwise). Not available in this mode (ARMDB_INVAL):
  *   encrypted stores (a page is sealed once, and appends of several
  *   processes share pages), ARMDB_RDONLY and ARMDB_REPLICA, change feeds (a
  *   read-only open in another process can read one), checkpoints and
@@ -304,7 +307,6 @@ enum armdb_rc {
     ARMDB_CONFLICT = -30012, /* cas: current value differs from expected */
     ARMDB_FULL = -30013,     /* a fixed limit is reached (keys, file ids) */
     ARMDB_COMPACTED = -30014, /* changes since that GSN are no longer all kept (see CHANGE FEED) */
-    ARMDB_STALE = -30015,     /* shared mode: this handle fell too far behind the others; reopen it */
 };
 
 /* armdb_options.sync_mode */
@@ -414,6 +416,8 @@ typedef struct armdb_stat {
     uint64_t shared_applied;   /* shared mode: entries of other processes this handle caught up with */
     uint64_t shared_repairs;   /* shared mode: shards repaired after a process died holding their lock
                                   (by any process, since the first of them opened the store) */
+    uint64_t shared_reloads;   /* shared mode: shards this handle loaded again from their files, having
+                                  fallen too far behind the others to catch up (see SHARED MODE) */
 } armdb_stat;
 
 /* Fill *opts with defaults (all zero). */

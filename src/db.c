@@ -958,6 +958,7 @@ API int armdb_stats(armdb *db, armdb_stat *out)
         out->compact_bytes_written += sh->compact_written;
         out->bytes_reclaimed += sh->reclaimed;
         out->shared_applied += sh->applied;
+        out->shared_reloads += sh->reloads;
         if (sh->ss)
             out->shared_repairs += sh->ss->repairs;
         pthread_mutex_unlock(&sh->mu);

@@ -552,6 +552,10 @@ int scan_file_mem(int fd, const struct dfile *sealed, uint64_t file_len, const u
 int scan_file_from(int fd, uint64_t start, uint64_t end, uint32_t klen, uint32_t vmax, scan_fn fn, void *ctx,
                    struct scan_result *res) MUST_CHECK;
 int recover_shards(armdb *db) MUST_CHECK;
+/* Shared mode, with mu and the shared mutex held: the shard's index and
+ * files loaded afresh from the files as they stand, for a process that
+ * can no longer catch up event by event (as it was, on failure). */
+int shard_reload(struct shard *sh) MUST_CHECK;
 int hint_build_for(struct shard *sh, struct dfile *f);
 
 /* ---- shard.c ---- */
@@ -595,6 +599,8 @@ struct shard {
     uint64_t ev_seen;     /* events of ss->ev applied */
     uint64_t last_write;  /* AT_PACK of the end of this process's last append */
     uint64_t applied;     /* entries of other processes applied */
+    uint64_t reloads;     /* times the shard was loaded again (see shard_reload) */
+    bool reloading;       /* ... which changes no file */
     /* counters, under mu */
     uint64_t puts, gets, deletes, bytes_written, flushes, syncs, ring_syncs, rotations;
     uint64_t corrupt, hints_loaded, files_scanned, torn;
@@ -807,6 +813,8 @@ struct armdb {
  * leftovers, write hints at open)? Not read-only ones, nor a shared
  * store's later openers: the first one did that. */
 static inline bool db_tidies(const armdb *db) { return !db->rdonly && !db->attaching; }
+/* db_tidies, and not while a shared shard is loaded again. */
+static inline bool shard_tidies(const struct shard *sh) { return db_tidies(sh->db) && !sh->reloading; }
 /* The store's GSNs: from the shared region in shared mode, else from the
  * process-wide counter. n consecutive ones; the first is returned. */
 uint64_t db_gsn_next(armdb *db, uint32_t n);

@@ -372,9 +372,9 @@ static int apply_entry(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, c
         armdb *db = sh->db;
         if (batch_aborted(db, gsn))
             return 0;
-        /* (A shared store's later opener finds only whole batches: the
-         * first one settled the rest, and batches are published whole.) */
-        if ((gsn & GSN_MASK) > atomic_load(&db->durable_gsn) && !db->attaching)
+        /* (Without pend: a shared store's files as another process left
+         * them, whose batches are whole; see attach_list.) */
+        if ((gsn & GSN_MASK) > atomic_load(&db->durable_gsn) && c->pend)
             return pend_add(c->pend, gsn, c->f->id, voff, vlen, key, klen, value, ix->inline_len);
     }
     return apply_index(sh, c->f, gsn, voff, vlen, key, value);
@@ -413,6 +413,9 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
         close(fd);
         return -errno;
     }
+    /* The duplicate shares the directory's offset with sh->dirfd: an
+     * earlier listing left it at the end. */
+    rewinddir(d);
     uint32_t *v = NULL, cnt = 0, cap = 0;
     struct dirent *e;
     int rc = 0;
@@ -428,14 +431,14 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
                  * the output into place: with the .tmp still there, the
                  * compaction was cut short and its old files stand. */
                 if (faccessat(sh->dirfd, tmp, F_OK, 0) == 0) {
-                    if (db_tidies(sh->db))
+                    if (shard_tidies(sh))
                         (void)unlinkat(sh->dirfd, e->d_name, 0);
                 } else {
                     orphan = id;
                 }
             }
         }
-        if (parse_file_name(e->d_name, "tags", &id) && db_tidies(sh->db)) {
+        if (parse_file_name(e->d_name, "tags", &id) && shard_tidies(sh)) {
             /* The tags of a data file never made (or removed after them). */
             char data[32];
             dfile_name(data, sizeof data, id, "data");
@@ -454,7 +457,7 @@ static int list_files(struct shard *sh, uint32_t **ids, uint32_t *n)
         }
         v[cnt++] = id;
     }
-    if (db_tidies(sh->db)) {
+    if (shard_tidies(sh)) {
         rewinddir(d);
         while ((e = readdir(d)))
             if (strstr(e->d_name, ".tmp"))
@@ -527,7 +530,7 @@ static int recover_file(struct shard *sh, struct pend *pend, struct dfile *f, bo
     dfile_name(hint, sizeof hint, id, "hint");
     struct stat hst;
     int hint_rc = fstatat(sh->dirfd, hint, &hst, 0) == 0 ? 0 : -errno;
-    if (file_len == 0 && db_tidies(db) && hint_rc == -ENOENT) {
+    if (file_len == 0 && shard_tidies(sh) && hint_rc == -ENOENT) {
         /* Created but never written: nothing to keep. (An empty file with
          * a hint was sealed with data and then cut: its hint is loaded so
          * that its keys report the damage.) */
@@ -568,7 +571,7 @@ static int recover_file(struct shard *sh, struct pend *pend, struct dfile *f, bo
      * it was sealed: then damage in it is damage, not a tail to cut. */
     bool torn_tail = last && rc == 1;
     struct hint_buf hb = {0};
-    c.hb = db_tidies(db) ? &hb : NULL;
+    c.hb = shard_tidies(sh) ? &hb : NULL;
     struct scan_result res;
     rc = scan_file(f->fd, f->pk.cr ? f : NULL, file_len, db->key_len, MAX_WBUF - WBUF_SLACK, db->vmax, torn_tail,
                    apply_entry, &c, &res);
@@ -588,7 +591,7 @@ static int recover_file(struct shard *sh, struct pend *pend, struct dfile *f, bo
     sh->files_scanned++;
     sh->corrupt += res.corrupt;
     sh->torn += res.torn;
-    if (db_tidies(db)) {
+    if (shard_tidies(sh)) {
         if (res.torn && ((rc = io_ftruncate(f->fd, res.end)) < 0 || (rc = io_fdatasync(f->fd)) < 0)) {
             hint_buf_free(&hb);
             return err_set(rc, "cut the torn tail of %s/%s", sh->path, name);
@@ -636,50 +639,70 @@ static int recover_files(struct shard *sh, struct pend *pend)
     return rc;
 }
 
-/* A shared store's later opener: the files as they stand, changing
- * nothing. Under the shard's shared mutex the files are listed and opened
- * (so none can go before it is read) and the head taken; they are read
- * after, and catching up starts from that head. The head's file is read
- * up to the head; no file ends in a torn write (bytes past a head are
- * not read). */
-static int attach_files(struct shard *sh, struct pend *pend)
+/* A shared store's later opener, or a process that fell behind the others
+ * (shard_reload): the files as they stand, changing nothing. With the
+ * shard's shared mutex held the files are listed and opened (so none can
+ * go before it is read) and the head taken; attach_load reads them, and
+ * catching up starts from that head. The head's file is read up to the
+ * head; no file ends in a torn write (bytes past a head are not read),
+ * and every batch is whole (the first opener settled the rest; batches
+ * are published whole). */
+struct attach {
+    uint32_t *ids, n;
+    struct dfile **fs;
+    uint64_t head;
+};
+
+static int attach_list(struct shard *sh, struct attach *a)
 {
-    uint32_t *ids = NULL, n = 0;
-    struct dfile **fs = NULL;
-    int rc = shared_lock_shard(sh);
-    if (rc < 0)
-        return rc;
-    rc = list_files(sh, &ids, &n);
+    int rc = list_files(sh, &a->ids, &a->n);
     if (rc < 0 && rc != ARMDB_CORRUPT)
         rc = err_set(rc, "list %s", sh->path);
-    if (rc == 0 && n && !(fs = calloc(n, sizeof *fs)))
+    if (rc == 0 && a->n && !(a->fs = calloc(a->n, sizeof *a->fs)))
         rc = err_set(-ENOMEM, "open %s", sh->path);
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = dfile_open(sh, ids[i], false, &fs[i]);
-    uint64_t head = atomic_load(&sh->ss->head);
-    sh->at = sh->last_write = head;
+    for (uint32_t i = 0; i < a->n && rc == 0; i++)
+        rc = dfile_open(sh, a->ids[i], false, &a->fs[i]);
+    a->head = atomic_load(&sh->ss->head);
+    sh->at = sh->last_write = a->head;
     sh->ev_seen = sh->ss->nevents;
     sh->seen_seq = atomic_load(&sh->ss->seq);
-    shared_unlock_shard(sh);
-    for (uint32_t i = 0; i < n && fs && fs[i]; i++) {
-        if (rc == 0)
-            rc = recover_file(sh, pend, fs[i], false, ids[i] == AT_ID(head) ? AT_OFF(head) : UINT64_MAX);
-        else
-            dfile_unref(fs[i]);
-    }
-    if (rc == 0 && !(sh->active = shard_file(sh, AT_ID(head))))
-        rc = err_set(ARMDB_CORRUPT, "%s/%08u.data, the shard's active file, is missing", sh->path, AT_ID(head));
-    free(fs);
-    free(ids);
     return rc;
 }
 
-/* Phase three, once batches are settled: tombstones dropped, the ordered
- * index built, a fresh active file. */
-static int recover_finish(struct shard *sh)
+static int attach_load(struct shard *sh, struct attach *a, int rc)
 {
-    int rc = 0;
-    /* Tombstones have done their work: drop them. */
+    for (uint32_t i = 0; i < a->n && a->fs && a->fs[i]; i++) {
+        if (rc == 0)
+            rc = recover_file(sh, NULL, a->fs[i], false,
+                              a->ids[i] == AT_ID(a->head) ? AT_OFF(a->head) : UINT64_MAX);
+        else
+            dfile_unref(a->fs[i]);
+    }
+    if (rc == 0 && !(sh->active = shard_file(sh, AT_ID(a->head))))
+        rc = err_set(ARMDB_CORRUPT, "%s/%08u.data, the shard's active file, is missing", sh->path,
+                     AT_ID(a->head));
+    free(a->fs);
+    free(a->ids);
+    return rc;
+}
+
+static int attach_files(struct shard *sh)
+{
+    struct attach a = {0};
+    int rc = shared_lock_shard(sh);
+    if (rc < 0)
+        return rc;
+    rc = attach_list(sh, &a);
+    shared_unlock_shard(sh);
+    return attach_load(sh, &a, rc);
+}
+
+static int reload(struct shard *sh);
+
+/* The index as recovery leaves it: tombstones dropped (they have done their
+ * work), keys counted, the ordered index built. */
+static int index_settle(struct shard *sh)
+{
     struct index *ix = &sh->ix;
     for (uint32_t r = 0; r < ix->nrecs; r++) {
         unsigned char *rec = index_rec(ix, r);
@@ -688,9 +711,74 @@ static int recover_finish(struct shard *sh)
             index_remove(ix, r, key_hash(rec + REC_KEY, ix->key_len));
     }
     sh->live_keys = ix->used;
-    if (sh->ordered && (rc = otree_build(&sh->ot, ix)) < 0)
-        return err_set(rc, "build the ordered index of %s", sh->path);
-    if (db_tidies(sh->db))
+    if (sh->ordered) {
+        int rc = otree_build(&sh->ot, ix);
+        if (rc < 0)
+            return err_set(rc, "build the ordered index of %s", sh->path);
+    }
+    return 0;
+}
+
+int shard_reload(struct shard *sh)
+{
+    sh->reloading = true; /* the files are the other processes' too: change nothing */
+    int rc = reload(sh);
+    sh->reloading = false;
+    return rc;
+}
+
+static int reload(struct shard *sh)
+{
+    struct index old_ix = sh->ix;
+    struct otree old_ot = sh->ot;
+    struct dfile **old_files = sh->files, *old_active = sh->active;
+    uint32_t old_n = sh->nfiles, old_cap = sh->files_cap;
+    uint64_t old_keys = sh->live_keys;
+    sh->files = NULL;
+    sh->nfiles = sh->files_cap = 0;
+    sh->active = NULL;
+    int rc = index_init(&sh->ix, sh->db->key_len, sh->db->value_len);
+    if (rc == 0 && sh->ordered)
+        rc = otree_init(&sh->ot, sh->db->key_len);
+    if (rc < 0) {
+        rc = err_set(rc, "reload %s", sh->path);
+    } else {
+        struct attach a = {0};
+        rc = attach_load(sh, &a, attach_list(sh, &a));
+    }
+    if (rc == 0)
+        rc = index_settle(sh);
+    struct dfile **drop = rc == 0 ? old_files : sh->files;
+    uint32_t ndrop = rc == 0 ? old_n : sh->nfiles;
+    for (uint32_t i = 0; i < ndrop; i++)
+        dfile_unref(drop[i]);
+    free(drop);
+    if (rc == 0) {
+        index_free(&old_ix);
+        if (sh->ordered)
+            otree_free(&old_ot);
+        return 0;
+    }
+    /* As it was: the caller reports the failure. */
+    index_free(&sh->ix);
+    if (sh->ordered)
+        otree_free(&sh->ot);
+    sh->ix = old_ix;
+    sh->ot = old_ot;
+    sh->files = old_files;
+    sh->nfiles = old_n;
+    sh->files_cap = old_cap;
+    sh->active = old_active;
+    sh->live_keys = old_keys;
+    return rc;
+}
+
+/* Phase three, once batches are settled: tombstones dropped, the ordered
+ * index built, a fresh active file. */
+static int recover_finish(struct shard *sh)
+{
+    int rc = index_settle(sh);
+    if (rc == 0 && shard_tidies(sh))
         rc = shard_new_active(sh);
     return rc;
 }
@@ -813,9 +901,7 @@ static void *recover_worker(void *arg)
         if (i >= j->db->nshards)
             break;
         struct shard *sh = &j->db->shards[i];
-        int rc = j->phase == 3 ? recover_finish(sh)
-                 : j->db->attaching ? attach_files(sh, &j->pend[i])
-                                    : recover_files(sh, &j->pend[i]);
+        int rc = j->phase == 3 ? recover_finish(sh) : j->db->attaching ? attach_files(sh) : recover_files(sh, &j->pend[i]);
         if (rc < 0) {
             pthread_mutex_lock(&j->mu);
             if (j->rc == 0) {

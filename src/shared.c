@@ -327,13 +327,10 @@ static const struct shm_event *event_at(const struct shm_shard *ss, uint64_t n)
     return e->seq == n ? e : NULL;
 }
 
-static int fell_behind(struct shard *sh)
-{
-    return err_set(ARMDB_STALE,
-                   "%s: this process fell more than %u file events behind the others of the shared "
-                   "store (was it stopped?); reopen the store",
-                   sh->path, SHM_EVENTS);
-}
+/* catch_up_once: this process cannot follow the events from where it is
+ * (it fell more than SHM_EVENTS behind, or a file it was to read next is
+ * gone): the shard is loaded again from the files as they stand. */
+#define BEHIND 1
 
 /* A compaction's output, published by another process: records naming an
  * entry it holds a copy of (the same GSN) are pointed at the copy. */
@@ -374,6 +371,8 @@ static int adopt_file(struct shard *sh, uint32_t id)
         return 0;
     struct dfile *f;
     int rc = dfile_open(sh, id, false, &f);
+    if (rc == -ENOENT)
+        return BEHIND; /* compacted away in turn already */
     if (rc < 0)
         return rc;
     if ((rc = shard_add_file(sh, f)) < 0) {
@@ -415,8 +414,9 @@ static void forget_file(struct shard *sh, uint32_t id)
 /* With mu and the shared mutex held: everything published applied. The
  * log first, then the events: an output's copies replace records of the
  * same GSN whichever came first, and a file is removed only once every
- * live entry of it has a copy that came before it in the events. */
-static int catch_up(struct shard *sh)
+ * live entry of it has a copy that came before it in the events. BEHIND
+ * if that cannot be done from where this process is. */
+static int catch_up_once(struct shard *sh)
 {
     struct shm_shard *ss = sh->ss;
     uint64_t head = atomic_load(&ss->head), nev = ss->nevents;
@@ -436,7 +436,7 @@ static int catch_up(struct shard *sh)
                 }
             }
             if (!e)
-                return fell_behind(sh);
+                return BEHIND;
             end = e->size;
             next = e->next;
         }
@@ -451,21 +451,25 @@ static int catch_up(struct shard *sh)
         }
         f->size = end;
         struct dfile *nf = shard_file(sh, next);
-        if (!nf && (rc = dfile_open(sh, next, false, &nf)) == 0 && (rc = shard_add_file(sh, nf)) < 0) {
-            dfile_unref(nf);
-            rc = err_set(rc, "open %s/%08u.data", sh->path, next);
+        if (!nf) {
+            if ((rc = dfile_open(sh, next, false, &nf)) == -ENOENT)
+                return BEHIND; /* rotated, then compacted away meanwhile */
+            if (rc < 0)
+                return rc;
+            if ((rc = shard_add_file(sh, nf)) < 0) {
+                dfile_unref(nf);
+                return err_set(rc, "open %s/%08u.data", sh->path, next);
+            }
         }
-        if (rc < 0)
-            return rc;
         sh->active = nf;
         sh->at = AT_PACK(next, 0);
     }
     if (nev - sh->ev_seen > SHM_EVENTS)
-        return fell_behind(sh);
+        return BEHIND;
     for (; sh->ev_seen < nev && rc == 0; sh->ev_seen++) {
         const struct shm_event *e = event_at(ss, sh->ev_seen);
         if (!e)
-            return fell_behind(sh);
+            return BEHIND;
         if (e->kind == EV_ADD)
             rc = adopt_file(sh, e->id);
         else if (e->kind == EV_REMOVE)
@@ -474,6 +478,17 @@ static int catch_up(struct shard *sh)
     if (rc == 0)
         sh->seen_seq = atomic_load(&ss->seq);
     return rc;
+}
+
+static int catch_up(struct shard *sh)
+{
+    int rc = catch_up_once(sh);
+    if (rc != BEHIND)
+        return rc;
+    /* Rare (a process stopped, or a file rotated and compacted before
+     * this one looked): it holds the shard's mutex while it loads. */
+    sh->reloads++;
+    return shard_reload(sh);
 }
 
 /* ---- the shard's mutex, and what a dead owner left ---- */
@@ -892,9 +907,7 @@ static int seal_all(armdb *db)
     for (uint32_t i = 0; i < db->nshards && rc == 0; i++) {
         struct shard *sh = &db->shards[i];
         pthread_mutex_lock(&sh->mu);
-        if ((rc = shard_write_begin(sh)) == ARMDB_STALE) {
-            rc = 0; /* its active file stays unsealed: the next open scans it */
-        } else if (rc == 0) {
+        if ((rc = shard_write_begin(sh)) == 0) {
             struct dfile *f = sh->active;
             sh->active = NULL;
             if (AT_OFF(sh->at) == 0) {

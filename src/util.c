@@ -67,7 +67,6 @@ API const char *armdb_strerror(int rc)
     case ARMDB_CONFLICT: return "current value differs from the expected one";
     case ARMDB_FULL: return "a fixed limit of the store is reached";
     case ARMDB_COMPACTED: return "changes since that GSN were compacted away; start from a full copy";
-    case ARMDB_STALE: return "this handle fell too far behind the other processes of a shared store; reopen it";
     default: break;
     }
     if (rc < 0 && rc > -4096)

@@ -25,7 +25,6 @@ enum armdb_rc {
     ARMDB_CONFLICT = -30012,
     ARMDB_FULL = -30013,
     ARMDB_COMPACTED = -30014,
-    ARMDB_STALE = -30015,
 };
 
 enum armdb_sync_mode {
@@ -170,6 +169,7 @@ typedef struct armdb_stat {
     uint32_t shared;
     uint64_t shared_applied;
     uint64_t shared_repairs;
+    uint64_t shared_reloads;
 } armdb_stat;
 
 void armdb_options_init(armdb_options *opts);

@@ -750,7 +750,7 @@ local STAT_U64 = {
     "files", "live_bytes", "dead_bytes", "index_bytes", "index_bytes_per_key", "corrupt_entries",
     "hints_loaded", "files_scanned", "torn_bytes", "gsn", "cache_hits", "cache_misses",
     "cache_evictions", "cache_bytes", "compactions", "compact_bytes_read", "compact_bytes_written",
-    "bytes_reclaimed", "shared_applied", "shared_repairs",
+    "bytes_reclaimed", "shared_applied", "shared_repairs", "shared_reloads",
 }
 
 -- The counters and state of armdb_stat as a table of numbers (io_backend
