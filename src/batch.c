@@ -54,26 +54,40 @@ bool batch_aborted(armdb *db, uint64_t gsn)
     return found;
 }
 
-int durable_load(armdb *db)
+/* The DURABLE file's bytes, checked: *hdr its header size, *n its runs
+ * (-ENOENT if there is none). */
+static int durable_read(armdb *db, unsigned char **buf, size_t *len, size_t *hdr, uint32_t *n)
 {
-    unsigned char *buf;
-    size_t len;
-    int rc = io_read_file(db->dirfd, "DURABLE", &buf, &len);
+    int rc = io_read_file(db->dirfd, "DURABLE", buf, len);
     if (rc == -ENOENT)
-        return 0;
+        return rc;
     if (rc < 0)
         return err_set(rc, "read %s/DURABLE", db->dir);
-    bool v1 = len >= 8 && memcmp(buf, DURABLE_MAGIC_V1, 8) == 0;
-    size_t hdr = v1 ? DURABLE_HDR_V1 : DURABLE_HDR;
-    uint32_t n = len >= hdr ? get_le32(buf + 16) : 0;
-    if (len < hdr + 8 || (!v1 && memcmp(buf, DURABLE_MAGIC, 8) != 0) || len != hdr + 16ull * n + 8 ||
-        get_le64(buf + len - 8) != XXH3_64bits(buf, len - 8)) {
-        io_read_file_free(buf, len);
+    bool v1 = *len >= 8 && memcmp(*buf, DURABLE_MAGIC_V1, 8) == 0;
+    *hdr = v1 ? DURABLE_HDR_V1 : DURABLE_HDR;
+    *n = *len >= *hdr ? get_le32(*buf + 16) : 0;
+    if (*len < *hdr + 8 || (!v1 && memcmp(*buf, DURABLE_MAGIC, 8) != 0) || *len != *hdr + 16ull * *n + 8 ||
+        get_le64(*buf + *len - 8) != XXH3_64bits(*buf, *len - 8)) {
+        io_read_file_free(*buf, *len);
         /* Refuse rather than guess: taking D as 0 could turn compacted
          * batches into torn ones, and anything larger could apply a torn
          * batch. */
         return err_set(ARMDB_CORRUPT, "%s/DURABLE is damaged", db->dir);
     }
+    return 0;
+}
+
+int durable_load(armdb *db)
+{
+    unsigned char *buf;
+    size_t len, hdr;
+    uint32_t n;
+    int rc = durable_read(db, &buf, &len, &hdr, &n);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return rc;
+    bool v1 = hdr == DURABLE_HDR_V1;
     db->durable_gsn = get_le64(buf + 8);
     db->dropped_gsn = v1 ? 0 : get_le64(buf + 24);
     if (n && !(db->aborted = calloc(n, sizeof *db->aborted))) {
@@ -100,9 +114,27 @@ int durable_load(armdb *db)
 }
 
 /* Write the DURABLE file with D = upto and the aborted runs (under
- * durable_mu). */
+ * durable_mu). In shared mode another process may have written it since
+ * (one at a time: compaction's lock, or the last close): D and the
+ * horizon never go back. (The aborted runs are the first opener's, which
+ * every process loaded: shared batches roll back instead.) */
 static int durable_write(armdb *db, uint64_t upto)
 {
+    if (db->shared) {
+        unsigned char *cur;
+        size_t clen, hdr;
+        uint32_t n;
+        int rc = durable_read(db, &cur, &clen, &hdr, &n);
+        if (rc < 0 && rc != -ENOENT)
+            return rc;
+        if (rc == 0) {
+            if (get_le64(cur + 8) > upto)
+                upto = get_le64(cur + 8);
+            if (hdr == DURABLE_HDR)
+                atomic_max_u64(&db->dropped_gsn, get_le64(cur + 24));
+            io_read_file_free(cur, clen);
+        }
+    }
     size_t len = DURABLE_HDR + 16ull * db->naborted + 8;
     unsigned char *buf = calloc(1, len);
     if (!buf)
