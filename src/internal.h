@@ -663,6 +663,13 @@ void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uin
 void shard_account_dead(struct shard *sh, const unsigned char *rec);
 int shard_append(struct shard *sh, const void *key, const void *val, uint32_t vlen, bool tomb, uint64_t gsn,
                  uint64_t *gsn_out, uint32_t *voff) MUST_CHECK;
+/* With mu held, before a barrier: ARMDB_READONLY if the store failed an
+ * fdatasync; 1 after waiting (mu dropped) for the barrier in flight (look
+ * again); 0 if none is. */
+int shard_barrier_turn(struct shard *sh);
+/* With mu held and no barrier in flight: the fdatasync of f (queued on the
+ * ring, or made now) waited for outside mu, as the barrier in flight. */
+int shard_sync_outside(struct shard *sh, struct dfile *f, bool queued);
 /* With mu held: wait until the shard is durable up to upto (a position of
  * sh->pos); drops mu while the fdatasync runs. */
 int shard_wait_durable(struct shard *sh, uint64_t upto);

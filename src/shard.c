@@ -226,36 +226,48 @@ static int barrier_finish(struct shard *sh, struct dfile *f, bool queued)
  * fdatasync outside the lock, and let waiters share that one fdatasync
  * (group commit: one write + fdatasync submission for all of them).
  * Called and returns with mu held. */
+int shard_barrier_turn(struct shard *sh)
+{
+    int rc = shard_failed(sh);
+    if (rc)
+        return rc;
+    if (!sh->syncing)
+        return 0;
+    pthread_cond_wait(&sh->sync_cv, &sh->mu);
+    return 1;
+}
+
+int shard_sync_outside(struct shard *sh, struct dfile *f, bool queued)
+{
+    sh->syncing = true;
+    dfile_ref(f);
+    pthread_mutex_unlock(&sh->mu);
+    int rc = barrier_finish(sh, f, queued);
+    pthread_mutex_lock(&sh->mu);
+    dfile_unref(f);
+    sh->syncing = false;
+    sh->syncs++;
+    sh->ring_syncs += queued;
+    pthread_cond_broadcast(&sh->sync_cv);
+    return rc < 0 ? sync_failed(sh, f, rc) : 0;
+}
+
 int shard_wait_durable(struct shard *sh, uint64_t upto)
 {
     while (sh->durable < upto) {
-        int rc = shard_failed(sh);
-        if (rc)
+        int rc = shard_barrier_turn(sh);
+        if (rc < 0)
             return rc;
-        if (sh->syncing) {
-            pthread_cond_wait(&sh->sync_cv, &sh->mu);
+        if (rc)
             continue;
-        }
         struct dfile *f = sh->active;
         assert(f); /* with no active file everything was sealed durable */
         /* Every entry of this shard with a GSN up to gsn_last() is
          * appended by now (a write takes its GSN and appends under mu). */
         uint64_t target = sh->pos, tgsn = db_gsn_last(sh->db);
         bool queued;
-        if ((rc = barrier_start(sh, f, &queued)) < 0)
+        if ((rc = barrier_start(sh, f, &queued)) < 0 || (rc = shard_sync_outside(sh, f, queued)) < 0)
             return rc;
-        sh->syncing = true;
-        dfile_ref(f);
-        pthread_mutex_unlock(&sh->mu);
-        rc = barrier_finish(sh, f, queued);
-        pthread_mutex_lock(&sh->mu);
-        dfile_unref(f);
-        sh->syncing = false;
-        sh->syncs++;
-        sh->ring_syncs += queued;
-        pthread_cond_broadcast(&sh->sync_cv);
-        if (rc < 0)
-            return sync_failed(sh, f, rc);
         if (target > sh->durable)
             sh->durable = target;
         if (tgsn > sh->durable_gsn)

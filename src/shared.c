@@ -726,34 +726,18 @@ int shared_wait_durable(struct shard *sh, uint64_t upto)
 {
     struct shm_shard *ss = sh->ss;
     while (atomic_load(&ss->durable) < upto) {
-        int rc = shard_failed(sh);
-        if (rc)
+        int rc = shard_barrier_turn(sh);
+        if (rc < 0)
             return rc;
-        if (sh->syncing) {
-            pthread_cond_wait(&sh->sync_cv, &sh->mu);
+        if (rc)
             continue;
-        }
         struct dfile *f = shard_file(sh, AT_ID(upto));
         if (!f)
             return 0; /* rotated (synced) and compacted away since */
         /* Everything below the head was written before it was published. */
         uint64_t head = atomic_load(&ss->head);
-        sh->syncing = true;
-        dfile_ref(f);
-        pthread_mutex_unlock(&sh->mu);
-        rc = io_fdatasync(f->fd);
-        pthread_mutex_lock(&sh->mu);
-        sh->syncing = false;
-        sh->syncs++;
-        pthread_cond_broadcast(&sh->sync_cv);
-        if (rc < 0) {
-            int expected = 0;
-            atomic_compare_exchange_strong(&sh->db->failed, &expected, rc);
-            rc = err_set(rc, "fdatasync %s/%08u.data", sh->path, f->id);
-            dfile_unref(f);
+        if ((rc = shard_sync_outside(sh, f, false)) < 0)
             return rc;
-        }
-        dfile_unref(f);
         atomic_max_u64(&ss->durable, AT_ID(head) == AT_ID(upto) ? head : upto);
     }
     return 0;

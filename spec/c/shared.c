@@ -456,6 +456,7 @@ static void test_kill(uint64_t seed, int rounds)
     armdb *p = open_shared(0);
     uint64_t rng = seed, next_seq[SLOTS];
     pid_t pid[SLOTS];
+    bool armed[SLOTS];
     int rfd[SLOTS];
     for (uint32_t s = 0; s < SLOTS; s++)
         next_seq[s] = 1 + s;
@@ -465,7 +466,8 @@ static void test_kill(uint64_t seed, int rounds)
             int fds[2];
             CHECK(pipe(fds) == 0);
             /* Half the writers carry a fault that kills them in a write. */
-            uint64_t nth = t_rand(&rng) % 2 ? 1 + t_rand(&rng) % 200 : 0;
+            uint64_t nth = t_rand(&rng) % 2 ? 1 + t_rand(&rng) % 60 : 0;
+            armed[s] = nth != 0;
             uint64_t wseed = t_rand(&rng);
             CHECK((pid[s] = fork()) >= 0);
             if (pid[s] == 0) {
@@ -482,7 +484,11 @@ static void test_kill(uint64_t seed, int rounds)
             usleep(1000);
         for (uint32_t s = 0; s < SLOTS; s++) {
             int st;
-            bool dead = waitpid(pid[s], &st, WNOHANG) == pid[s];
+            /* An armed writer dies at its fault (it writes until then). */
+            bool dead = false;
+            for (int t = 0; t < (armed[s] ? 3000 : 1) && !dead; t++)
+                if (!(dead = waitpid(pid[s], &st, WNOHANG) == pid[s]) && armed[s])
+                    usleep(1000);
             if (!dead) {
                 kill(pid[s], SIGKILL);
                 CHECK(waitpid(pid[s], &st, 0) == pid[s]);
