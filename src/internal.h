@@ -714,7 +714,7 @@ struct pending_read {
     uint32_t vlen;
     uint64_t first_page;
     uint32_t npages;
-    bool fill; /* its pages may go into the block cache */
+    uint64_t cache_end; /* its pages wholly below it may go into the block cache */
 };
 /* get_many, per key: 0 (value copied to dst), ARMDB_NOTFOUND,
  * ARMDB_BUFSMALL (*vlen set), an error, or 1: *p says what to read. */

@@ -428,7 +428,17 @@ struct loc {
     uint64_t gsn;
     uint64_t eoff, esize;
     uint32_t vlen;
+    uint64_t cache_end; /* pages of f wholly below it may be cached */
 };
+
+/* With mu held: where f's pages stop being final. In shared mode other
+ * processes append to the active file's last page, so only the pages
+ * below the head as this process knows it are (bytes below a published
+ * head never change); every page of any other file is. */
+static uint64_t cache_end_of(const struct shard *sh, const struct dfile *f)
+{
+    return sh->ss && f == sh->active ? round_down(AT_OFF(sh->at), PAGE) : UINT64_MAX;
+}
 
 static int rec_loc(struct shard *sh, const unsigned char *rec, struct loc *l)
 {
@@ -441,6 +451,7 @@ static int rec_loc(struct shard *sh, const unsigned char *rec, struct loc *l)
     if (!l->f)
         return err_set(ARMDB_CORRUPT, "%s: index names data file %u, which is gone", sh->path,
                        rec_u32(rec, REC_FILE));
+    l->cache_end = cache_end_of(sh, l->f);
     return 0;
 }
 
@@ -529,9 +540,6 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
     unsigned char *sc = scratch_get((size_t)(round_up(end, PAGE) - a));
     if (!sc)
         return err_set(-ENOMEM, "read %s/%08u.data", sh->path, l->f->id);
-    /* Shared mode: other processes append to the active file's last page
-     * meanwhile; a cached copy of it would be stale at once. */
-    fill = fill && !(sh->ss && l->f == sh->active);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         uint32_t lo, hi;
@@ -548,7 +556,7 @@ static int read_entry(struct shard *sh, const struct loc *l, const void *key, co
         const unsigned char *p = sc + (l->eoff - a);
         rc = entry_check(sh, p, l, key);
         if (rc == 0) {
-            for (uint32_t i = lo; i < hi && fill; i++)
+            for (uint32_t i = lo; i < hi && fill && a + (uint64_t)(i + 1) * PAGE <= l->cache_end; i++)
                 cache_put(sh->db->cache, cache_name(sh->no, l->f->id, a / PAGE + i), sc + (size_t)i * PAGE);
             *val = p + ENTRY_HDR + sh->db->key_len;
             return 0;
@@ -621,7 +629,8 @@ int shard_read_at_unlock(struct shard *sh, struct dfile *f, uint64_t gsn, uint32
                          const void *key, void *dst)
 {
     uint32_t klen = sh->db->key_len;
-    struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen)};
+    struct loc l = {.f = f, .gsn = gsn, .vlen = vlen, .eoff = voff - ENTRY_HDR - klen, .esize = entry_size(klen, vlen),
+                    .cache_end = cache_end_of(sh, f)};
     return read_loc_unlock(sh, NULL, l, 0, key, dst, false);
 }
 
@@ -705,7 +714,7 @@ int shard_get_begin(struct shard *sh, const void *key, uint64_t h, void *dst, si
             dfile_ref(l.f);
             *p = (struct pending_read){.sh = sh, .f = l.f, .key = key, .gsn = l.gsn, .eoff = l.eoff,
                                        .esize = l.esize, .vlen = l.vlen, .first_page = a / PAGE, .npages = n,
-                                       .fill = !(sh->ss && l.f == sh->active)};
+                                       .cache_end = l.cache_end};
         }
     }
     if (rc == 0 && l.vlen)
@@ -732,7 +741,7 @@ int shard_get_finish(struct pending_read *p, unsigned char *buf, ssize_t res, vo
     if (rc == 0) {
         if (p->vlen)
             memcpy(dst, buf + (p->eoff - a) + ENTRY_HDR + sh->db->key_len, p->vlen);
-        for (uint32_t i = 0; i < p->npages && p->fill; i++)
+        for (uint32_t i = 0; i < p->npages && (p->first_page + i + 1) * PAGE <= p->cache_end; i++)
             cache_put(sh->db->cache, cache_name(sh->no, p->f->id, p->first_page + i), buf + (size_t)i * PAGE);
     }
     dfile_unref(p->f);
