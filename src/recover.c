@@ -624,9 +624,14 @@ static int recover_files(struct shard *sh, struct pend *pend)
      * be newer, but it has its hint before it has its name.) */
     uint32_t last = 0;
     for (uint32_t i = n; i-- > 0 && !last;) {
-        char hint[32];
+        char hint[32], data[32];
         dfile_name(hint, sizeof hint, ids[i], "hint");
-        if (faccessat(sh->dirfd, hint, F_OK, 0) < 0)
+        dfile_name(data, sizeof data, ids[i], "data");
+        struct stat st;
+        /* (An empty one is a file made and never written: a writer of a
+         * shared store that died as it rotated. The one before it was the
+         * one appended to.) */
+        if (faccessat(sh->dirfd, hint, F_OK, 0) < 0 && fstatat(sh->dirfd, data, &st, 0) == 0 && st.st_size > 0)
             last = ids[i];
     }
     for (uint32_t i = 0; i < n && rc == 0; i++) {

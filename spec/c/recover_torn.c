@@ -21,6 +21,8 @@
  *    plus the new writes, never the cut entries.
  * 4. A flipped byte in the last entry, or in an entry in the middle, cuts
  *    the file at that entry.
+ * 5. An empty newer data file (made by a rotation that wrote nothing) does
+ *    not keep the torn tail of the file before it from being cut.
  *
  * Replay: ARMDB_SEED=<seed printed on failure>. ARMDB_TEST_JOBS sets how
  * many processes share the cut points (default 2).
@@ -409,6 +411,35 @@ static void write_damaged(const char *path, const uint8_t *orig, uint64_t size, 
     close(fd);
 }
 
+/* 5. A newer data file that is empty (a writer of a shared store that died
+ * as it rotated, having made the next file and written nothing to it) does
+ * not hide the torn tail of the file before it: that one is still the one
+ * whose tail is cut, not scanned as damage. */
+static void part_empty_newer(const struct layout *L, const char *store, uint64_t x, size_t kept)
+{
+    char *dir = t_tmpdir("torn-empty");
+    char *copy = t_path(dir, "db");
+    char *data = t_path(copy, "000/00000001.data");
+    char *empty = t_path(copy, "000/00000002.data");
+    t_copy_tree(store, copy);
+    CHECK(truncate(data, (off_t)x) == 0);
+    int fd = open(empty, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    CHECK(fd >= 0);
+    close(fd);
+    armdb *db = open_existing(copy);
+    armdb_stat st;
+    CHECK_OK(armdb_stats(db, &st));
+    CHECK(st.torn_bytes > 0 && st.corrupt_entries == 0);
+    check_state(db, L, kept, NULL, NULL);
+    CHECK_OK(armdb_close(db));
+    CHECK(access(empty, F_OK) != 0); /* made and never written: removed */
+    free(empty);
+    free(data);
+    free(copy);
+    t_rmtree(dir);
+    free(dir);
+}
+
 /* Worker `no` of `nw` takes every nw-th cut point, for both kinds of damage. */
 static void cut_worker(const struct layout *L, const char *store, const uint8_t *orig,
                        const uint64_t *xs, size_t n, unsigned no, unsigned nw)
@@ -630,6 +661,8 @@ int main(void)
         part_rewrite(&L, store, FLIP, L.ops[mid].start + 16 + 3, mid, g_seed + 5);
         g_part = "flip a byte in the value length of an entry in the middle, then write";
         part_rewrite(&L, store, FLIP, L.ops[mid + 1].start + 5, mid + 1, g_seed + 6);
+        g_part = "truncate inside the last entry, with an empty newer file";
+        part_empty_newer(&L, store, lastp->start + 20, L.nops - 1);
     }
 
     free(data);
