@@ -210,13 +210,13 @@ bench-http: build
 	ARMDB_LIB=$(CURDIR)/$(BUILD)/libarmdb.so bench/http/run
 
 # What CI runs: warnings as errors, both I/O paths, both sanitizer builds,
-# and the fuzzers (30 s each here, to keep CI under 30 minutes).
+# and the fuzzers (20 s each here, to keep CI under 30 minutes).
 check-all:
 	$(MAKE) check CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-no-uring CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-asan CMAKE_ARGS=-DARMDB_WERROR=ON
 	$(MAKE) check-tsan CMAKE_ARGS=-DARMDB_WERROR=ON
-	$(MAKE) fuzz FUZZ_SECONDS=30 CMAKE_ARGS=-DARMDB_WERROR=ON
+	$(MAKE) fuzz FUZZ_SECONDS=20 CMAKE_ARGS=-DARMDB_WERROR=ON
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz demo-data
