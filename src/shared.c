@@ -25,7 +25,12 @@
  *
  * Bytes below a published head are never written again (no write buffer
  * holds a partial page: appends go straight to the file, which therefore
- * is opened without O_DIRECT), so they can be read at leisure.
+ * is opened without O_DIRECT), so they can be read at leisure, and pages
+ * the head has passed can be cached.
+ *
+ * A process that cannot catch up event by event (the ring moved on while
+ * it was stopped, or a file it had yet to read was compacted away) loads
+ * the shard again from its files (shard_reload), like a later opener.
  *
  * A process killed while it holds a mutex leaves at most one thing half
  * done, and the next locker (EOWNERDEAD) finishes or undoes it before
