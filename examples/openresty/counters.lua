@@ -19,10 +19,9 @@
 -- add up exactly, with no lock held across requests. A rate window's count
 -- is written with an expiry of two windows (a ttl policy), so that old
 -- windows vanish from reads at once and are purged by the sweep.
-local cjson = require("cjson.safe")
+local answer = require("answer")
 
 local ngx = ngx -- luacheck: ignore 113 (the global of OpenResty)
-local ngx_log, ERR = ngx.log, ngx.ERR
 
 local M = {}
 
@@ -40,32 +39,7 @@ function M.configure(limit, window)
     conf.limit, conf.window = limit, window
 end
 
-local function respond(status, t, headers)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    for name, value in pairs(headers or {}) do
-        ngx.header[name] = value
-    end
-    ngx.say(cjson.encode(t))
-    return ngx.exit(ngx.HTTP_OK)
-end
-
-local function text(status, line, headers)
-    ngx.status = status
-    ngx.header["Content-Type"] = "text/plain; charset=utf-8"
-    for name, value in pairs(headers or {}) do
-        ngx.header[name] = value
-    end
-    ngx.say(line)
-    return ngx.exit(ngx.HTTP_OK)
-end
-
-local function fail(what, name, msg, code)
-    local line = string.format("armdb: %s %s: %s (code %s)", what, ngx.escape_uri(name), tostring(msg),
-        tostring(code))
-    ngx_log(ERR, line)
-    return text(ngx.HTTP_INTERNAL_SERVER_ERROR, line)
-end
+local respond, text, fail = answer.json, answer.text, answer.fail
 
 local function collection(name)
     local coll, err = require("kv").collection(name)

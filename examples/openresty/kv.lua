@@ -21,7 +21,7 @@
 -- policy tasks, among them the sweep that purges expired sessions, in
 -- slices of at most SLICE seconds every TICK seconds; it publishes their
 -- counters in the lua_shared_dict armdb_tasks for the other workers.
-local cjson = require("cjson.safe")
+local answer = require("answer")
 local sessions = require("sessions")
 local counters = require("counters")
 
@@ -89,25 +89,7 @@ end
 
 -- ---- responses ----
 
-local function reply(status, text, headers)
-    ngx.status = status
-    ngx.header["Content-Type"] = "text/plain; charset=utf-8"
-    if headers then
-        for name, value in pairs(headers) do
-            ngx.header[name] = value
-        end
-    end
-    ngx.say(text)
-    return ngx.exit(ngx.HTTP_OK)
-end
-
--- An armdb failure: 500, the message in the body and in the error log.
-local function fail(what, key, msg, code)
-    local text = string.format("armdb: %s%s: %s (code %s)", what, key and " " .. ngx.escape_uri(key) or "",
-        tostring(msg), tostring(code))
-    ngx_log(ERR, text)
-    return reply(ngx.HTTP_INTERNAL_SERVER_ERROR, text)
-end
+local reply, fail = answer.text, answer.fail
 
 -- coll:method(...) with a raise (misuse: a bug here or in armdb) turned
 -- into a failure, so that it too answers 500 with its message.
@@ -242,14 +224,7 @@ function M.stats()
     if not stats then
         return fail("stats", nil, msg, code)
     end
-    local json, err = cjson.encode(stats)
-    if not json then
-        return fail("stats", nil, "cannot encode the stats as JSON: " .. tostring(err), "cjson")
-    end
-    ngx.status = ngx.HTTP_OK
-    ngx.header["Content-Type"] = "application/json"
-    ngx.say(json)
-    return ngx.exit(ngx.HTTP_OK)
+    return answer.json(ngx.HTTP_OK, stats)
 end
 
 -- error_page 413: nginx refused a body over client_max_body_size (limit,

@@ -20,6 +20,7 @@
 -- ids are version 4 uuids from /dev/urandom: unguessable, so an id is the
 -- session's secret.
 local cjson = require("cjson.safe")
+local answer = require("answer")
 
 local ngx = ngx -- luacheck: ignore 113 (the global of OpenResty)
 local ngx_log, ERR = ngx.log, ngx.ERR
@@ -41,34 +42,7 @@ local state = { coll = nil, urandom = nil }
 
 -- ---- responses ----
 
-local function respond(status, content_type, body, headers)
-    ngx.status = status
-    ngx.header["Content-Type"] = content_type
-    for name, value in pairs(headers or {}) do
-        ngx.header[name] = value
-    end
-    ngx.say(body)
-    return ngx.exit(ngx.HTTP_OK)
-end
-
-local function text(status, body, headers)
-    return respond(status, "text/plain; charset=utf-8", body, headers)
-end
-
-local function json(status, t, headers)
-    local body, err = cjson.encode(t)
-    if not body then
-        return text(ngx.HTTP_INTERNAL_SERVER_ERROR, "cannot encode the answer as JSON: " .. tostring(err))
-    end
-    return respond(status, "application/json", body, headers)
-end
-
-local function fail(what, id, msg, code)
-    local line = string.format("armdb: %s%s: %s (code %s)", what, id and " " .. id or "", tostring(msg),
-        tostring(code))
-    ngx_log(ERR, line)
-    return text(ngx.HTTP_INTERNAL_SERVER_ERROR, line)
-end
+local text, json, fail = answer.text, answer.json, answer.fail
 
 -- coll:method(...), a raise turned into a failure (as in kv.lua).
 local function call(method, ...)
