@@ -517,8 +517,9 @@ static int recover_file(struct shard *sh, struct pend *pend, struct dfile *f, bo
         rc = tags_load(sh, f, file_len, salt);
         if (rc == 2) {
             /* Reported (harmless while the slots hold), but not in the
-             * file a torn write may have reached before its first sync. */
-            sh->corrupt += !last;
+             * file a torn write may have reached before its first sync,
+             * nor for a file with no page to seal. */
+            sh->corrupt += !last && file_len > 0;
             rc = 0;
         }
         if (rc != 0) {
