@@ -9,102 +9,22 @@
 -- them to a file; then in mode "http", which loads the key set and serves
 -- GET and PUT for wrk. Prints one JSON document on stdout; progress on
 -- stderr. See README.md beside this file for what is measured and how.
-local ffi = require("ffi")
+-- Starting and stopping nginx, and wrk's script, are shared with
+-- bench/http: bench/nginx_bench.lua and bench/nginx_wrk.lua.
 local cjson = require("cjson")
 
--- bench/benchdata.lua, beside this directory.
-package.path = ((arg[0] or ""):match("^(.*)/ngx/[^/]*$") or "..") .. "/?.lua;" .. package.path
+-- bench/benchdata.lua and bench/nginx_bench.lua, above this directory.
+package.path = ((arg[0] or ""):match("^(.*)/[^/]*$") or ".") .. "/../?.lua;" .. package.path
 local benchdata = require("benchdata")
+local nb = require("nginx_bench")
 
 local KEY_LEN, VAL_LEN = 16, 100
 
-local function say(fmt, ...)
-    io.stderr:write("bench/ngx: ", string.format(fmt, ...), "\n")
-end
-
--- A failure of the run (not a bug): reported without a traceback.
-local function die(fmt, ...)
-    error({ msg = string.format(fmt, ...) }, 0)
-end
-
-local function quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
-
--- Output of a shell command and whether it exited 0.
-local function sh(cmd)
-    local p = assert(io.popen(cmd .. "; echo \"ngxbench_rc=$?\""))
-    local out = p:read("*a")
-    p:close()
-    local rc = tonumber(out:match("ngxbench_rc=(%d+)%s*$"))
-    return (out:gsub("ngxbench_rc=%d+%s*$", "")), rc == 0
-end
-
-local function trim(s)
-    return (s:gsub("^%s+", ""):gsub("%s+$", ""))
-end
-
-ffi.cdef([[
-int kill(int pid, int sig);
-int poll(void *fds, unsigned long nfds, int timeout);
-int getuid(void);
-struct ngxbench_sockaddr_in {
-    uint16_t sin_family;
-    uint16_t sin_port;
-    uint32_t sin_addr;
-    uint8_t sin_zero[8];
-};
-int socket(int domain, int type, int protocol);
-int bind(int fd, const void *addr, uint32_t len);
-int getsockname(int fd, void *addr, uint32_t *len);
-int close(int fd);
-uint16_t htons(uint16_t v);
-uint16_t ntohs(uint16_t v);
-uint32_t htonl(uint32_t v);
-]])
-local C = ffi.C
-
-local function sleep_ms(ms)
-    C.poll(nil, 0, ms)
-end
-
-local function now()
-    local t = sh("date +%s.%N")
-    return tonumber(trim(t)) or os.time()
-end
+local say = nb.sayer("bench/ngx")
+local die, quote, read_file, exists, sh, trim = nb.die, nb.quote, nb.read_file, nb.exists, nb.sh, nb.trim
+local sleep_ms, now, env_int, alive, log_tail = nb.sleep_ms, nb.now, nb.env_int, nb.alive, nb.log_tail
 
 -- ---- settings ----
-
-local function env_int(name, default, lo, hi)
-    local v = os.getenv(name)
-    if v == nil or v == "" then
-        return default
-    end
-    local n = tonumber(v)
-    if not n or n ~= math.floor(n) or n < lo or n > hi then
-        die("%s must be an integer %d..%d, got %q", name, lo, hi, v)
-    end
-    return n
-end
 
 local function settings(tmp, n_arg)
     local s = { tmp = tmp }
@@ -140,13 +60,7 @@ end
 -- ---- tools ----
 
 local function find_tools(s)
-    local script = arg[0]
-    local here = script:match("^(.*)/[^/]*$") or "."
-    here = trim(sh("cd " .. quote(here) .. " && pwd -P"))
-    local root = here:match("^(.*)/bench/ngx$")
-    if not root then
-        die("cannot find the checkout: %s is not bench/ngx", here)
-    end
+    local here, root = nb.paths("ngx")
     s.here, s.root = here, root
     for _, p in ipairs({ here, root, s.tmp }) do
         if p:find('["\\$;{}%c\']') then
@@ -204,47 +118,10 @@ local function find_tools(s)
     s.wrk = wrk
     s.wrk_version = trim(sh(quote(wrk) .. " -v 2>&1")):match("^wrk (%S+)")
 
-    s.user = "# user: not root, so workers keep the user that started nginx"
-    if C.getuid() == 0 then
-        local owner = trim(sh("stat -c '%U %G' " .. quote(s.tmp)))
-        if not owner:match("^%S+ %S+$") then
-            die("cannot tell the owner of %s", s.tmp)
-        end
-        s.user = "user " .. owner .. ";"
-    end
-end
-
--- A port nobody listens on now: bind port 0 and ask which one we got.
--- Another process could take it before nginx does; then nginx fails to
--- start and says so.
-local function free_port()
-    local AF_INET, SOCK_STREAM = 2, 1
-    local fd = C.socket(AF_INET, SOCK_STREAM, 0)
-    if fd < 0 then
-        die("socket() failed")
-    end
-    local sa = ffi.new("struct ngxbench_sockaddr_in")
-    sa.sin_family = AF_INET
-    sa.sin_addr = C.htonl(0x7f000001)
-    local len = ffi.new("uint32_t[1]", ffi.sizeof(sa))
-    if C.bind(fd, sa, ffi.sizeof(sa)) ~= 0 or C.getsockname(fd, sa, len) ~= 0 then
-        C.close(fd)
-        die("cannot find a free port on 127.0.0.1")
-    end
-    local port = C.ntohs(sa.sin_port)
-    C.close(fd)
-    return port
+    s.user = nb.nginx_user(s.tmp, "# user: not root, so workers keep the user that started nginx")
 end
 
 -- ---- nginx ----
-
-local function alive(pid)
-    if pid == nil or C.kill(pid, 0) ~= 0 then
-        return false
-    end
-    local stat = read_file("/proc/" .. pid .. "/stat")
-    return stat == nil or stat:match("^%d+ %b() (%a)") ~= "Z"
-end
 
 local function lua_literal(t)
     local parts = {}
@@ -271,32 +148,11 @@ local function cache_size(keys)
     return math.max(64 * MiB, keys * 256)
 end
 
-local function log_tail(prefix)
-    local text = read_file(prefix .. "/logs/error.log") or ""
-    local lines = {}
-    for line in text:gmatch("[^\n]+") do
-        lines[#lines + 1] = line
-    end
-    return table.concat(lines, "\n", math.max(1, #lines - 19))
-end
-
 local running = {} -- prefix -> pid, stopped at the end
 
-local function wait_exit(pid, ms)
-    for _ = 1, ms / 50 do
-        if not alive(pid) then
-            return true
-        end
-        sleep_ms(50)
-    end
-    return not alive(pid)
-end
-
--- Stop nginx: QUIT (graceful: the worker closes the store). A worker busy
--- in the point timer handles no signal until the timer returns, so the
--- file "stop" tells the timer to give up between two timed phases. If it
--- still runs after 30 s, TERM (the master then kills a worker that does
--- not exit), and at last KILL to the master and its workers, by pid.
+-- Stop nginx (nginx_bench.stop_nginx). A worker busy in the point timer
+-- handles no signal until the timer returns, so the file "stop" first
+-- tells the timer to give up between two timed phases.
 local function stop(prefix)
     local pid = running[prefix]
     if not pid then
@@ -307,21 +163,7 @@ local function stop(prefix)
     if f then
         f:close()
     end
-    C.kill(pid, 3)
-    if wait_exit(pid, 30000) then
-        return
-    end
-    say("nginx %d did not stop within 30 s after QUIT; sending TERM", pid)
-    C.kill(pid, 15)
-    if wait_exit(pid, 10000) then
-        return
-    end
-    say("nginx %d did not stop after TERM; killing it and its workers", pid)
-    local children = sh("pgrep -P " .. pid)
-    for child in children:gmatch("%d+") do
-        C.kill(tonumber(child), 9)
-    end
-    C.kill(pid, 9)
+    nb.stop_nginx(pid, say, "")
 end
 
 local function stop_all()
@@ -333,10 +175,7 @@ end
 -- Render the template for `mode` and start nginx on a prefix of its own.
 local function start(s, mode, keys)
     local prefix = s.tmp .. "/" .. mode
-    for _, d in ipairs({ "conf", "logs", "temp", "data" }) do
-        assert(os.execute("mkdir -p " .. quote(prefix .. "/" .. d)) == 0)
-    end
-    local port = free_port()
+    local port = nb.free_port()
     local cfg = {
         mode = mode,
         n = s.n,
@@ -360,28 +199,7 @@ local function start(s, mode, keys)
         CONFIG_LUA = lua_literal(cfg),
         LISTEN = "127.0.0.1:" .. port,
     }
-    local template = read_file(s.here .. "/nginx.conf") or die("cannot read %s/nginx.conf", s.here)
-    local conf = template:gsub("@([A-Z_]+)@", function(name)
-        return values[name] or die("nginx.conf: unknown placeholder @%s@", name)
-    end)
-    local f = assert(io.open(prefix .. "/conf/nginx.conf", "wb"))
-    f:write(conf)
-    f:close()
-    local out, ok = sh(quote(s.nginx) .. " -p " .. quote(prefix .. "/") .. " -c conf/nginx.conf -e logs/error.log 2>&1")
-    if not ok then
-        die("nginx did not start:\n%s\n%s", out, log_tail(prefix))
-    end
-    local pid
-    for _ = 1, 200 do
-        pid = tonumber(read_file(prefix .. "/logs/nginx.pid") or "")
-        if pid then
-            break
-        end
-        sleep_ms(50)
-    end
-    if not pid then
-        die("nginx wrote no pid file:\n%s", log_tail(prefix))
-    end
+    local pid = nb.start_nginx(s.nginx, prefix, s.here .. "/nginx.conf", values, "")
     running[prefix] = pid
     return { prefix = prefix, pid = pid, port = port, cfg = cfg, shdict_mib = shdict_mib(keys) }
 end
@@ -488,14 +306,13 @@ end
 
 local function wrk_run(s, srv, op, prefix, seconds)
     local cmd = string.format("%s -t%d -c%d -d%ds --timeout 5s -s %s http://127.0.0.1:%d -- %s %d %s 2>&1",
-        quote(s.wrk), s.threads, s.connections, seconds, quote(s.here .. "/wrk.lua"), srv.port, op,
+        quote(s.wrk), s.threads, s.connections, seconds, quote(s.root .. "/bench/nginx_wrk.lua"), srv.port, op,
         s.http_keys, prefix)
     local out, ok = sh(cmd)
-    local json = out:match("NGXBENCH_JSON (%b{})")
-    if not ok or not json then
+    local r = nb.wrk_result(out)
+    if not ok or not r then
         die("wrk failed:\n%s\n%s", cmd, out)
     end
-    local r = cjson.decode(json)
     local e = r.errors
     if e.connect + e.status > 0 then
         die("wrk %s %s: %d connect errors, %d answers other than 2xx/3xx:\n%s\n%s", op, prefix,

@@ -271,7 +271,7 @@ end
 
 -- ---- http mode ----
 
--- The HTTP key of index i (0-based): 16 ASCII bytes. bench/ngx/wrk.lua
+-- The HTTP key of index i (0-based): 16 ASCII bytes. bench/nginx_wrk.lua
 -- computes the same (its http_key); keep the two in step. Exact in
 -- doubles for i < 2^32.
 local function http_key(i)

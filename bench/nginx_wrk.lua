@@ -1,15 +1,19 @@
--- wrk.lua: the load of bench/ngx/run, for `wrk -s wrk.lua URL -- OP KEYS PREFIX`.
+-- bench/nginx_wrk.lua: the load of bench/ngx and bench/http, for
+-- `wrk -s nginx_wrk.lua URL -- OP KEYS PREFIX`.
 --
 --   OP      GET or PUT
 --   KEYS    how many keys were loaded (indexes 0 .. KEYS-1)
---   PREFIX  /a/ (armdb) or /d/ (ngx.shared.DICT)
+--   PREFIX  the path before the key: /a/ (armdb) or /d/ (ngx.shared.DICT)
+--           for bench/ngx; /get/ or /put/ for bench/http
 --
--- Every request names a key drawn at random from the loaded set: the key
--- of index i is http_key(i), as in ngxbench.lua (keep the two in step). A
--- PUT sends a fixed 100-byte body. Each thread seeds its generator with its
--- number, so both engines get the same sequence of keys. done() prints one
--- line "NGXBENCH_JSON {...}" on stdout: requests, duration, errors and the
--- latency percentiles in microseconds.
+-- Every request names a key drawn uniformly from the loaded set: the key
+-- of index i is http_key(i), as in bench/ngx/ngxbench.lua and
+-- bench/http/httpbench.lua (keep the three in step). A PUT sends a fixed
+-- 100-byte body, overwriting that key. Each thread seeds its generator
+-- with its number, so every engine or backend gets the same key sequences.
+-- done() prints one line "NGINX_BENCH_WRK {...}" on stdout (read by
+-- nginx_bench.wrk_result): requests, duration, bytes, errors and latency
+-- (mean, stdev, max and percentiles) in microseconds.
 --
 -- wrk runs this in one Lua state per thread (and one more for setup and
 -- done): the globals below are per state.
@@ -30,10 +34,9 @@ end
 function init(args)
     op, nkeys, prefix = args[1], tonumber(args[2]), args[3]
     if (op ~= "GET" and op ~= "PUT") or not nkeys or nkeys < 1 or not prefix then
-        error("usage: wrk -s wrk.lua URL -- GET|PUT KEYS PREFIX")
+        error("usage: wrk -s nginx_wrk.lua URL -- GET|PUT KEYS PREFIX")
     end
-    local no = rawget(_G, "thread_no") or 1
-    math.randomseed(12345 + no)
+    math.randomseed(12345 + (rawget(_G, "thread_no") or 1))
     wrk.method = op
     if op == "PUT" then
         wrk.body = string.rep("w", 100)
@@ -51,7 +54,7 @@ function done(summary, latency)
     for _, q in ipairs({ 50, 90, 99, 99.9 }) do
         p[#p + 1] = string.format('"%s":%d', tostring(q), latency:percentile(q))
     end
-    io.write(string.format('NGXBENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,'
+    io.write(string.format('NGINX_BENCH_WRK {"requests":%d,"duration_us":%d,"bytes":%d,'
         .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
         .. '"latency_us":{"mean":%.1f,"stdev":%.1f,"max":%d,%s}}\n',
         summary.requests, summary.duration, summary.bytes,
