@@ -39,6 +39,8 @@ struct cp_file {
     uint64_t len;    /* data bytes to copy (UINT64_MAX: the whole file) */
     uint64_t tags;   /* tags bytes (encrypted stores; UINT64_MAX: the whole file) */
     bool active;     /* the active file at the cut */
+    bool hinted;     /* it had its hint at the cut (read under the shard's lock: the
+                        background thread sets it) */
 };
 
 enum { ST_DATA, ST_TAGS, ST_HINT, ST_NEXT };
@@ -105,7 +107,8 @@ static int take_cut(armdb_checkpoint *cp)
         for (uint32_t i = 0; i < sh->nfiles; i++) {
             struct dfile *f = sh->files[i];
             struct cp_file *c = &cp->files[cp->n++];
-            *c = (struct cp_file){.sh = sh, .f = f, .len = UINT64_MAX, .tags = f->pk.cr ? UINT64_MAX : 0};
+            *c = (struct cp_file){.sh = sh, .f = f, .len = UINT64_MAX, .tags = f->pk.cr ? UINT64_MAX : 0,
+                                  .hinted = f->has_hint};
             if (f == sh->active) {
                 c->active = true;
                 c->len = f->pk.cr ? round_up(f->size, PAGE) : f->size;
@@ -290,7 +293,7 @@ static int step_file(armdb_checkpoint *cp, struct cp_file *c)
     switch (cp->stage) {
     case ST_DATA:
         dfile_name(name, sizeof name, c->f->id, "data");
-        if (cp->off == 0 && cp->out < 0 && !c->active && c->f->has_hint && (cp->flags & ARMDB_CHECKPOINT_LINK)) {
+        if (cp->off == 0 && cp->out < 0 && !c->active && c->hinted && (cp->flags & ARMDB_CHECKPOINT_LINK)) {
             char tags[32];
             dfile_name(tags, sizeof tags, c->f->id, "tags");
             if ((rc = try_link(cp, c, name)) < 0)
