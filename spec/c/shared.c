@@ -303,10 +303,16 @@ static void test_visibility(void)
     uint32_t ia = 5000, ib = 5001;
     key_of(ia, ka);
     key_of(ib, kb);
+    int go[2];
+    CHECK(pipe(go) == 0);
     pid_t bw = fork_bare(&p);
     if (bw == 0) {
         armdb *db = open_shared(0);
+        char b;
+        CHECK(read(go[0], &b, 1) == 1); /* the reader reads by now */
         for (uint64_t s = 1; s <= 400; s++) {
+            if (s > 1)
+                usleep(1000); /* so that the reader sees many states, whatever the load */
             uint8_t va[8 + VAL_MAX], vb[8 + VAL_MAX];
             size_t na = val_of(ia, s, va), nb = val_of(ib, s, vb);
             armdb_op ops[2] = {{.type = ARMDB_OP_PUT, .key = ka, .klen = KEY_LEN, .val = va, .vlen = na},
@@ -317,6 +323,8 @@ static void test_visibility(void)
         _exit(0);
     }
     p = open_shared(0);
+    char b = 1;
+    CHECK(write(go[1], &b, 1) == 1);
     uint64_t seen = 0, changes = 0, t0 = now_us();
     while (seen < 400 && now_us() - t0 < 60000000u) {
         /* b first: a may only be as new or newer. */
