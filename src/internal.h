@@ -656,7 +656,10 @@ int shard_check_locked(struct shard *sh, int64_t r, const void *key, const void 
 /* With mu held: the key's record, added to the indexes (*fresh, zeroed but
  * for the key) if absent, so that the put cannot fail once appended. */
 int64_t shard_claim(struct shard *sh, const void *key, uint64_t h, bool *fresh) MUST_CHECK;
-/* With mu held: point record r at the put appended to f at voff. */
+/* With mu held: point record r at the put appended to f at voff (counted
+ * as a put of this handle's; shard_point: not counted, another's). */
+void shard_point(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
+                 const void *val, uint32_t vlen);
 void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
                   const void *val, uint32_t vlen);
 /* With mu held: the entry rec points at is dead now. */

@@ -823,6 +823,13 @@ int64_t shard_claim(struct shard *sh, const void *key, uint64_t h, bool *fresh)
 void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
                   const void *val, uint32_t vlen)
 {
+    shard_point(sh, r, fresh, f, gsn, voff, val, vlen);
+    sh->puts++;
+}
+
+void shard_point(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uint64_t gsn, uint32_t voff,
+                 const void *val, uint32_t vlen)
+{
     struct index *ix = &sh->ix;
     unsigned char *rec = index_rec(ix, r);
     if (!fresh)
@@ -833,7 +840,6 @@ void shard_settle(struct shard *sh, uint32_t r, bool fresh, struct dfile *f, uin
     if (ix->inline_len)
         memcpy(rec + REC_KEY + ix->key_len, val, vlen);
     f->live += entry_size(ix->key_len, vlen);
-    sh->puts++;
 }
 
 int shard_put(struct shard *sh, const void *key, uint64_t h, const void *val, uint32_t vlen,

@@ -296,15 +296,7 @@ static int apply_log(void *vctx, uint64_t gsn, uint32_t voff, uint32_t vlen, con
     bool fresh;
     if ((r = shard_claim(sh, key, h, &fresh)) < 0)
         return (int)r;
-    unsigned char *rec = index_rec(ix, (uint32_t)r);
-    if (fresh)
-        sh->live_keys++;
-    else
-        shard_account_dead(sh, rec);
-    rec_set(rec, gsn, c->f->id, voff, vlen);
-    if (ix->inline_len)
-        memcpy(rec + REC_KEY + klen, value, vlen);
-    c->f->live += esize;
+    shard_point(sh, (uint32_t)r, fresh, c->f, gsn, voff, value, vlen);
     return 0;
 }
 
